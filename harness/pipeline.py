@@ -1,0 +1,314 @@
+"""The coordinator: one run through the original service's phases, timed.
+
+IDLE → GENERATING → WAITING_VIP_DRAIN → ENQUEUE_NORMAL → WAITING_NORMAL_DRAIN → DONE
+(or ERROR / ABORTED).
+
+The VIP-first barrier is held by construction: NORMAL jobs do not exist until the
+``processed:VIP`` counter, which workers raise only after their batch is committed to the
+store, reaches the number of VIP orders generated. So no NORMAL order can start while any
+VIP order is unprocessed, whatever the worker count. The run record then proves it again
+from the stored timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import resource
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+
+from harness import queue as rq_queue
+from harness.config import TIERS, Settings, redact
+from harness.connection import connect_redis
+from harness.orders import NORMAL, VIP, generate
+from harness.runs import barrier_proof, environment, iso, window_figures
+from harness.state import Phase, RunState
+from harness.store import Store, open_store
+from harness.worker import run_pool
+
+log = logging.getLogger("harness")
+POLL_S = 0.02
+LOCK_REFRESH_S = 5.0
+POOL_STOP_TIMEOUT_S = 30.0
+
+
+class RunFailed(RuntimeError):
+    """The run could not reach DONE; the record says why."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress bar needs, sent by the coordinator as the run moves."""
+
+    phase: Phase
+    target: int
+    generated: int
+    processed: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _max_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class Pipeline:
+    """One run. Build it, then call :meth:`run`; the returned record is also stored."""
+
+    def __init__(
+        self, settings: Settings, progress: ProgressCallback | None = None,
+        start_workers: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.start_workers = start_workers
+        self.run_id = new_run_id()
+        self.seed = settings.seed if settings.seed is not None else random.randrange(2**31)
+        self.vip_total = self.normal_total = 0
+        self.jobs = {VIP: 0, NORMAL: 0}
+        self.timings: dict[str, float] = {}
+        self._pool: multiprocessing.process.BaseProcess | None = None
+        self._last_refresh = 0.0
+        self.conn: Redis
+        self.store: Store
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run every phase; return the ``process_runs`` record (phase DONE, ERROR or ABORTED).
+
+        Raises before writing anything if Redis or the store cannot be reached, or if
+        another run is active.
+        """
+        self.conn = connect_redis(self.settings)
+        self.state = RunState(self.conn)
+        open_store(self.settings).close()  # unreachable store: fail before any write
+        self.state.acquire(self.run_id)
+        try:
+            return self._run_locked()
+        finally:
+            self.state.release(self.run_id)
+
+    def _run_locked(self) -> dict[str, Any]:
+        self.started = time.time()
+        self.t0 = time.perf_counter()
+        rq_queue.purge(self.conn)
+        if self.start_workers:
+            # Forked before this process opens its store, so no connection crosses a fork.
+            self._pool = multiprocessing.get_context("fork").Process(
+                target=run_pool, args=(self.settings,), name="harness-workers"
+            )
+            self._pool.start()
+        self.store = open_store(self.settings)
+        self.record: dict[str, Any] = {
+            "runId": self.run_id,
+            "startedAt": iso(self.started),
+            "phase": Phase.GENERATING.value,
+            "parameters": {**self.settings.public_dict(), "seed": self.seed},
+            "environment": environment(self.settings, self.conn, self.store),
+        }
+        self.store.save_run(self.record)
+        self.state.begin({
+            "runId": self.run_id, "phase": Phase.GENERATING, "target": self.settings.quantity,
+            "generated": 0, "startedAt": self.started, "workMs": self.settings.work_ms,
+            "processed:VIP": 0, "processed:NORMAL": 0,
+        })
+        try:
+            self._generate()
+            self._wait_drain(VIP, self.vip_total, Phase.WAITING_VIP_DRAIN)
+            self._enqueue_normal()
+            self._wait_drain(NORMAL, self.normal_total, Phase.WAITING_NORMAL_DRAIN)
+            self._finish(Phase.DONE)
+        except KeyboardInterrupt:
+            rq_queue.purge(self.conn)
+            self._finish(Phase.ABORTED, "interrupted")
+            raise
+        except Exception as exc:
+            log.exception("run %s failed", self.run_id)
+            self._finish(Phase.ERROR, redact(f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._stop_pool()
+            self.store.close()
+        return self.record
+
+    def _generate(self) -> None:
+        """Generate and store chunk by chunk, enqueueing full VIP batches as they appear."""
+        s = self.settings
+        weights = [s.tier_weights[t] for t in TIERS]
+        vip_q = rq_queue.queues(self.conn)[VIP]
+        timeout = rq_queue.job_timeout(s.orders_per_job, s.work_ms)
+        gen_s = insert_s = enqueue_s = 0.0
+        generated = 0
+        vip_buffer: list[int] = []
+        start = time.perf_counter()
+        self.state.set(generationStart=time.time())
+        chunks = generate(self.seed, s.quantity, s.chunk_size, weights)
+        while True:
+            t = time.perf_counter()
+            chunk = next(chunks, None)
+            gen_s += time.perf_counter() - t
+            if chunk is None:
+                break
+            t = time.perf_counter()
+            self.store.insert_orders(chunk)
+            insert_s += time.perf_counter() - t
+            generated += len(chunk)
+            vip_buffer.extend(o.seq for o in chunk if o.priority == VIP)
+            last = generated == s.quantity
+            full = len(vip_buffer) if last else len(vip_buffer) // s.orders_per_job * s.orders_per_job
+            t = time.perf_counter()
+            self.jobs[VIP] += rq_queue.enqueue_batches(
+                vip_q, self.run_id, VIP, rq_queue.batches(vip_buffer[:full], s.orders_per_job),
+                timeout,
+            )
+            enqueue_s += time.perf_counter() - t
+            self.vip_total += full
+            del vip_buffer[:full]
+            self.normal_total = generated - self.vip_total - len(vip_buffer)
+            self.timings["generationTimeMs"] = _ms(time.perf_counter() - start - enqueue_s)
+            self.timings["enqueueVipTimeMs"] = _ms(enqueue_s)
+            self.state.set(
+                generated=generated, vipTotal=self.vip_total, normalTotal=self.normal_total,
+                generationTimeMs=self.timings["generationTimeMs"],
+                enqueueVipTimeMs=self.timings["enqueueVipTimeMs"],
+            )
+            self._tick(Phase.GENERATING, generated)
+        self.timings["generateMs"] = _ms(gen_s)
+        self.timings["insertMs"] = _ms(insert_s)
+        self.generated = generated
+
+    def _wait_drain(self, priority: str, total: int, phase: Phase) -> None:
+        """Block until ``total`` orders of ``priority`` are processed, failing fast."""
+        self.state.set(phase=phase)
+        start = time.perf_counter()
+        while self.state.processed(priority) < total:
+            failed = rq_queue.failed_count(self.conn)
+            if failed:
+                raise RunFailed(f"{failed} job(s) failed: {rq_queue.last_failure(self.conn)}")
+            if self._pool is not None and not self._pool.is_alive():
+                raise RunFailed("the worker pool exited before the queue drained")
+            self._tick(phase, self.generated)
+            time.sleep(POLL_S)
+        key = "waitVipDrainMs" if priority == VIP else "waitNormalDrainMs"
+        self.timings[key] = _ms(time.perf_counter() - start)
+
+    def _enqueue_normal(self) -> None:
+        """Page pending NORMAL seqs out of the store and enqueue them, page by page."""
+        s = self.settings
+        self.state.set(phase=Phase.ENQUEUE_NORMAL)
+        normal_q = rq_queue.queues(self.conn)[NORMAL]
+        timeout = rq_queue.job_timeout(s.orders_per_job, s.work_ms)
+        start = time.perf_counter()
+        after = -1
+        while seqs := self.store.pending_seqs(NORMAL, after, s.normal_batch_size):
+            self.jobs[NORMAL] += rq_queue.enqueue_batches(
+                normal_q, self.run_id, NORMAL, rq_queue.batches(seqs, s.orders_per_job), timeout
+            )
+            after = seqs[-1]
+            self.timings["enqueueNormalTimeMs"] = _ms(time.perf_counter() - start)
+            self.state.set(enqueueNormalTimeMs=self.timings["enqueueNormalTimeMs"])
+            self._tick(Phase.ENQUEUE_NORMAL, self.generated)
+        self.timings["enqueueNormalTimeMs"] = _ms(time.perf_counter() - start)
+        self.state.set(enqueueNormalTimeMs=self.timings["enqueueNormalTimeMs"])
+
+    def _tick(self, phase: Phase, generated: int) -> None:
+        """Keep the lock alive and report progress; called per chunk, page and poll."""
+        now = time.monotonic()
+        if now - self._last_refresh > LOCK_REFRESH_S:
+            if not self.state.refresh(self.run_id):
+                raise RunFailed("lost the run lock (Redis restarted or the run was taken over)")
+            self._last_refresh = now
+        if self.progress is not None:
+            processed = self.state.processed(VIP) + self.state.processed(NORMAL)
+            self.progress(Progress(phase, self.settings.quantity, generated, processed))
+
+    # -- the record ----------------------------------------------------------------------
+
+    def _finish(self, phase: Phase, error: str | None = None) -> None:
+        """Compute every figure from the store, check it, and save the run record."""
+        total_s = time.perf_counter() - self.t0
+        windows = self.store.windows()
+        vip = windows.get(VIP)
+        normal = windows.get(NORMAL)
+        vip_done = vip.count if vip else 0
+        normal_done = normal.count if normal else 0
+        processed = vip_done + normal_done
+        generated = getattr(self, "generated", 0)
+        if phase is Phase.DONE and (vip_done, normal_done) != (self.vip_total, self.normal_total):
+            phase, error = Phase.ERROR, (
+                f"store holds {vip_done}/{self.vip_total} VIP and "
+                f"{normal_done}/{self.normal_total} NORMAL orders processed"
+            )
+        proof = barrier_proof(windows)
+        if phase is Phase.DONE and not proof["held"]:
+            phase, error = Phase.ERROR, f"VIP-first barrier violated: gap {proof['gapMs']} ms"
+        rss = self.state.worker_rss_kb()
+        vip_fig = window_figures(vip_done, vip and vip.first_started, vip and vip.last_processed)
+        normal_fig = window_figures(
+            normal_done, normal and normal.first_started, normal and normal.last_processed
+        )
+        self.record.update({
+            "phase": phase.value,
+            "finishedAt": iso(time.time()),
+            "error": error,
+            "generationTimeMs": self.timings.get("generationTimeMs"),
+            "enqueueVipTimeMs": self.timings.get("enqueueVipTimeMs"),
+            "enqueueNormalTimeMs": self.timings.get("enqueueNormalTimeMs"),
+            "waitVipDrainMs": self.timings.get("waitVipDrainMs"),
+            "waitNormalDrainMs": self.timings.get("waitNormalDrainMs"),
+            "breakdown": {"generateMs": self.timings.get("generateMs"),
+                          "insertMs": self.timings.get("insertMs")},
+            "processing": {"vip": vip_fig, "normal": normal_fig},
+            "totalTimeMs": _ms(total_s),
+            "counts": {"generated": generated, "vip": self.vip_total,
+                       "normal": self.normal_total, "processed": processed,
+                       "jobs": {"vip": self.jobs[VIP], "normal": self.jobs[NORMAL]}},
+            "throughput": {
+                "vip": vip_fig["perSec"],
+                "normal": normal_fig["perSec"],
+                "overall": round(processed / total_s, 1) if total_s else None,
+            },
+            "barrier": proof,
+            "memory": {
+                "coordinatorMaxRssMb": _max_rss_mb(),
+                "workerMaxRssMb": {k: round(v / 1024, 1) for k, v in sorted(rss.items())},
+            },
+        })
+        self.store.save_run(self.record)
+        self.state.set(phase=phase, totalTimeMs=self.record["totalTimeMs"],
+                       finishedAt=time.time(), error=error or "")
+
+    def _stop_pool(self) -> None:
+        """Warm-stop the pool: running batches finish, then the workers exit."""
+        if self._pool is None or not self._pool.is_alive():
+            return
+        self._pool.terminate()  # SIGTERM: WorkerPool asks its workers to stop
+        self._pool.join(POOL_STOP_TIMEOUT_S)
+        if self._pool.is_alive():
+            log.warning("worker pool did not stop within %ss; killing it", POOL_STOP_TIMEOUT_S)
+            self._pool.kill()
+            self._pool.join()
+
+
+def run(
+    settings: Settings, progress: ProgressCallback | None = None, start_workers: bool = True
+) -> dict[str, Any]:
+    """Run the whole pipeline once and return its ``process_runs`` record."""
+    return Pipeline(settings, progress, start_workers).run()

@@ -1,0 +1,83 @@
+"""RQ queues and batch jobs.
+
+RQ costs a few milliseconds per job whatever the job carries, so a job carries a batch of
+order seqs (``orders_per_job``; 1 reproduces the original's one job per order). Jobs are
+enqueued many at a time in one Redis pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+from redis import Redis
+from rq import Queue
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from harness.orders import NORMAL, VIP
+
+QUEUE_NAMES = {VIP: "orders-vip", NORMAL: "orders-normal"}
+# Workers listen VIP first. The barrier does not rely on this (NORMAL jobs are only
+# enqueued once every VIP order is processed), but it keeps VIP first for any leftovers.
+LISTEN_ORDER = [QUEUE_NAMES[VIP], QUEUE_NAMES[NORMAL]]
+JOB_FUNC = "harness.worker.process_batch"
+RESULT_TTL = 3_600
+FAILURE_TTL = 7 * 24 * 3_600
+
+
+def queues(conn: Redis) -> dict[str, Queue]:
+    return {p: Queue(name, connection=conn) for p, name in QUEUE_NAMES.items()}
+
+
+def batches(seqs: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for i in range(0, len(seqs), size):
+        yield seqs[i:i + size]
+
+
+def job_timeout(orders_per_job: int, work_ms: float) -> int:
+    """Generous: a batch that runs this long is stuck, not slow."""
+    return int(300 + orders_per_job * (work_ms / 1000) * 3)
+
+
+def enqueue_batches(
+    queue: Queue, run_id: str, priority: str, seq_batches: Iterable[Sequence[int]], timeout: int
+) -> int:
+    """Enqueue one job per batch in a single pipeline; return the number of jobs."""
+    datas = [
+        Queue.prepare_data(
+            JOB_FUNC, args=(run_id, priority, list(batch)), timeout=timeout,
+            result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+            description=f"{priority} batch of {len(batch)} ({run_id})",
+        )
+        for batch in seq_batches
+    ]
+    if datas:
+        with queue.connection.pipeline() as pipe:
+            queue.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+    return len(datas)
+
+
+def failed_count(conn: Redis) -> int:
+    return sum(FailedJobRegistry(queue=q).count for q in queues(conn).values())
+
+
+def last_failure(conn: Redis) -> str | None:
+    """The last line of the newest failed job's traceback, for an error message."""
+    for q in queues(conn).values():
+        registry = FailedJobRegistry(queue=q)
+        for job_id in registry.get_job_ids()[-1:]:
+            job = q.fetch_job(job_id)
+            if job is not None:
+                text = (job.latest_result().exc_string if job.latest_result() else "") or ""
+                return text.strip().splitlines()[-1] if text.strip() else job.description
+    return None
+
+
+def purge(conn: Redis) -> None:
+    """Empty both queues and their registries: what the last run left means nothing now."""
+    for q in queues(conn).values():
+        q.empty()
+        for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q),
+                         StartedJobRegistry(queue=q)):
+            for job_id in registry.get_job_ids():
+                registry.remove(job_id, delete_job=True)

@@ -1,0 +1,23 @@
+"""Where orders and run records live: MongoDB when MONGO_URI is set, else embedded SQLite."""
+
+from __future__ import annotations
+
+from harness.config import Settings
+from harness.store.base import DuplicateOrderError, Store, StoreError, Window
+
+__all__ = ["DuplicateOrderError", "Store", "StoreError", "Window", "open_store", "sqlite_path"]
+
+
+def sqlite_path(settings: Settings) -> str:
+    return str(settings.data_dir / "harness.sqlite3")
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the store the settings name. Raises StoreError, with a redacted message."""
+    if settings.mongo_uri:
+        from harness.store.mongo import MongoStore
+
+        return MongoStore(settings.mongo_uri, settings.mongo_db)
+    from harness.store.sqlite import SQLiteStore
+
+    return SQLiteStore(sqlite_path(settings))

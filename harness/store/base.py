@@ -1,0 +1,87 @@
+"""The one small interface both stores implement, and the types it speaks.
+
+Times cross this interface as Unix seconds (floats); each backend stores them in its
+natural form (SQLite REAL, BSON dates in MongoDB). Orders are addressed by ``seq``, their
+position in the run, because an integer key is what makes batched updates cheap on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from harness.orders import Order
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or refused an operation; the message says which."""
+
+
+class DuplicateOrderError(StoreError):
+    """An insert met ids already stored. The other orders of the chunk *were* inserted."""
+
+    def __init__(self, inserted: int, duplicates: int) -> None:
+        super().__init__(f"{duplicates} duplicate order id(s) rejected, {inserted} inserted")
+        self.inserted = inserted
+        self.duplicates = duplicates
+
+
+@dataclass(frozen=True)
+class Window:
+    """When one priority's orders were processed, read from the stored orders."""
+
+    count: int
+    first_started: float | None
+    last_started: float | None
+    first_processed: float | None
+    last_processed: float | None
+
+
+# A processed order as a worker reports it: (seq, started_at, processed_at).
+Done = tuple[int, float, float]
+
+
+class Store(Protocol):
+    """What the pipeline, the workers and the run history need from a database."""
+
+    backend: str
+
+    def describe(self) -> dict[str, Any]:
+        """Backend name, server version and location (passwords redacted)."""
+
+    def clear_orders(self) -> None:
+        """Drop every order: a run starts from an empty ``orders`` collection."""
+
+    def insert_orders(self, orders: Sequence[Order]) -> None:
+        """Insert unordered; raise DuplicateOrderError after inserting all the others."""
+
+    def mark_processed(self, priority: str, done: Sequence[Done], worker: str) -> int:
+        """Move the given orders from pendente to processado; return how many moved.
+
+        Orders already processed are left alone, so a batch run twice counts once.
+        """
+
+    def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
+        """Up to ``limit`` pending seqs of ``priority`` greater than ``after``, ascending."""
+
+    def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
+        """Count orders; a scan, so never on a status path."""
+
+    def windows(self) -> dict[str, Window]:
+        """Per priority, the processing window of its processed orders."""
+
+    def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
+        """Orders as documents (``createdAt``, ``processedAt`` ... as Unix seconds)."""
+
+    def save_run(self, record: dict[str, Any]) -> None:
+        """Insert or replace the ``process_runs`` record with this ``runId``."""
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+
+    def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Run records, newest first."""
+
+    def clear_runs(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,179 @@
+"""MongoDB through pymongo: collections ``orders`` and ``process_runs``.
+
+An order's ``_id`` is its ``seq`` (an int), so workers update by the default index; ``id``
+(the UUID) has a unique index as in the original service. Inserts are unordered, so one
+duplicate does not stop the rest of a chunk; updates are one unordered ``bulk_write`` per
+batch, each filtered on ``status: pendente`` so a batch run twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from harness.config import redact
+from harness.orders import PENDING, PROCESSED, Order, processed_note
+from harness.store.base import Done, DuplicateOrderError, StoreError, Window
+
+# How a client is made from a URI. Tests swap in an in-process stand-in when no MongoDB
+# server is configured; production always uses pymongo's own client.
+client_factory: Callable[..., Any] = pymongo.MongoClient
+TIMEOUT_MS = 5_000
+TIME_FIELDS = ("createdAt", "startedAt", "processedAt")
+
+
+def _dt(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _seconds(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # pymongo returns naive UTC unless tz_aware
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+class MongoStore:
+    """Orders and run history in one MongoDB database."""
+
+    backend = "mongo"
+
+    def __init__(self, uri: str, database: str = "orders_harness") -> None:
+        self.uri = uri
+        try:
+            self._client = client_factory(
+                uri, serverSelectionTimeoutMS=TIMEOUT_MS, connectTimeoutMS=TIMEOUT_MS
+            )
+            self._db = self._client.get_default_database(database)
+            self._server_version = self._client.server_info().get("version", "unknown")
+            self._ensure_indexes()
+        except PyMongoError as exc:
+            raise StoreError(f"cannot reach MongoDB at {redact(uri)}: {redact(str(exc))}") from exc
+        self.orders = self._db["orders"]
+        self.runs = self._db["process_runs"]
+
+    def _ensure_indexes(self) -> None:
+        orders = self._db["orders"]
+        orders.create_index("id", unique=True, name="id_unique")
+        orders.create_index("priority", name="priority")
+        # (priority, status) with _id last: pages of pending NORMAL ids come out in _id order
+        # from the index, instead of sorting every pending order for each page.
+        orders.create_index(
+            [("priority", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)],
+            name="priority_status",
+        )
+        orders.create_index("createdAt", name="createdAt")
+        self._db["process_runs"].create_index([("startedAt", DESCENDING)], name="startedAt")
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "version": self._server_version,
+                "location": redact(self.uri), "database": self._db.name}
+
+    def clear_orders(self) -> None:
+        self.orders.drop()
+        self._ensure_indexes()
+
+    def insert_orders(self, orders: Sequence[Order]) -> None:
+        documents = [
+            {
+                "_id": o.seq, "id": o.id, "cliente": o.cliente, "valor": o.valor, "tier": o.tier,
+                "priority": o.priority, "observacoes": o.observacoes, "status": o.status,
+                "createdAt": _dt(o.created_at),
+            }
+            for o in orders
+        ]
+        try:
+            self.orders.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            details = exc.details
+            raise DuplicateOrderError(
+                details.get("nInserted", 0), len(details.get("writeErrors", []))
+            ) from exc
+
+    def mark_processed(self, priority: str, done: Sequence[Done], worker: str) -> int:
+        if not done:
+            return 0
+        note = processed_note(priority)
+        result = self.orders.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": seq, "status": PENDING},
+                    {"$set": {"status": PROCESSED, "observacoes": note, "worker": worker,
+                              "startedAt": _dt(start), "processedAt": _dt(end)}},
+                )
+                for seq, start, end in done
+            ],
+            ordered=False,
+        )
+        return result.modified_count
+
+    def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
+        cursor = (
+            self.orders.find(
+                {"priority": priority, "status": PENDING, "_id": {"$gt": after}}, {"_id": 1}
+            )
+            .sort("_id", ASCENDING)
+            .limit(limit)
+        )
+        return [doc["_id"] for doc in cursor]
+
+    def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
+        query = {k: v for k, v in (("priority", priority), ("status", status)) if v is not None}
+        return self.orders.count_documents(query)
+
+    def windows(self) -> dict[str, Window]:
+        rows = self.orders.aggregate([
+            {"$match": {"status": PROCESSED}},
+            {"$group": {
+                "_id": "$priority", "count": {"$sum": 1},
+                "firstStarted": {"$min": "$startedAt"}, "lastStarted": {"$max": "$startedAt"},
+                "firstProcessed": {"$min": "$processedAt"},
+                "lastProcessed": {"$max": "$processedAt"},
+            }},
+        ])
+        return {
+            row["_id"]: Window(
+                row["count"], _seconds(row["firstStarted"]), _seconds(row["lastStarted"]),
+                _seconds(row["firstProcessed"]), _seconds(row["lastProcessed"]),
+            )
+            for row in rows
+        }
+
+    def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
+        docs = self.orders.find({"_id": {"$in": list(seqs)}}).sort("_id", ASCENDING)
+        out = []
+        for doc in docs:
+            doc["seq"] = doc.pop("_id")
+            for name in TIME_FIELDS:
+                doc[name] = _seconds(doc.get(name))
+            doc.setdefault("worker", None)
+            out.append(doc)
+        return out
+
+    def save_run(self, record: dict[str, Any]) -> None:
+        self.runs.replace_one({"_id": record["runId"]}, {**record, "_id": record["runId"]},
+                              upsert=True)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        doc = self.runs.find_one({"_id": run_id})
+        if doc is not None:
+            doc.pop("_id")
+        return doc
+
+    def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        cursor = self.runs.find({}, {"_id": 0}).sort("startedAt", DESCENDING)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return list(cursor)
+
+    def clear_runs(self) -> None:
+        self.runs.delete_many({})
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,170 @@
+"""The embedded default store: stdlib sqlite3 in WAL mode, one file under the data folder.
+
+WAL lets the coordinator and every worker process read while one of them writes, and
+writers queue on SQLite's lock (``busy_timeout``) instead of failing. Orders are keyed by
+``seq`` (INTEGER PRIMARY KEY, the rowid), so a worker's batched update walks the table in
+key order; the UUID ``id`` has its own unique index as in MongoDB.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.orders import PENDING, PROCESSED, Order, processed_note
+from harness.store.base import Done, DuplicateOrderError, StoreError, Window
+
+ORDER_COLUMNS = (
+    "seq", "id", "cliente", "valor", "tier", "priority", "observacoes", "status", "created_at",
+)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    seq          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    cliente      TEXT NOT NULL,
+    valor        REAL NOT NULL,
+    tier         TEXT NOT NULL,
+    priority     TEXT NOT NULL,
+    observacoes  TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    started_at   REAL,
+    processed_at REAL,
+    worker       TEXT
+);
+CREATE INDEX IF NOT EXISTS orders_priority_status ON orders (priority, status);
+CREATE INDEX IF NOT EXISTS orders_created_at ON orders (created_at);
+CREATE TABLE IF NOT EXISTS process_runs (
+    run_id     TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    record     TEXT NOT NULL
+);
+"""
+# Checkpoint the WAL every ~80 MB instead of SQLite's 4 MB: random UUID keys touch pages all
+# over the id index, and frequent checkpoints rewrite them again and again (measured: 1M
+# inserts 17.7 s at the default, 12.8 s at 20,000 pages).
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA wal_autocheckpoint=20000",
+    "PRAGMA cache_size=-65536",
+)
+FIELD_NAMES = {
+    "created_at": "createdAt", "started_at": "startedAt", "processed_at": "processedAt",
+}
+
+
+class SQLiteStore:
+    """Orders and run history in one SQLite file; open one per process."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path | str, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: every write below opens and commits its own transaction.
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            for pragma in PRAGMAS:
+                self._db.execute(pragma)
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open SQLite store at {self.path}: {exc}") from exc
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "version": sqlite3.sqlite_version, "location": str(self.path)}
+
+    def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """One transaction for the whole batch: the difference between 1k and 80k rows/s."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            changed = db.executemany(sql, rows).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return changed
+
+    def clear_orders(self) -> None:
+        # Dropping is instant where DELETE of a million rows takes seconds.
+        self._db.execute("DROP TABLE IF EXISTS orders")
+        self._db.executescript(SCHEMA)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def insert_orders(self, orders: Sequence[Order]) -> None:
+        placeholders = ",".join("?" * len(ORDER_COLUMNS))
+        inserted = self._write(
+            f"INSERT OR IGNORE INTO orders ({','.join(ORDER_COLUMNS)}) VALUES ({placeholders})",
+            orders,
+        )
+        if inserted != len(orders):
+            raise DuplicateOrderError(inserted, len(orders) - inserted)
+
+    def mark_processed(self, priority: str, done: Sequence[Done], worker: str) -> int:
+        note = processed_note(priority)
+        return self._write(
+            "UPDATE orders SET status = ?, observacoes = ?, worker = ?, started_at = ?, "
+            "processed_at = ? WHERE seq = ? AND status = ?",
+            [(PROCESSED, note, worker, start, end, seq, PENDING) for seq, start, end in done],
+        )
+
+    def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
+        rows = self._db.execute(
+            "SELECT seq FROM orders WHERE priority = ? AND status = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (priority, PENDING, after, limit),
+        )
+        return [seq for (seq,) in rows]
+
+    def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM orders WHERE 1", []
+        if priority is not None:
+            sql, args = sql + " AND priority = ?", [*args, priority]
+        if status is not None:
+            sql, args = sql + " AND status = ?", [*args, status]
+        return int(self._db.execute(sql, args).fetchone()[0])
+
+    def windows(self) -> dict[str, Window]:
+        rows = self._db.execute(
+            "SELECT priority, COUNT(*), MIN(started_at), MAX(started_at), MIN(processed_at), "
+            "MAX(processed_at) FROM orders WHERE status = ? GROUP BY priority",
+            (PROCESSED,),
+        )
+        return {row[0]: Window(*row[1:]) for row in rows}
+
+    def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
+        cursor = self._db.execute(
+            f"SELECT * FROM orders WHERE seq IN ({','.join('?' * len(seqs))}) ORDER BY seq",
+            list(seqs),
+        )
+        names = [FIELD_NAMES.get(d[0], d[0]) for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def save_run(self, record: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO process_runs (run_id, started_at, record) VALUES (?, ?, ?)",
+            (record["runId"], record.get("startedAt") or "", json.dumps(record)),
+        )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT record FROM process_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT record FROM process_runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        return [json.loads(record) for (record,) in rows]
+
+    def clear_runs(self) -> None:
+        self._db.execute("DELETE FROM process_runs")
+
+    def close(self) -> None:
+        self._db.close()
