@@ -49,6 +49,12 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("error", "error"),
 )
 
+# The columns the plain `harness runs` table shows; --csv and --json give everything.
+BRIEF_COLUMNS = (
+    "runId", "phase", "backend", "quantity", "ordersPerJob", "concurrency", "totalTimeMs",
+    "overallPerSec", "barrierHeld", "error",
+)
+
 
 def iso(seconds: float | None) -> str | None:
     """Unix seconds as an ISO-8601 UTC string with milliseconds."""
@@ -146,3 +152,43 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.json_normalize(records)
+
+
+def format_summary(record: dict[str, Any]) -> str:
+    """A run record as the few lines a person reads after `harness run`."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value / 1000:8.2f} s"
+
+    counts = record.get("counts", {})
+    proc = record.get("processing", {})
+    thr = record.get("throughput", {})
+    barrier = record.get("barrier", {})
+    memory = record.get("memory", {})
+    workers = memory.get("workerMaxRssMb", {})
+    params = record.get("parameters", {})
+    lines = [
+        f"run {record['runId']}: {record['phase']}"
+        + (f" ({record['error']})" if record.get("error") else ""),
+        f"  orders          {counts.get('generated', 0):,} generated "
+        f"({counts.get('vip', 0):,} VIP, {counts.get('normal', 0):,} NORMAL), "
+        f"{counts.get('processed', 0):,} processed",
+        f"  settings        chunk {params.get('chunk_size')}, {params.get('orders_per_job')} "
+        f"orders/job, {params.get('concurrency')} workers, seed {params.get('seed')}, "
+        f"store {record.get('environment', {}).get('store', {}).get('backend')}",
+        f"  generation      {ms(record.get('generationTimeMs'))}",
+        f"  enqueue VIP     {ms(record.get('enqueueVipTimeMs'))}",
+        f"  VIP window      {ms(proc.get('vip', {}).get('timeMs'))}  "
+        f"({thr.get('vip') or 0:,.0f} orders/s)",
+        f"  enqueue NORMAL  {ms(record.get('enqueueNormalTimeMs'))}",
+        f"  NORMAL window   {ms(proc.get('normal', {}).get('timeMs'))}  "
+        f"({thr.get('normal') or 0:,.0f} orders/s)",
+        f"  total           {ms(record.get('totalTimeMs'))}  "
+        f"({thr.get('overall') or 0:,.0f} orders/s overall)",
+        f"  barrier         {'held' if barrier.get('held') else 'VIOLATED'}, gap "
+        f"{barrier.get('gapMs')} ms (last VIP done {barrier.get('lastVipProcessedAt')}, "
+        f"first NORMAL started {barrier.get('firstNormalStartedAt')})",
+        f"  peak memory     coordinator {memory.get('coordinatorMaxRssMb')} MB, workers "
+        + (", ".join(f"{v} MB" for v in workers.values()) or "-"),
+    ]
+    return "\n".join(lines)

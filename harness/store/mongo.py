@@ -54,7 +54,9 @@ class MongoStore:
             self._server_version = self._client.server_info().get("version", "unknown")
             self._ensure_indexes()
         except PyMongoError as exc:
-            raise StoreError(f"cannot reach MongoDB at {redact(uri)}: {redact(str(exc))}") from exc
+            # pymongo appends a long topology description; the first clause says enough.
+            reason = str(exc).split(" (configured timeouts")[0].split(", Timeout:")[0]
+            raise StoreError(f"cannot reach MongoDB at {redact(uri)}: {redact(reason)}") from exc
         self.orders = self._db["orders"]
         self.runs = self._db["process_runs"]
 

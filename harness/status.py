@@ -1,0 +1,85 @@
+"""The live status of a run, in the shape of the original service's ``GET /pedidos``.
+
+Built from the Redis state hash alone (one HGETALL), so asking costs the same at 1,000
+orders and at 1,000,000, and never touches the store.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis import Redis
+
+from harness.orders import NORMAL, VIP
+from harness.runs import window_figures
+from harness.state import ACTIVE_PHASES, Phase, RunState
+
+
+def _float(fields: dict[str, str], key: str) -> float | None:
+    value = fields.get(key)
+    return float(value) if value not in (None, "") else None
+
+
+def _int(fields: dict[str, str], key: str) -> int:
+    value = fields.get(key)
+    return int(value) if value not in (None, "") else 0
+
+
+def snapshot(fields: dict[str, str], now: float | None = None) -> dict[str, Any]:
+    """Turn the raw state hash into the status document."""
+    now = time.time() if now is None else now
+    phase = fields.get("phase", Phase.IDLE.value)
+    active = phase in ACTIVE_PHASES
+    target, generated = _int(fields, "target"), _int(fields, "generated")
+    windows = {
+        p: window_figures(_int(fields, f"processed:{p}"), _float(fields, f"start:{p}"),
+                          _float(fields, f"end:{p}"))
+        for p in (VIP, NORMAL)
+    }
+    processed = windows[VIP]["count"] + windows[NORMAL]["count"]
+    started = _float(fields, "startedAt")
+    total_ms = _float(fields, "totalTimeMs")
+    if total_ms is None and started is not None:
+        total_ms = round((now - started) * 1000, 3)
+    first_start = min(
+        (t for t in (_float(fields, "start:VIP"), _float(fields, "start:NORMAL")) if t), default=None
+    )
+    eta_ms = None
+    if active and first_start is not None and processed:
+        rate = processed / max(now - first_start, 1e-6)
+        eta_ms = round((target - processed) / rate * 1000)
+    elif not active and phase != Phase.IDLE.value:
+        eta_ms = 0
+    return {
+        "phase": phase,
+        "isProcessing": active,
+        "lastRunId": fields.get("runId"),
+        "generationTimeMs": _float(fields, "generationTimeMs"),
+        "enqueueVipTimeMs": _float(fields, "enqueueVipTimeMs"),
+        "enqueueNormalTimeMs": _float(fields, "enqueueNormalTimeMs"),
+        "processing": {
+            "vip": {k: windows[VIP][k] for k in ("start", "end", "timeMs", "count")},
+            "normal": {k: windows[NORMAL][k] for k in ("start", "end", "timeMs", "count")},
+        },
+        "totalTimeMs": total_ms,
+        "counts": {"vip": windows[VIP]["count"], "normal": windows[NORMAL]["count"],
+                   "vipGenerated": _int(fields, "vipTotal"),
+                   "normalGenerated": _int(fields, "normalTotal")},
+        "throughput": {
+            "vip": windows[VIP]["perSec"],
+            "normal": windows[NORMAL]["perSec"],
+            "overall": round(processed / (total_ms / 1000), 1) if total_ms else None,
+        },
+        "eta": {
+            "estimatedMs": eta_ms,
+            "progressPercent": round(processed / target * 100, 2) if target else 0.0,
+        },
+        "progress": {"target": target, "generated": generated, "processedTotal": processed},
+        "error": fields.get("error") or None,
+    }
+
+
+def get_status(conn: Redis) -> dict[str, Any]:
+    """The status document of the current (or last) run."""
+    return snapshot(RunState(conn).read())

@@ -1,0 +1,105 @@
+"""Settings: defaults, environment names users know, overrides, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError, Settings, parse_tier_mix, redact
+
+
+def test_defaults_match_the_original_service() -> None:
+    s = Settings.from_env(environ={})
+    assert (s.max_orders, s.chunk_size, s.normal_batch_size) == (1_500_000, 10_000, 10_000)
+    assert s.quantity == 1_000_000 and s.work_ms == 0 and s.seed is None
+    assert s.backend == "sqlite" and s.redis_address == "redis://127.0.0.1:6379/0"
+    assert s.tier_weights == {"BRONZE": 1, "PRATA": 1, "OURO": 1, "DIAMANTE": 1}
+
+
+def test_environment_is_read_and_flags_override_it() -> None:
+    env = {
+        "MONGO_URI": "mongodb://db:27017/x", "REDIS_HOST": "cache", "REDIS_PORT": "6380",
+        "MAX_ORDERS": "2_000_000", "GENERATION_CHUNK_SIZE": "5000",
+        "NORMAL_ENQUEUE_BATCH_SIZE": "2000", "ORDERS_QUEUE_CONCURRENCY": "8",
+        "HARNESS_ORDERS_PER_JOB": "250", "HARNESS_SEED": "9", "HARNESS_WORK_MS": "1.5",
+        "HARNESS_DATA_DIR": "/tmp/elsewhere", "HARNESS_QUANTITY": "1800000",
+    }
+    s = Settings.from_env(environ=env, concurrency=3)
+    assert s.backend == "mongo" and s.redis_address == "redis://cache:6380/0"
+    assert (s.max_orders, s.quantity, s.chunk_size, s.normal_batch_size) == (
+        2_000_000, 1_800_000, 5_000, 2_000)
+    assert (s.concurrency, s.orders_per_job, s.seed, s.work_ms) == (3, 250, 9, 1.5)
+    assert s.data_dir == Path("/tmp/elsewhere")
+
+
+def test_redis_url_wins_over_host_and_port() -> None:
+    s = Settings.from_env(environ={"REDIS_URL": "redis://r:1/2", "REDIS_HOST": "x"})
+    assert s.redis_address == "redis://r:1/2"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"quantity": 0}, "quantity must be >= 1"),
+        ({"quantity": -5}, "quantity must be >= 1"),
+        ({"quantity": 1_500_001}, "above MAX_ORDERS"),
+        ({"chunk_size": 0}, "chunk_size must be >= 1"),
+        ({"orders_per_job": -1}, "orders_per_job must be >= 1"),
+        ({"normal_batch_size": 0}, "normal_batch_size must be >= 1"),
+        ({"concurrency": 0}, "concurrency must be >= 1"),
+        ({"quantity": 2.5}, "quantity must be an integer"),
+        ({"tier_mix": "BRONZE=1,GOLD=2"}, "'GOLD=2' is not TIER=WEIGHT"),
+        ({"tier_mix": "DIAMANTE=-1"}, "must be a finite number >= 0"),
+        ({"tier_mix": "BRONZE=0"}, "gives every tier weight 0"),
+        ({"work_ms": -1.0}, "work_ms must be between"),
+    ],
+)
+def test_bad_values_are_refused_with_a_message_naming_them(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(environ={}, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HARNESS_QUANTITY": "lots"}, "HARNESS_QUANTITY must be an integer, got 'lots'"),
+        ({"ORDERS_QUEUE_CONCURRENCY": "1.5"}, "ORDERS_QUEUE_CONCURRENCY must be an integer"),
+        ({"HARNESS_WORK_MS": "slow"}, "HARNESS_WORK_MS must be a number"),
+        ({"MAX_ORDERS": "-3"}, "max_orders must be >= 1"),
+    ],
+)
+def test_bad_environment_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(environ=env)
+
+
+def test_tier_mix_leaves_unnamed_tiers_at_zero() -> None:
+    assert parse_tier_mix("diamante=3, OURO=1") == {
+        "BRONZE": 0, "PRATA": 0, "OURO": 1, "DIAMANTE": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("mongodb://admin:hunter2@db:27017/orders?authSource=admin", "hunter2"),
+        ("mongodb+srv://u:p%40ss@cluster0.example.net/x", "p%40ss"),
+        ("redis://:topsecret@cache:6379/0", "topsecret"),
+        ("error talking to redis://user:pw123@h:1/0 (timeout)", "pw123"),
+        ("mongodb://h/db?password=qwerty&w=1", "qwerty"),
+    ],
+)
+def test_redact_hides_passwords_and_keeps_the_rest(text: str, secret: str) -> None:
+    out = redact(text)
+    assert secret not in out
+    assert "***" in out
+    assert out.split("***")[0] == text.split(secret)[0]
+
+
+def test_public_dict_is_redacted() -> None:
+    s = Settings.from_env(environ={"MONGO_URI": "mongodb://a:b4dpw@h/x",
+                                   "REDIS_URL": "redis://:r3dpw@h:1/0"})
+    text = repr(s.public_dict())
+    assert "b4dpw" not in text and "r3dpw" not in text

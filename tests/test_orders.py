@@ -1,0 +1,56 @@
+"""The generator: seeded, chunk-independent, with the original's fields and mapping."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+from harness.config import TIERS
+from harness.orders import NORMAL, PENDING, VIP, generate, generate_chunk, priority_of
+
+EQUAL = [1.0, 1.0, 1.0, 1.0]
+
+
+def _content(orders: list) -> list:
+    """Everything but createdAt, which is the wall clock at generation."""
+    return [o[:-1] for o in orders]
+
+
+def test_same_seed_same_orders_other_seed_other_orders() -> None:
+    a = [o for chunk in generate(7, 5_000, 1_000, EQUAL) for o in chunk]
+    b = [o for chunk in generate(7, 5_000, 1_000, EQUAL) for o in chunk]
+    c = [o for chunk in generate(8, 5_000, 1_000, EQUAL) for o in chunk]
+    assert _content(a) == _content(b)
+    assert {o.id for o in a}.isdisjoint(o.id for o in c)
+
+
+def test_a_chunk_can_be_made_again_on_its_own() -> None:
+    chunks = list(generate(3, 3_500, 1_000, EQUAL))
+    assert [len(c) for c in chunks] == [1_000, 1_000, 1_000, 500]
+    again = list(generate(3, 3_500, 1_000, EQUAL, first=2_000))
+    assert _content(again[0]) == _content(chunks[2])
+    assert _content(again[1]) == _content(chunks[3])
+
+
+def test_fields_and_seqs() -> None:
+    orders = [o for chunk in generate(1, 20_000, 3_000, EQUAL) for o in chunk]
+    assert [o.seq for o in orders] == list(range(20_000))
+    assert len({o.id for o in orders}) == 20_000
+    for o in orders[:500]:
+        assert uuid.UUID(o.id).version == 4
+        assert 10 <= o.valor <= 10_000 and round(o.valor, 2) == o.valor
+        assert o.tier in TIERS and o.status == PENDING and o.observacoes
+        assert len(o.cliente.split()) == 2
+
+
+def test_only_diamante_is_vip() -> None:
+    assert [priority_of(t) for t in TIERS] == [NORMAL, NORMAL, NORMAL, VIP]
+    orders = generate_chunk(5, 0, 10_000, EQUAL)
+    assert all((o.priority == VIP) == (o.tier == "DIAMANTE") for o in orders)
+
+
+def test_tier_mix_is_followed() -> None:
+    counts = Counter(o.tier for o in generate_chunk(5, 0, 40_000, [0, 0, 3, 1]))
+    assert set(counts) == {"OURO", "DIAMANTE"}
+    assert 0.22 < counts["DIAMANTE"] / 40_000 < 0.28
+    assert not [o for o in generate_chunk(5, 0, 5_000, [1, 1, 1, 0]) if o.priority == VIP]

@@ -1,0 +1,130 @@
+"""One contract, both stores: every test here runs on SQLite and on the MongoDB backend
+(a real server when HARNESS_TEST_MONGO_URI is set, else the litemongo stand-in; see the
+test id)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.orders import NORMAL, PENDING, PROCESSED, VIP, Order, generate_chunk
+from harness.runs import barrier_proof
+from harness.store import DuplicateOrderError, Store
+
+EQUAL = [1.0, 1.0, 1.0, 1.0]
+
+
+def _seqs(orders: list[Order], priority: str) -> list[int]:
+    return [o.seq for o in orders if o.priority == priority]
+
+
+def test_insert_and_read_back(store: Store) -> None:
+    orders = generate_chunk(1, 0, 300, EQUAL, created_at=1_700_000_000.25)
+    store.insert_orders(orders)
+    assert store.count_orders() == 300
+    assert store.count_orders(VIP) == len(_seqs(orders, VIP))
+    assert store.count_orders(NORMAL, PENDING) == len(_seqs(orders, NORMAL))
+    doc = store.get_orders([orders[7].seq])[0]
+    o = orders[7]
+    assert (doc["seq"], doc["id"], doc["cliente"], doc["tier"], doc["priority"]) == (
+        o.seq, o.id, o.cliente, o.tier, o.priority)
+    assert doc["valor"] == o.valor and doc["status"] == PENDING
+    assert doc["createdAt"] == pytest.approx(1_700_000_000.25, abs=0.001)
+    assert doc["processedAt"] is None and doc["worker"] is None
+
+
+def test_duplicate_ids_are_rejected_and_the_rest_inserted(store: Store) -> None:
+    first = generate_chunk(1, 0, 100, EQUAL)
+    store.insert_orders(first)
+    fresh = generate_chunk(2, 100, 50, EQUAL)
+    # Same id (and seq) as two stored orders, in the middle of new ones: unordered insert.
+    mixed = [*fresh[:20], first[3], *fresh[20:], first[50]]
+    with pytest.raises(DuplicateOrderError) as info:
+        store.insert_orders(mixed)
+    assert info.value.duplicates == 2 and info.value.inserted == 50
+    assert store.count_orders() == 150
+
+
+def test_mark_processed_moves_pending_once(store: Store) -> None:
+    orders = generate_chunk(1, 0, 200, EQUAL)
+    store.insert_orders(orders)
+    vip = _seqs(orders, VIP)
+    done = [(seq, 100.0 + i, 100.5 + i) for i, seq in enumerate(vip)]
+    assert store.mark_processed(VIP, done, "w1") == len(vip)
+    # Run the same batch again (a retried job): nothing moves, nothing is overwritten.
+    assert store.mark_processed(VIP, [(s, 999.0, 999.5) for s, _, _ in done], "w2") == 0
+    assert store.count_orders(VIP, PROCESSED) == len(vip)
+    assert store.count_orders(NORMAL, PROCESSED) == 0
+    doc = store.get_orders([vip[1]])[0]
+    assert doc["status"] == PROCESSED and doc["worker"] == "w1"
+    assert doc["startedAt"] == pytest.approx(101.0, abs=0.001)
+    assert doc["processedAt"] == pytest.approx(101.5, abs=0.001)
+    assert "VIP" in doc["observacoes"]
+
+
+def test_pending_seqs_pages_in_order_and_skips_processed(store: Store) -> None:
+    orders = generate_chunk(4, 0, 400, EQUAL)
+    store.insert_orders(orders)
+    normal = _seqs(orders, NORMAL)
+    store.mark_processed(NORMAL, [(s, 1.0, 2.0) for s in normal[:10]], "w")
+    pages, after = [], -1
+    while page := store.pending_seqs(NORMAL, after, 37):
+        assert len(page) <= 37
+        pages.append(page)
+        after = page[-1]
+    assert [s for page in pages for s in page] == normal[10:]
+    assert store.pending_seqs(VIP, -1, 1_000) == _seqs(orders, VIP)
+
+
+def test_windows_and_barrier_proof(store: Store) -> None:
+    orders = generate_chunk(9, 0, 100, EQUAL)
+    store.insert_orders(orders)
+    vip, normal = _seqs(orders, VIP), _seqs(orders, NORMAL)
+    store.mark_processed(VIP, [(s, 10.0, 11.0) for s in vip[:-1]] + [(vip[-1], 12.0, 20.0)], "w")
+    store.mark_processed(NORMAL, [(s, 21.0, 22.0) for s in normal], "w")
+    windows = store.windows()
+    assert windows[VIP].count == len(vip) and windows[NORMAL].count == len(normal)
+    assert windows[VIP].first_started == pytest.approx(10.0)
+    assert windows[VIP].last_processed == pytest.approx(20.0)
+    assert windows[NORMAL].first_started == pytest.approx(21.0)
+    proof = barrier_proof(windows)
+    assert proof["held"] is True and proof["gapMs"] == pytest.approx(1000.0)
+
+
+def test_barrier_proof_catches_a_normal_order_that_started_too_early(store: Store) -> None:
+    orders = generate_chunk(9, 0, 100, EQUAL)
+    store.insert_orders(orders)
+    vip, normal = _seqs(orders, VIP), _seqs(orders, NORMAL)
+    store.mark_processed(VIP, [(s, 10.0, 20.0) for s in vip], "w")
+    # One NORMAL order started at 19.5, before the last VIP order was done at 20.0.
+    store.mark_processed(NORMAL, [(normal[0], 19.5, 25.0)] + [(s, 21.0, 22.0) for s in normal[1:]],
+                         "w")
+    proof = barrier_proof(store.windows())
+    assert proof["held"] is False
+    assert proof["gapMs"] == pytest.approx(-500.0)
+
+
+def test_clear_orders_keeps_run_history(store: Store) -> None:
+    store.insert_orders(generate_chunk(1, 0, 50, EQUAL))
+    store.save_run({"runId": "r1", "startedAt": "2026-01-01T00:00:00.000+00:00", "phase": "DONE"})
+    store.clear_orders()
+    assert store.count_orders() == 0
+    assert store.get_run("r1") == {
+        "runId": "r1", "startedAt": "2026-01-01T00:00:00.000+00:00", "phase": "DONE"}
+    store.insert_orders(generate_chunk(1, 0, 50, EQUAL))  # indexes still there after clear
+    with pytest.raises(DuplicateOrderError):
+        store.insert_orders(generate_chunk(1, 0, 1, EQUAL))
+
+
+def test_runs_upsert_and_list_newest_first(store: Store) -> None:
+    for run_id, day in (("a", "01"), ("c", "03"), ("b", "02")):
+        store.save_run({"runId": run_id, "startedAt": f"2026-01-{day}T00:00:00.000+00:00",
+                        "phase": "GENERATING", "nested": {"x": [1, 2]}})
+    store.save_run({"runId": "a", "startedAt": "2026-01-01T00:00:00.000+00:00",
+                    "phase": "DONE", "nested": {"x": [3]}})
+    assert [r["runId"] for r in store.list_runs()] == ["c", "b", "a"]
+    assert [r["runId"] for r in store.list_runs(limit=2)] == ["c", "b"]
+    assert store.get_run("a") == {"runId": "a", "startedAt": "2026-01-01T00:00:00.000+00:00",
+                                  "phase": "DONE", "nested": {"x": [3]}}
+    assert store.get_run("zzz") is None
+    store.clear_runs()
+    assert store.list_runs() == []
