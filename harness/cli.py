@@ -74,7 +74,8 @@ def main(verbose: bool) -> None:
 @click.option("-c", "--concurrency", type=int,
               help="worker processes [env ORDERS_QUEUE_CONCURRENCY; 2]")
 @click.option("--seed", type=int, help="random seed [env HARNESS_SEED; drawn and recorded]")
-@click.option("--tier-mix", help="tier weights, e.g. BRONZE=4,PRATA=3,OURO=2,DIAMANTE=1 [env HARNESS_TIER_MIX]")
+@click.option("--tier-mix",
+              help="tier weights, e.g. BRONZE=4,PRATA=3,OURO=2,DIAMANTE=1 [env HARNESS_TIER_MIX]")
 @click.option("--work-ms", type=float, help="simulated work per order in ms [env HARNESS_WORK_MS; 0]")
 @click.option("--max-orders", type=int, help="largest quantity accepted [env MAX_ORDERS; 1500000]")
 @connection_options
