@@ -81,7 +81,9 @@ def main(verbose: bool) -> None:
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-def run(as_json: bool, no_progress: bool, **flags: Any) -> None:
+@click.option("--no-workers", is_flag=True,
+              help="start no workers; rely on `harness worker` processes (here or on other hosts)")
+def run(as_json: bool, no_progress: bool, no_workers: bool, **flags: Any) -> None:
     """Generate, store and process orders VIP first; print the run's summary.
 
     Exits 0 only when the run reached DONE with its barrier proven.
@@ -92,7 +94,7 @@ def run(as_json: bool, no_progress: bool, **flags: Any) -> None:
     settings = _settings(**flags)
     progress, close = (None, lambda: None) if no_progress else _progress_bar(settings.quantity)
     try:
-        record = run_pipeline(settings, progress=progress)
+        record = run_pipeline(settings, progress=progress, start_workers=not no_workers)
     finally:
         close()
     click.echo(json.dumps(record, indent=2) if as_json else format_summary(record))

@@ -1,0 +1,180 @@
+"""The `harness` command: bad input and unreachable services fail fast with one clear line
+and write nothing; a small run prints its summary; status and history read back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+
+from conftest import free_port
+from harness.cli import main
+from harness.config import Settings
+from harness.connection import RedisUnavailable, connect_redis
+from harness.pipeline import run
+from harness.state import LOCK_KEY
+from harness.store import open_store
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a CLI call: the test Redis, a private data folder, small defaults."""
+    return {
+        "REDIS_URL": redis_url, "HARNESS_DATA_DIR": str(tmp_path / "data"),
+        "HARNESS_QUANTITY": "1500", "GENERATION_CHUNK_SIZE": "500",
+        "HARNESS_ORDERS_PER_JOB": "100", "HARNESS_SEED": "11", "MONGO_URI": "",
+    }
+
+
+def invoke(args: list[str], env: dict[str, str]):
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-n", "0"], "quantity must be >= 1"),
+        (["-n", "-10"], "quantity must be >= 1"),
+        (["-n", "1500001"], "above MAX_ORDERS"),
+        (["-n", "5", "--max-orders", "4"], "above MAX_ORDERS"),
+        (["--chunk-size", "0"], "chunk_size must be >= 1"),
+        (["-j", "0"], "orders_per_job must be >= 1"),
+        (["-c", "0"], "concurrency must be >= 1"),
+        (["--normal-batch-size", "-1"], "normal_batch_size must be >= 1"),
+        (["--tier-mix", "BRONZE=1,PLATINA=1"], "'PLATINA=1' is not TIER=WEIGHT"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written(
+    args: list[str], message: str, env: dict[str, str], redis_conn: Redis
+) -> None:
+    result = invoke(["run", *args], env)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"harness: error: {result.output.split('error: ')[1].strip()}"
+    assert message in result.output
+    assert not Path(env["HARNESS_DATA_DIR"]).exists()
+    assert redis_conn.dbsize() == 0
+
+
+def test_non_integer_quantity_is_a_usage_error(env: dict[str, str]) -> None:
+    result = invoke(["run", "-n", "1.5"], env)
+    assert result.exit_code == 2 and "is not a valid integer" in result.output
+
+
+def test_bad_environment_value_is_refused(env: dict[str, str]) -> None:
+    result = invoke(["run"], {**env, "ORDERS_QUEUE_CONCURRENCY": "many"})
+    assert result.exit_code == 2
+    assert "ORDERS_QUEUE_CONCURRENCY must be an integer, got 'many'" in result.output
+
+
+def test_unreachable_redis_fails_fast_and_redacted(env: dict[str, str]) -> None:
+    # A local address with a password is never auto-started: it names a server we don't own.
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    result = invoke(["run"], {**env, "REDIS_URL": url})
+    assert result.exit_code == 1
+    assert "does not answer" in result.output and "hunter2" not in result.output
+    assert not Path(env["HARNESS_DATA_DIR"]).exists()
+
+
+def test_unreachable_mongodb_fails_with_a_redacted_error_before_any_write(
+    env: dict[str, str], redis_conn: Redis
+) -> None:
+    uri = f"mongodb://admin:hunter2@127.0.0.1:{free_port()}/orders"
+    result = invoke(["run"], {**env, "MONGO_URI": uri})
+    assert result.exit_code == 1
+    assert "cannot reach MongoDB at mongodb://admin:***@127.0.0.1" in result.output
+    assert "hunter2" not in result.output
+    assert redis_conn.dbsize() == 0
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock(
+    env: dict[str, str], redis_conn: Redis
+) -> None:
+    settings = Settings.from_env(environ=env, quantity=300)
+    first = run(settings)
+    redis_conn.set(LOCK_KEY, "20261130T000000-abcdef", ex=60)
+    result = invoke(["run", "--no-progress"], env)
+    assert result.exit_code == 1
+    assert "run 20261130T000000-abcdef is active" in result.output
+    # The refused run cleared nothing and recorded nothing.
+    store = open_store(settings)
+    try:
+        assert store.count_orders(status="processado") == 300
+        assert [r["runId"] for r in store.list_runs()] == [first["runId"]]
+    finally:
+        store.close()
+
+
+def test_run_prints_a_summary_then_status_and_runs_read_it_back(env: dict[str, str]) -> None:
+    result = invoke(["run", "--no-progress"], env)
+    assert result.exit_code == 0, result.output
+    assert "DONE" in result.output and "barrier         held" in result.output
+    assert "1,500 generated" in result.output
+
+    status = json.loads(invoke(["status", "--json"], env).output)
+    assert status["phase"] == "DONE" and status["progress"]["processedTotal"] == 1500
+
+    records = json.loads(invoke(["runs", "--json"], env).output)
+    assert [r["runId"] for r in records] == [status["lastRunId"]]
+    csv = invoke(["runs", "--csv"], env).output.splitlines()
+    assert csv[0].startswith("runId,startedAt,phase") and csv[1].startswith(status["lastRunId"])
+    table = invoke(["runs"], env).output
+    assert status["lastRunId"] in table and "DONE" in table
+
+
+def test_run_json_output_is_the_stored_record(env: dict[str, str]) -> None:
+    result = invoke(["run", "--no-progress", "--json", "-n", "800"], env)
+    record = json.loads(result.output)
+    assert record["phase"] == "DONE" and record["counts"]["processed"] == 800
+    settings = Settings.from_env(environ=env)
+    store = open_store(settings)
+    try:
+        assert store.get_run(record["runId"]) == record
+    finally:
+        store.close()
+
+
+def test_workers_started_apart_join_a_run(settings: Settings, redis_url: str, tmp_path: Path) -> None:
+    """`harness worker` in its own process (as on another host) does a run's work."""
+    worker_env = {**os.environ, "REDIS_URL": redis_url, "HARNESS_DATA_DIR": str(settings.data_dir)}
+    worker_env.pop("MONGO_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "worker", "-c", "2"],
+                            env=worker_env, stderr=subprocess.PIPE, text=True)
+    try:
+        record = run(settings, start_workers=False)
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert record["phase"] == "DONE", record["error"]
+    assert record["counts"]["processed"] == settings.quantity
+    assert "starting 2 worker(s)" in stderr
+    workers = record["memory"]["workerMaxRssMb"]
+    assert workers and all(name.split(":")[1] != str(os.getpid()) for name in workers)
+
+
+def test_a_local_redis_is_started_when_none_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings.from_env(environ={}, redis_port=free_port(), data_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="harness"):
+        conn = connect_redis(settings)
+    try:
+        assert conn.ping() is True
+        assert "starting a local redis-server" in caplog.text
+        assert (tmp_path / "redis.pid").exists()
+    finally:
+        conn.shutdown(nosave=True)
+
+
+def test_a_remote_redis_that_is_down_is_an_error(tmp_path: Path) -> None:
+    settings = Settings.from_env(environ={}, redis_url="redis://redis.invalid:6379/0",
+                                 data_dir=tmp_path)
+    with pytest.raises(RedisUnavailable, match="redis.invalid"):
+        connect_redis(settings)
+    assert not (tmp_path / "redis.pid").exists()
