@@ -1,0 +1,29 @@
+# The two commands of README.md: `make bench` sets up and runs a benchmark, `make test`
+# runs the tests. Everything else here serves them.
+VENV   ?= .venv
+PYTHON ?= python3
+N      ?= 1000000
+BIN     = $(VENV)/bin
+
+.PHONY: setup bench test lint clean
+
+$(BIN)/harness: pyproject.toml
+	scripts/ensure-redis
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/harness  ## create .venv with the harness and its test tools
+
+bench: setup  ## run a benchmark of N orders (default 1,000,000) and print its summary
+	$(BIN)/harness run -n $(N)
+
+test: setup lint  ## lint, then the whole test suite against real Redis and worker processes
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) data *.egg-info
