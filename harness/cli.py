@@ -111,7 +111,7 @@ def _progress_bar(total: int) -> tuple[Callable[[Any], None], Callable[[], None]
     def update(p: Any) -> None:
         if not bars:
             bars.append(tqdm(total=total, unit="order", unit_scale=True, dynamic_ncols=True,
-                             file=sys.stderr, desc="processed"))
+                             mininterval=0.5, file=sys.stderr, desc="processed"))
         bars[0].set_postfix_str(f"{p.phase.value}, generated {p.generated:,}", refresh=False)
         bars[0].update(p.processed - bars[0].n)
 

@@ -83,6 +83,7 @@ def process_batch(run_id: str, priority: str, seqs: list[int]) -> int:
 def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARNING") -> None:
     """Run ``settings.concurrency`` workers until SIGINT/SIGTERM (or, with burst, idle)."""
     configure(settings)
+    logging.getLogger("rq").setLevel(logging_level)  # RQ logs every worker start at INFO
     conn = connect_redis(settings)
     pool = WorkerPool(
         LISTEN_ORDER, connection=conn, num_workers=settings.concurrency,

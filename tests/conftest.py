@@ -37,6 +37,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port nothing listens on (for unreachable-service tests)."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private redis-server for this test session; its URL."""

@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 from redis import Redis
 
-from conftest import free_port
 from harness.cli import main
 from harness.config import Settings
 from harness.connection import RedisUnavailable, connect_redis
@@ -73,9 +72,9 @@ def test_bad_environment_value_is_refused(env: dict[str, str]) -> None:
     assert "ORDERS_QUEUE_CONCURRENCY must be an integer, got 'many'" in result.output
 
 
-def test_unreachable_redis_fails_fast_and_redacted(env: dict[str, str]) -> None:
+def test_unreachable_redis_fails_fast_and_redacted(env: dict[str, str], unused_port: int) -> None:
     # A local address with a password is never auto-started: it names a server we don't own.
-    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    url = f"redis://:hunter2@127.0.0.1:{unused_port}/0"
     result = invoke(["run"], {**env, "REDIS_URL": url})
     assert result.exit_code == 1
     assert "does not answer" in result.output and "hunter2" not in result.output
@@ -83,9 +82,9 @@ def test_unreachable_redis_fails_fast_and_redacted(env: dict[str, str]) -> None:
 
 
 def test_unreachable_mongodb_fails_with_a_redacted_error_before_any_write(
-    env: dict[str, str], redis_conn: Redis
+    env: dict[str, str], redis_conn: Redis, unused_port: int
 ) -> None:
-    uri = f"mongodb://admin:hunter2@127.0.0.1:{free_port()}/orders"
+    uri = f"mongodb://admin:hunter2@127.0.0.1:{unused_port}/orders"
     result = invoke(["run"], {**env, "MONGO_URI": uri})
     assert result.exit_code == 1
     assert "cannot reach MongoDB at mongodb://admin:***@127.0.0.1" in result.output
@@ -159,9 +158,9 @@ def test_workers_started_apart_join_a_run(settings: Settings, redis_url: str, tm
 
 
 def test_a_local_redis_is_started_when_none_answers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, unused_port: int
 ) -> None:
-    settings = Settings.from_env(environ={}, redis_port=free_port(), data_dir=tmp_path)
+    settings = Settings.from_env(environ={}, redis_port=unused_port, data_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="harness"):
         conn = connect_redis(settings)
     try:
@@ -175,6 +174,6 @@ def test_a_local_redis_is_started_when_none_answers(
 def test_a_remote_redis_that_is_down_is_an_error(tmp_path: Path) -> None:
     settings = Settings.from_env(environ={}, redis_url="redis://redis.invalid:6379/0",
                                  data_dir=tmp_path)
-    with pytest.raises(RedisUnavailable, match="redis.invalid"):
+    with pytest.raises(RedisUnavailable, match=r"redis\.invalid"):
         connect_redis(settings)
     assert not (tmp_path / "redis.pid").exists()
