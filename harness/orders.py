@@ -78,7 +78,7 @@ def generate_chunk(
     nf, nl = len(first), len(last)
     now = time.time() if created_at is None else created_at
     tiers = rng.choices(TIERS, weights=weights, k=count)
-    orders = []
+    orders: list[Order] = []
     append = orders.append
     for i, tier in enumerate(tiers):
         r = bits(64)

@@ -29,7 +29,7 @@ from harness import queue as rq_queue
 from harness.config import TIERS, Settings, redact
 from harness.connection import connect_redis
 from harness.orders import NORMAL, VIP, generate
-from harness.runs import barrier_proof, environment, iso, window_figures
+from harness.runs import barrier_proof, environment, iso, window_of
 from harness.state import Phase, RunState
 from harness.store import Store, open_store
 from harness.worker import run_pool
@@ -81,7 +81,7 @@ class Pipeline:
         self.start_workers = start_workers
         self.run_id = new_run_id()
         self.seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-        self.vip_total = self.normal_total = 0
+        self.vip_total = self.normal_total = self.generated = 0
         self.jobs = {VIP: 0, NORMAL: 0}
         self.timings: dict[str, float] = {}
         self._pool: multiprocessing.process.BaseProcess | None = None
@@ -145,6 +145,8 @@ class Pipeline:
             rq_queue.purge(self.conn)
             self._finish(Phase.ABORTED, "interrupted")
             raise
+        except RunFailed as exc:
+            self._finish(Phase.ERROR, redact(str(exc)))
         except Exception as exc:
             log.exception("run %s failed", self.run_id)
             self._finish(Phase.ERROR, redact(f"{type(exc).__name__}: {exc}"))
@@ -160,7 +162,6 @@ class Pipeline:
         vip_q = rq_queue.queues(self.conn)[VIP]
         timeout = rq_queue.job_timeout(s.orders_per_job, s.work_ms)
         gen_s = insert_s = enqueue_s = 0.0
-        generated = 0
         vip_buffer: list[int] = []
         start = time.perf_counter()
         self.state.set(generationStart=time.time())
@@ -174,9 +175,9 @@ class Pipeline:
             t = time.perf_counter()
             self.store.insert_orders(chunk)
             insert_s += time.perf_counter() - t
-            generated += len(chunk)
+            self.generated += len(chunk)
             vip_buffer.extend(o.seq for o in chunk if o.priority == VIP)
-            last = generated == s.quantity
+            last = self.generated == s.quantity
             full = len(vip_buffer) if last else len(vip_buffer) // s.orders_per_job * s.orders_per_job
             t = time.perf_counter()
             self.jobs[VIP] += rq_queue.enqueue_batches(
@@ -186,18 +187,17 @@ class Pipeline:
             enqueue_s += time.perf_counter() - t
             self.vip_total += full
             del vip_buffer[:full]
-            self.normal_total = generated - self.vip_total - len(vip_buffer)
+            self.normal_total = self.generated - self.vip_total - len(vip_buffer)
             self.timings["generationTimeMs"] = _ms(time.perf_counter() - start - enqueue_s)
             self.timings["enqueueVipTimeMs"] = _ms(enqueue_s)
             self.state.set(
-                generated=generated, vipTotal=self.vip_total, normalTotal=self.normal_total,
+                generated=self.generated, vipTotal=self.vip_total, normalTotal=self.normal_total,
                 generationTimeMs=self.timings["generationTimeMs"],
                 enqueueVipTimeMs=self.timings["enqueueVipTimeMs"],
             )
-            self._tick(Phase.GENERATING, generated)
+            self._tick(Phase.GENERATING)
         self.timings["generateMs"] = _ms(gen_s)
         self.timings["insertMs"] = _ms(insert_s)
-        self.generated = generated
 
     def _wait_drain(self, priority: str, total: int, phase: Phase) -> None:
         """Block until ``total`` orders of ``priority`` are processed, failing fast."""
@@ -209,7 +209,7 @@ class Pipeline:
                 raise RunFailed(f"{failed} job(s) failed: {rq_queue.last_failure(self.conn)}")
             if self._pool is not None and not self._pool.is_alive():
                 raise RunFailed("the worker pool exited before the queue drained")
-            self._tick(phase, self.generated)
+            self._tick(phase)
             time.sleep(POLL_S)
         key = "waitVipDrainMs" if priority == VIP else "waitNormalDrainMs"
         self.timings[key] = _ms(time.perf_counter() - start)
@@ -229,11 +229,11 @@ class Pipeline:
             after = seqs[-1]
             self.timings["enqueueNormalTimeMs"] = _ms(time.perf_counter() - start)
             self.state.set(enqueueNormalTimeMs=self.timings["enqueueNormalTimeMs"])
-            self._tick(Phase.ENQUEUE_NORMAL, self.generated)
+            self._tick(Phase.ENQUEUE_NORMAL)
         self.timings["enqueueNormalTimeMs"] = _ms(time.perf_counter() - start)
         self.state.set(enqueueNormalTimeMs=self.timings["enqueueNormalTimeMs"])
 
-    def _tick(self, phase: Phase, generated: int) -> None:
+    def _tick(self, phase: Phase) -> None:
         """Keep the lock alive and report progress; called per chunk, page and poll."""
         now = time.monotonic()
         if now - self._last_refresh > LOCK_REFRESH_S:
@@ -242,33 +242,33 @@ class Pipeline:
             self._last_refresh = now
         if self.progress is not None:
             processed = self.state.processed(VIP) + self.state.processed(NORMAL)
-            self.progress(Progress(phase, self.settings.quantity, generated, processed))
+            self.progress(Progress(phase, self.settings.quantity, self.generated, processed))
 
     # -- the record ----------------------------------------------------------------------
 
     def _finish(self, phase: Phase, error: str | None = None) -> None:
         """Compute every figure from the store, check it, and save the run record."""
         total_s = time.perf_counter() - self.t0
-        windows = self.store.windows()
-        vip = windows.get(VIP)
-        normal = windows.get(NORMAL)
-        vip_done = vip.count if vip else 0
-        normal_done = normal.count if normal else 0
-        processed = vip_done + normal_done
-        generated = getattr(self, "generated", 0)
-        if phase is Phase.DONE and (vip_done, normal_done) != (self.vip_total, self.normal_total):
+        try:
+            windows = self.store.windows()
+        except Exception as exc:  # the store failing is often why we are here
+            windows = {}
+            if phase is Phase.DONE:
+                raise
+            error = f"{error}; and the store could not be read: {redact(str(exc))}"
+        vip_fig, normal_fig = window_of(windows.get(VIP)), window_of(windows.get(NORMAL))
+        processed = vip_fig["count"] + normal_fig["count"]
+        if phase is Phase.DONE and (vip_fig["count"], normal_fig["count"]) != (
+            self.vip_total, self.normal_total
+        ):
             phase, error = Phase.ERROR, (
-                f"store holds {vip_done}/{self.vip_total} VIP and "
-                f"{normal_done}/{self.normal_total} NORMAL orders processed"
+                f"store holds {vip_fig['count']}/{self.vip_total} VIP and "
+                f"{normal_fig['count']}/{self.normal_total} NORMAL orders processed"
             )
         proof = barrier_proof(windows)
         if phase is Phase.DONE and not proof["held"]:
             phase, error = Phase.ERROR, f"VIP-first barrier violated: gap {proof['gapMs']} ms"
         rss = self.state.worker_rss_kb()
-        vip_fig = window_figures(vip_done, vip and vip.first_started, vip and vip.last_processed)
-        normal_fig = window_figures(
-            normal_done, normal and normal.first_started, normal and normal.last_processed
-        )
         self.record.update({
             "phase": phase.value,
             "finishedAt": iso(time.time()),
@@ -283,7 +283,7 @@ class Pipeline:
                           "insertMs": self.timings.get("insertMs")},
             "processing": {"vip": vip_fig, "normal": normal_fig},
             "totalTimeMs": _ms(total_s),
-            "counts": {"generated": generated, "vip": self.vip_total,
+            "counts": {"generated": self.generated, "vip": self.vip_total,
                        "normal": self.normal_total, "processed": processed,
                        "jobs": {"vip": self.jobs[VIP], "normal": self.jobs[NORMAL]}},
             "throughput": {
@@ -297,9 +297,14 @@ class Pipeline:
                 "workerMaxRssMb": {k: round(v / 1024, 1) for k, v in sorted(rss.items())},
             },
         })
-        self.store.save_run(self.record)
         self.state.set(phase=phase, totalTimeMs=self.record["totalTimeMs"],
                        finishedAt=time.time(), error=error or "")
+        try:
+            self.store.save_run(self.record)
+        except Exception:
+            if phase is Phase.DONE:
+                raise
+            log.exception("run %s: could not store its %s record", self.run_id, phase.value)
 
     def _stop_pool(self) -> None:
         """Warm-stop the pool: running batches finish, then the workers exit."""

@@ -68,8 +68,9 @@ def last_failure(conn: Redis) -> str | None:
         for job_id in registry.get_job_ids()[-1:]:
             job = q.fetch_job(job_id)
             if job is not None:
-                text = (job.latest_result().exc_string if job.latest_result() else "") or ""
-                return text.strip().splitlines()[-1] if text.strip() else job.description
+                result = job.latest_result()
+                text = ((result.exc_string if result else None) or "").strip()
+                return text.splitlines()[-1] if text else job.description
     return None
 
 

@@ -73,6 +73,13 @@ def window_figures(
             "perSec": per_sec}
 
 
+def window_of(window: Window | None) -> dict[str, Any]:
+    """:func:`window_figures` of a stored window (an empty one when nothing was processed)."""
+    if window is None:
+        return window_figures(0, None, None)
+    return window_figures(window.count, window.first_started, window.last_processed)
+
+
 def barrier_proof(windows: dict[str, Window]) -> dict[str, Any]:
     """Did every VIP order finish before any NORMAL order started? From stored timestamps.
 

@@ -78,7 +78,7 @@ class RunState:
         if self.conn.set(LOCK_KEY, run_id, nx=True, ex=LOCK_TTL_S):
             return
         holder = self.conn.get(LOCK_KEY)
-        name = holder.decode() if holder else "another run"
+        name = _text(holder) if holder else "another run"
         raise RunActive(
             f"run {name} is active; wait for it to finish (a run whose coordinator died "
             f"frees its lock within {LOCK_TTL_S}s)"
@@ -109,10 +109,10 @@ class RunState:
 
     def read(self) -> dict[str, str]:
         raw = self.conn.hgetall(STATE_KEY)
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     def get(self, *fields: str) -> list[str | None]:
-        return [v.decode() if v is not None else None for v in self.conn.hmget(STATE_KEY, fields)]
+        return [_text(v) if v is not None else None for v in self.conn.hmget(STATE_KEY, fields)]
 
     def processed(self, priority: str) -> int:
         value = self.conn.hget(STATE_KEY, f"processed:{priority}")
@@ -129,7 +129,11 @@ class RunState:
         ))
 
     def worker_rss_kb(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.conn.hgetall(WORKER_RSS_KEY).items()}
+        return {_text(k): int(v) for k, v in self.conn.hgetall(WORKER_RSS_KEY).items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _encode(value: Any) -> str | int | float:

@@ -116,3 +116,27 @@ def test_the_mongodb_backend_end_to_end(settings: Settings, mongo_standin: str) 
         _check_run(settings, record, store)
     finally:
         store.close()
+
+
+def test_failing_jobs_end_the_run_in_error_with_the_reason(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that raises (here: every store update, in the forked worker processes) must
+    not leave the coordinator waiting: the run ends ERROR, recorded, naming the failure."""
+    from harness.store.sqlite import SQLiteStore
+
+    def broken(self: SQLiteStore, *args: object) -> int:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(SQLiteStore, "mark_processed", broken)
+    record = run(settings)
+    assert record["phase"] == "ERROR"
+    assert "job(s) failed" in record["error"] and "disk on fire" in record["error"]
+    assert record["counts"]["processed"] == 0
+    store = open_store(settings)
+    try:
+        stored = store.get_run(record["runId"])
+        assert stored is not None and stored["phase"] == "ERROR"
+        assert store.count_orders(status=PENDING) == settings.quantity
+    finally:
+        store.close()

@@ -121,7 +121,7 @@ class SQLiteStore:
         return [seq for (seq,) in rows]
 
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
-        sql, args = "SELECT COUNT(*) FROM orders WHERE 1", []
+        sql, args = "SELECT COUNT(*) FROM orders WHERE 1", list[str]()
         if priority is not None:
             sql, args = sql + " AND priority = ?", [*args, priority]
         if status is not None:
