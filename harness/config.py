@@ -18,6 +18,7 @@ from typing import Any
 
 TIERS: tuple[str, ...] = ("BRONZE", "PRATA", "OURO", "DIAMANTE")
 DEFAULT_TIER_MIX = "BRONZE=1,PRATA=1,OURO=1,DIAMANTE=1"
+MAX_SEQ = 2**32 - 1
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,8 @@ class Settings:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
+        if self.max_orders > MAX_SEQ:
+            raise ConfigError(f"max_orders must be <= {MAX_SEQ:,} (order ids hold a 32-bit seq)")
         if self.quantity > self.max_orders:
             raise ConfigError(
                 f"quantity {self.quantity:,} is above MAX_ORDERS ({self.max_orders:,}); "

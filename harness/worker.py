@@ -83,7 +83,8 @@ def process_batch(run_id: str, priority: str, seqs: list[int]) -> int:
 def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARNING") -> None:
     """Run ``settings.concurrency`` workers until SIGINT/SIGTERM (or, with burst, idle)."""
     configure(settings)
-    logging.getLogger("rq").setLevel(logging_level)  # RQ logs every worker start at INFO
+    for name in ("rq", "rq.worker"):  # RQ logs every worker start at INFO
+        logging.getLogger(name).setLevel(logging_level)
     conn = connect_redis(settings)
     pool = WorkerPool(
         LISTEN_ORDER, connection=conn, num_workers=settings.concurrency,

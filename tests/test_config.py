@@ -53,6 +53,7 @@ def test_redis_url_wins_over_host_and_port() -> None:
         ({"tier_mix": "DIAMANTE=-1"}, "must be a finite number >= 0"),
         ({"tier_mix": "BRONZE=0"}, "gives every tier weight 0"),
         ({"work_ms": -1.0}, "work_ms must be between"),
+        ({"max_orders": 2**32, "quantity": 10}, "max_orders must be <= 4,294,967,295"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_naming_them(

@@ -36,8 +36,9 @@ def test_fields_and_seqs() -> None:
     orders = [o for chunk in generate(1, 20_000, 3_000, EQUAL) for o in chunk]
     assert [o.seq for o in orders] == list(range(20_000))
     assert len({o.id for o in orders}) == 20_000
+    assert [o.id for o in orders] == sorted(o.id for o in orders)  # ids grow with seq
     for o in orders[:500]:
-        assert uuid.UUID(o.id).version == 4
+        assert uuid.UUID(o.id).version == 8 and uuid.UUID(o.id).variant == uuid.RFC_4122
         assert 10 <= o.valor <= 10_000 and round(o.valor, 2) == o.valor
         assert o.tier in TIERS and o.status == PENDING and o.observacoes
         assert len(o.cliente.split()) == 2
@@ -54,3 +55,15 @@ def test_tier_mix_is_followed() -> None:
     assert set(counts) == {"OURO", "DIAMANTE"}
     assert 0.22 < counts["DIAMANTE"] / 40_000 < 0.28
     assert not [o for o in generate_chunk(5, 0, 5_000, [1, 1, 1, 0]) if o.priority == VIP]
+
+
+def test_ids_keep_their_seq_order_across_the_32_bit_range() -> None:
+    from harness.orders import id_prefix, order_id
+
+    prefix = id_prefix(1)
+    seqs = [0, 1, 2**20 - 1, 2**20, 2**20 + 1, 123_456_789, 2**32 - 1]
+    ids = [order_id(prefix, seq, noise=2**42 - 1 - seq % 7) for seq in seqs]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(i.startswith(ids[0][:13]) for i in ids)  # the run's 48-bit prefix
+    assert {uuid.UUID(i).version for i in ids} == {8}
+    assert id_prefix(1) != id_prefix(2)
