@@ -25,6 +25,7 @@ from harness.store.base import Done, DuplicateOrderError, StoreError, Window
 client_factory: Callable[..., Any] = pymongo.MongoClient
 TIMEOUT_MS = 5_000
 TIME_FIELDS = ("createdAt", "startedAt", "processedAt")
+DUPLICATE_KEY = 11000  # MongoDB's E11000 duplicate key error
 
 
 def _dt(seconds: float) -> datetime:
@@ -82,21 +83,26 @@ class MongoStore:
         self._ensure_indexes()
 
     def insert_orders(self, orders: Sequence[Order]) -> None:
+        created = {t: _dt(t) for t in {o.created_at for o in orders}}  # one per chunk
         documents = [
             {
                 "_id": o.seq, "id": o.id, "cliente": o.cliente, "valor": o.valor, "tier": o.tier,
                 "priority": o.priority, "observacoes": o.observacoes, "status": o.status,
-                "createdAt": _dt(o.created_at),
+                "createdAt": created[o.created_at],
             }
             for o in orders
         ]
         try:
             self.orders.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
-            details = exc.details
-            raise DuplicateOrderError(
-                details.get("nInserted", 0), len(details.get("writeErrors", []))
-            ) from exc
+            errors = exc.details.get("writeErrors", [])
+            others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if others:
+                raise StoreError(
+                    f"MongoDB rejected {len(others)} of {len(documents)} orders: "
+                    f"{redact(str(others[0].get('errmsg')))}"
+                ) from None
+            raise DuplicateOrderError(exc.details.get("nInserted", 0), len(errors)) from None
 
     def mark_processed(self, priority: str, done: Sequence[Done], worker: str) -> int:
         if not done:
