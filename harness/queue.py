@@ -70,7 +70,7 @@ def last_failure(conn: Redis) -> str | None:
             if job is not None:
                 result = job.latest_result()
                 text = ((result.exc_string if result else None) or "").strip()
-                line = text.splitlines()[-1] if text else job.description
+                line = text.splitlines()[-1] if text else (job.description or job.id)
                 return line if len(line) <= 300 else line[:300] + "…"
     return None
 
