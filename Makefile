@@ -19,11 +19,12 @@ setup: $(BIN)/harness  ## create .venv with the harness and its test tools
 bench: setup  ## run a benchmark of N orders (default 1,000,000) and print its summary
 	$(BIN)/harness run -n $(N)
 
-test: setup lint  ## lint, then the whole test suite against real Redis and worker processes
+test: setup lint  ## lint and type-check, then the test suite against real Redis and workers
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy harness
 
 clean:
 	rm -rf $(VENV) data *.egg-info

@@ -140,3 +140,33 @@ def test_failing_jobs_end_the_run_in_error_with_the_reason(
         assert store.count_orders(status=PENDING) == settings.quantity
     finally:
         store.close()
+
+
+def test_phases_run_in_order_and_status_follows_them(
+    settings: Settings, redis_conn: Redis
+) -> None:
+    """Status read from another connection during the run: active, in phase order, with
+    progress that never goes backwards."""
+    from harness.pipeline import Progress
+
+    order = [Phase.GENERATING, Phase.WAITING_VIP_DRAIN, Phase.ENQUEUE_NORMAL,
+             Phase.WAITING_NORMAL_DRAIN]
+    seen: list[dict] = []
+
+    def watch(p: Progress) -> None:
+        doc = get_status(redis_conn)
+        assert doc["isProcessing"] is True and doc["phase"] == p.phase
+        seen.append(doc)
+
+    settings = settings.replace(quantity=6_000, chunk_size=1_000)
+    record = run(settings, progress=watch)
+    assert record["phase"] == "DONE"
+    phases = [order.index(Phase(d["phase"])) for d in seen]
+    assert phases == sorted(phases) and phases[0] == 0
+    assert {Phase.GENERATING, Phase.ENQUEUE_NORMAL} <= {order[i] for i in phases}
+    generated = [d["progress"]["generated"] for d in seen]
+    processed = [d["progress"]["processedTotal"] for d in seen]
+    assert generated == sorted(generated) and processed == sorted(processed)
+    assert generated[0] == 1_000 and generated[-1] == 6_000
+    normal_started = [d for d in seen if d["counts"]["normal"] > 0]
+    assert all(d["counts"]["vip"] == record["counts"]["vip"] for d in normal_started)
