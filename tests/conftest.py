@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,20 +43,18 @@ def unused_port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server for this test session; its URL."""
+def start_redis(folder: Path, password: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a private redis-server on a free port; return it and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not on PATH; .ci/run installs it")
     port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    conn = Redis(port=port)
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(folder)]
+    if password:
+        args += ["--requirepass", password]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    conn = Redis(port=port, password=password)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -67,7 +65,31 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 proc.kill()
                 pytest.fail(f"redis-server did not start on port {port}")
             time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
+    auth = f":{password}@" if password else ""
+    return proc, f"redis://{auth}127.0.0.1:{port}/0"
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., str]]:
+    """Start extra private redis-servers (e.g. with a password); stopped after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(folder: Path, password: str | None = None) -> str:
+        proc, url = start_redis(folder, password)
+        started.append(proc)
+        return url
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for this test session; its URL."""
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
     proc.terminate()
     proc.wait(10)
 

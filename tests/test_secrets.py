@@ -1,0 +1,41 @@
+"""No password from a connection string leaves the process: not in the run record, the
+status document, the run table, nor anything the CLI prints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from harness.cli import main
+
+
+def test_passwords_never_appear_in_records_status_or_output(
+    tmp_path: Path, mongo_standin: str, redis_factory: Callable[..., str]
+) -> None:
+    redis_url = redis_factory(tmp_path, password="r3dis-Secret")
+    env = {
+        "REDIS_URL": redis_url, "MONGO_URI": mongo_standin,
+        "HARNESS_DATA_DIR": str(tmp_path / "data"), "HARNESS_QUANTITY": "600",
+        "GENERATION_CHUNK_SIZE": "200", "HARNESS_ORDERS_PER_JOB": "100",
+    }
+    runner = CliRunner()
+    outputs = [
+        runner.invoke(main, ["run", "--json", "--no-progress"], env=env,
+                      catch_exceptions=False).output,
+        runner.invoke(main, ["status", "--json"], env=env).output,
+        runner.invoke(main, ["status"], env=env).output,
+        runner.invoke(main, ["runs", "--json"], env=env).output,
+        runner.invoke(main, ["runs", "--csv"], env=env).output,
+    ]
+    record = json.loads(outputs[0])
+    assert record["phase"] == "DONE", record["error"]
+    # The record does name where it ran, with the password masked.
+    assert record["environment"]["redis"]["url"].startswith("redis://:***@127.0.0.1:")
+    assert record["environment"]["store"]["location"].startswith("mongodb://harness:***@")
+    assert record["parameters"]["mongo_uri"].startswith("mongodb://harness:***@")
+    for text in outputs:
+        assert text.strip()
+        assert "r3dis-Secret" not in text and "s3cret-pw" not in text
