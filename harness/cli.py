@@ -41,6 +41,7 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Flags that say where Redis and the store are; each overrides its env var."""
     options = [
         click.option("--mongo-uri", help="MongoDB URI [env MONGO_URI; unset: embedded SQLite]"),
+        click.option("--mongo-db", help="database when the URI names none [env MONGO_DB; orders_harness]"),
         click.option("--redis-url", help="Redis URL [env REDIS_URL; default redis://127.0.0.1:6379/0]"),
         click.option("--data-dir", type=click.Path(file_okay=False),
                      help="folder for the SQLite store and a local Redis [env HARNESS_DATA_DIR; ./data]"),

@@ -85,7 +85,7 @@ def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARN
     configure(settings)
     for name in ("rq", "rq.worker"):  # RQ logs every worker start at INFO
         logging.getLogger(name).setLevel(logging_level)
-    conn = connect_redis(settings)
+    conn = connect_redis(settings, autostart=False)  # a worker never brings its own Redis
     pool = WorkerPool(
         LISTEN_ORDER, connection=conn, num_workers=settings.concurrency,
         worker_class=SimpleWorker,

@@ -170,3 +170,17 @@ def test_phases_run_in_order_and_status_follows_them(
     assert generated[0] == 1_000 and generated[-1] == 6_000
     normal_started = [d for d in seen if d["counts"]["normal"] > 0]
     assert all(d["counts"]["vip"] == record["counts"]["vip"] for d in normal_started)
+
+
+def test_simulated_work_reaches_the_workers(settings: Settings) -> None:
+    """--work-ms travels with the run (through Redis) to every worker, order by order."""
+    settings = settings.replace(quantity=200, chunk_size=100, orders_per_job=20, work_ms=2.0)
+    record = run(settings)
+    assert record["phase"] == "DONE"
+    store = open_store(settings)
+    try:
+        docs = store.get_orders(range(200))
+    finally:
+        store.close()
+    assert all(d["processedAt"] - d["startedAt"] >= 0.0019 for d in docs)
+    assert record["parameters"]["work_ms"] == 2.0
