@@ -88,6 +88,7 @@ class Pipeline:
         self._last_refresh = 0.0
         self.conn: Redis
         self.store: Store
+        self.record: dict[str, Any] = {}
 
     # -- the run -------------------------------------------------------------------------
 
@@ -115,14 +116,26 @@ class Pipeline:
                 target=run_pool, args=(self.settings,), name="harness-workers"
             )
             self._pool.start()
-        self.store = open_store(self.settings)
+        try:
+            self.store = open_store(self.settings)
+            try:
+                self._begin(setup_start)
+                self._phases()
+            finally:
+                self.store.close()
+        finally:
+            self._stop_pool()
+        return self.record
+
+    def _begin(self, setup_start: float) -> None:
+        """Clear the last run's orders, then start the clock, the record and the live state."""
         self.store.clear_orders()  # the orders collection holds the current run only
         # The clock starts here: clearing the last run and starting workers is setup,
         # reported apart as setupMs, not part of the pipeline's end-to-end time.
         self.started = time.time()
         self.t0 = time.perf_counter()
         self.timings["setupMs"] = _ms(self.t0 - setup_start)
-        self.record: dict[str, Any] = {
+        self.record = {
             "runId": self.run_id,
             "startedAt": iso(self.started),
             "phase": Phase.GENERATING.value,
@@ -135,6 +148,9 @@ class Pipeline:
             "generated": 0, "startedAt": self.started, "workMs": self.settings.work_ms,
             "processed:VIP": 0, "processed:NORMAL": 0,
         })
+
+    def _phases(self) -> None:
+        """Every phase in order; whatever stops them is recorded before this returns."""
         try:
             self._generate()
             self._wait_drain(VIP, self.vip_total, Phase.WAITING_VIP_DRAIN)
@@ -150,10 +166,6 @@ class Pipeline:
         except Exception as exc:
             log.exception("run %s failed", self.run_id)
             self._finish(Phase.ERROR, redact(f"{type(exc).__name__}: {exc}"))
-        finally:
-            self._stop_pool()
-            self.store.close()
-        return self.record
 
     def _generate(self) -> None:
         """Generate and store chunk by chunk, enqueueing full VIP batches as they appear."""
