@@ -1,0 +1,66 @@
+"""The job body on a real RQ worker: it moves orders once, counts them in Redis, and leaves
+everything alone when its run is no longer the current one."""
+
+from __future__ import annotations
+
+import pytest
+from redis import Redis
+from rq.worker import SimpleWorker
+
+from harness import queue as rq_queue
+from harness import worker
+from harness.config import Settings
+from harness.orders import NORMAL, PENDING, PROCESSED, VIP, generate_chunk
+from harness.state import RunState
+from harness.store import open_store
+
+
+@pytest.fixture
+def seeded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """500 stored orders; the worker module configured for this test's settings."""
+    monkeypatch.setattr(worker, "_settings", settings)
+    monkeypatch.setattr(worker, "_store", None)
+    store = open_store(settings)
+    orders = generate_chunk(1, 0, 500, [1, 1, 1, 1])
+    store.insert_orders(orders)
+    store.close()
+    return [o.seq for o in orders if o.priority == VIP]
+
+
+def _work(redis_conn: Redis) -> None:
+    SimpleWorker(rq_queue.LISTEN_ORDER, connection=redis_conn).work(burst=True)
+
+
+def test_a_batch_is_processed_and_counted_once(
+    settings: Settings, redis_conn: Redis, seeded: list[int]
+) -> None:
+    state = RunState(redis_conn)
+    state.begin({"runId": "run-a", "workMs": 0})
+    vip_q = rq_queue.queues(redis_conn)[VIP]
+    # The same batch twice, as a retried job would be.
+    rq_queue.enqueue_batches(vip_q, "run-a", VIP, [seeded, seeded], timeout=60)
+    _work(redis_conn)
+    assert state.processed(VIP) == len(seeded)
+    assert state.processed(NORMAL) == 0
+    store = open_store(settings)
+    try:
+        assert store.count_orders(VIP, PROCESSED) == len(seeded)
+        assert store.count_orders(NORMAL, PENDING) == 500 - len(seeded)
+    finally:
+        store.close()
+    assert set(state.worker_rss_kb()) == {worker.worker_name()}
+
+
+def test_a_job_from_another_run_changes_nothing(
+    settings: Settings, redis_conn: Redis, seeded: list[int]
+) -> None:
+    state = RunState(redis_conn)
+    state.begin({"runId": "run-b", "workMs": 0})
+    rq_queue.enqueue_batches(rq_queue.queues(redis_conn)[VIP], "run-a", VIP, [seeded], timeout=60)
+    _work(redis_conn)
+    assert state.processed(VIP) == 0
+    store = open_store(settings)
+    try:
+        assert store.count_orders(status=PROCESSED) == 0
+    finally:
+        store.close()
