@@ -45,7 +45,6 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("overallPerSec", "throughput.overall"),
     ("barrierHeld", "barrier.held"),
     ("barrierGapMs", "barrier.gapMs"),
-    ("sweepId", "parameters.sweep_id"),
     ("error", "error"),
 )
 
