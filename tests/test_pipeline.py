@@ -184,3 +184,14 @@ def test_simulated_work_reaches_the_workers(settings: Settings) -> None:
         store.close()
     assert all(d["processedAt"] - d["startedAt"] >= 0.0019 for d in docs)
     assert record["parameters"]["work_ms"] == 2.0
+
+
+@pytest.mark.parametrize(("mix", "vip"), [("BRONZE=1,OURO=1", False), ("DIAMANTE=1", True)])
+def test_runs_with_only_one_priority(settings: Settings, mix: str, vip: bool) -> None:
+    """No VIP order (nothing to wait for) or no NORMAL order (nothing to page): still DONE."""
+    settings = settings.replace(quantity=700, tier_mix=mix)
+    record = run(settings)
+    assert record["phase"] == "DONE", record["error"]
+    assert record["counts"]["vip"] == (700 if vip else 0)
+    assert record["counts"]["processed"] == 700
+    assert record["barrier"]["held"] is True and record["barrier"]["gapMs"] is None
