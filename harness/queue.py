@@ -8,6 +8,7 @@ enqueued many at a time in one Redis pipeline.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from redis import Redis
 from rq import Queue
@@ -15,6 +16,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 
 from harness.orders import NORMAL, VIP
 
+T = TypeVar("T")
 QUEUE_NAMES = {VIP: "orders-vip", NORMAL: "orders-normal"}
 # Workers listen VIP first. The barrier does not rely on this (NORMAL jobs are only
 # enqueued once every VIP order is processed), but it keeps VIP first for any leftovers.
@@ -22,15 +24,16 @@ LISTEN_ORDER = [QUEUE_NAMES[VIP], QUEUE_NAMES[NORMAL]]
 JOB_FUNC = "harness.worker.process_batch"
 RESULT_TTL = 3_600
 FAILURE_TTL = 7 * 24 * 3_600
+PIPELINE_JOBS = 500
 
 
 def queues(conn: Redis) -> dict[str, Queue]:
     return {p: Queue(name, connection=conn) for p, name in QUEUE_NAMES.items()}
 
 
-def batches(seqs: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for i in range(0, len(seqs), size):
-        yield seqs[i:i + size]
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def job_timeout(orders_per_job: int, work_ms: float) -> int:
@@ -41,7 +44,11 @@ def job_timeout(orders_per_job: int, work_ms: float) -> int:
 def enqueue_batches(
     queue: Queue, run_id: str, priority: str, seq_batches: Iterable[Sequence[int]], timeout: int
 ) -> int:
-    """Enqueue one job per batch in a single pipeline; return the number of jobs."""
+    """Enqueue one job per batch, up to PIPELINE_JOBS jobs per Redis pipeline.
+
+    Bounded pipelines let workers start on the first jobs while later ones are still being
+    sent (with one order per job, a 10,000-id page is 10,000 jobs).
+    """
     datas = [
         Queue.prepare_data(
             JOB_FUNC, args=(run_id, priority, list(batch)), timeout=timeout,
@@ -50,9 +57,9 @@ def enqueue_batches(
         )
         for batch in seq_batches
     ]
-    if datas:
+    for part in batches(datas, PIPELINE_JOBS):
         with queue.connection.pipeline() as pipe:
-            queue.enqueue_many(datas, pipeline=pipe)
+            queue.enqueue_many(part, pipeline=pipe)
             pipe.execute()
     return len(datas)
 
