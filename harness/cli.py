@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from harness.config import ConfigError, Settings
+from harness.config import ConfigError, Settings, option_help
 from harness.connection import RedisUnavailable
 from harness.state import RunActive
 from harness.store import StoreError
@@ -40,19 +40,14 @@ class HarnessGroup(click.Group):
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Flags that say where Redis and the store are; each overrides its env var."""
     options = [
-        click.option("--mongo-uri", help="MongoDB URI [env MONGO_URI; unset: embedded SQLite]"),
-        click.option("--mongo-db", help="database when the URI names none [env MONGO_DB; orders_harness]"),
-        click.option("--redis-url", help="Redis URL [env REDIS_URL; default redis://127.0.0.1:6379/0]"),
-        click.option("--data-dir", type=click.Path(file_okay=False),
-                     help="folder for the SQLite store and a local Redis [env HARNESS_DATA_DIR; ./data]"),
+        click.option("--mongo-uri", help=option_help("mongo_uri")),
+        click.option("--mongo-db", help=option_help("mongo_db")),
+        click.option("--redis-url", help=option_help("redis_url")),
+        click.option("--data-dir", type=click.Path(file_okay=False), help=option_help("data_dir")),
     ]
     for option in reversed(options):
         func = option(func)
     return func
-
-
-def _settings(**flags: Any) -> Settings:
-    return Settings.from_env(**flags)
 
 
 @click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,19 +61,15 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("-n", "--quantity", type=int, help="orders to generate [env HARNESS_QUANTITY; 1000000]")
-@click.option("--chunk-size", type=int, help="orders per generation chunk [env GENERATION_CHUNK_SIZE; 10000]")
-@click.option("--normal-batch-size", type=int,
-              help="NORMAL ids paged per enqueue round [env NORMAL_ENQUEUE_BATCH_SIZE; 10000]")
-@click.option("-j", "--orders-per-job", type=int,
-              help="orders per queue job; 1 = one job per order [env HARNESS_ORDERS_PER_JOB; 1000]")
-@click.option("-c", "--concurrency", type=int,
-              help="worker processes [env ORDERS_QUEUE_CONCURRENCY; 2]")
-@click.option("--seed", type=int, help="random seed [env HARNESS_SEED; drawn and recorded]")
-@click.option("--tier-mix",
-              help="tier weights, e.g. BRONZE=4,PRATA=3,OURO=2,DIAMANTE=1 [env HARNESS_TIER_MIX]")
-@click.option("--work-ms", type=float, help="simulated work per order in ms [env HARNESS_WORK_MS; 0]")
-@click.option("--max-orders", type=int, help="largest quantity accepted [env MAX_ORDERS; 1500000]")
+@click.option("-n", "--quantity", type=int, help=option_help("quantity"))
+@click.option("--chunk-size", type=int, help=option_help("chunk_size"))
+@click.option("--normal-batch-size", type=int, help=option_help("normal_batch_size"))
+@click.option("-j", "--orders-per-job", type=int, help=option_help("orders_per_job"))
+@click.option("-c", "--concurrency", type=int, help=option_help("concurrency"))
+@click.option("--seed", type=int, help=option_help("seed"))
+@click.option("--tier-mix", help=option_help("tier_mix"))
+@click.option("--work-ms", type=float, help=option_help("work_ms"))
+@click.option("--max-orders", type=int, help=option_help("max_orders"))
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
@@ -92,7 +83,7 @@ def run(as_json: bool, no_progress: bool, no_workers: bool, **flags: Any) -> Non
     from harness.pipeline import run as run_pipeline
     from harness.runs import format_summary
 
-    settings = _settings(**flags)
+    settings = Settings.from_env(**flags)
     progress, close = (None, lambda: None) if no_progress else _progress_bar(settings.quantity)
     try:
         record = run_pipeline(settings, progress=progress, start_workers=not no_workers)
@@ -131,7 +122,7 @@ def status(as_json: bool, **flags: Any) -> None:
     from harness.connection import connect_redis
     from harness.status import get_status
 
-    doc = get_status(connect_redis(_settings(**flags), autostart=False))
+    doc = get_status(connect_redis(Settings.from_env(**flags), autostart=False))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -159,7 +150,7 @@ def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
     from harness.runs import BRIEF_COLUMNS, RUN_COLUMNS, runs_table
     from harness.store import open_store
 
-    store = open_store(_settings(**flags))
+    store = open_store(Settings.from_env(**flags))
     try:
         records = store.list_runs(limit)
     finally:
@@ -178,14 +169,14 @@ def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
 
 @main.command()
 @connection_options
-@click.option("-c", "--concurrency", type=int, help="worker processes [env ORDERS_QUEUE_CONCURRENCY; 2]")
+@click.option("-c", "--concurrency", type=int, help=option_help("concurrency"))
 @click.option("--burst", is_flag=True, help="exit once the queues are empty")
 def worker(burst: bool, **flags: Any) -> None:
     """Start workers on their own, e.g. on another host joining a run through the same
     Redis and store. Stops on Ctrl-C / SIGTERM (running batches finish first)."""
     from harness.worker import run_pool
 
-    settings = _settings(**flags)
+    settings = Settings.from_env(**flags)
     click.echo(f"harness: starting {settings.concurrency} worker(s)", err=True)
     run_pool(settings, burst=burst, logging_level="INFO")
 

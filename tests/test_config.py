@@ -104,3 +104,14 @@ def test_public_dict_is_redacted() -> None:
                                    "REDIS_URL": "redis://:r3dpw@h:1/0"})
     text = repr(s.public_dict())
     assert "b4dpw" not in text and "r3dpw" not in text
+
+
+def test_every_setting_is_documented_in_the_readme_and_the_cli() -> None:
+    from harness.config import ENV_VARS, option_help
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    fields = {f for f in Settings.__dataclass_fields__}
+    assert set(ENV_VARS) == fields
+    for name, (var, _doc) in ENV_VARS.items():
+        assert f"`{var}`" in readme, f"{var} missing from README's configuration table"
+        assert f"env {var};" in option_help(name)
