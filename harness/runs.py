@@ -48,7 +48,8 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("error", "error"),
 )
 
-# The columns the plain `harness runs` table shows; --csv and --json give everything.
+# The columns the plain `harness runs` table shows; --csv gives all of RUN_COLUMNS, --json
+# the whole records.
 BRIEF_COLUMNS = (
     "runId", "phase", "backend", "quantity", "ordersPerJob", "concurrency", "totalTimeMs",
     "overallPerSec", "barrierHeld", "error",
