@@ -17,6 +17,8 @@ import multiprocessing
 import random
 import resource
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from harness.config import TIERS, Settings, redact
 from harness.connection import connect_redis
 from harness.orders import NORMAL, VIP, generate
 from harness.runs import barrier_proof, environment, iso, window_of
-from harness.state import Phase, RunState
+from harness.state import Phase, RunActive, RunState
 from harness.store import Store, open_store
 from harness.worker import run_pool
 
@@ -38,10 +40,15 @@ log = logging.getLogger("harness")
 POLL_S = 0.02
 LOCK_REFRESH_S = 5.0
 POOL_STOP_TIMEOUT_S = 30.0
+IDLE_WAIT_S = 10.0
 
 
 class RunFailed(RuntimeError):
     """The run could not reach DONE; the record says why."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run; it was recorded as ABORTED."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self._pool: multiprocessing.process.BaseProcess | None = None
         self._last_refresh = 0.0
+        self._stopping = False
         self.conn: Redis
         self.store: Store
         self.record: dict[str, Any] = {}
@@ -102,14 +110,38 @@ class Pipeline:
         self.state = RunState(self.conn)
         open_store(self.settings).close()  # unreachable store: fail before any write
         self.state.acquire(self.run_id)
+        previous = self._catch_signals()
         try:
             return self._run_locked()
         finally:
+            self._stopping = True
             self.state.release(self.run_id)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _catch_signals(self) -> dict[int, Any]:
+        """Turn SIGINT and SIGTERM (Ctrl-C, `docker stop`) into an orderly ABORTED run.
+
+        The first signal interrupts the run; one that arrives while it is already stopping
+        (recording the run, stopping workers, releasing the lock) waits for that to finish.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def interrupt(signum: int, frame: Any) -> None:
+            if self._stopping:
+                log.warning("%s received while stopping; finishing cleanly",
+                            signal.Signals(signum).name)
+                return
+            self._stopping = True
+            raise Interrupted(signal.Signals(signum).name)
+
+        return {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _run_locked(self) -> dict[str, Any]:
         setup_start = time.perf_counter()
         rq_queue.purge(self.conn)
+        self._wait_for_running_jobs()
         if self.start_workers:
             # Forked before this process opens its store, so no connection crosses a fork.
             self._pool = multiprocessing.get_context("fork").Process(
@@ -124,8 +156,21 @@ class Pipeline:
             finally:
                 self.store.close()
         finally:
+            self._stopping = True
             self._stop_pool()
         return self.record
+
+    def _wait_for_running_jobs(self) -> None:
+        """A job of an earlier run still running would update this run's orders (they reuse
+        its seqs) behind the counters' back: wait for it, briefly, before clearing orders."""
+        deadline = time.monotonic() + IDLE_WAIT_S
+        while running := rq_queue.running_count(self.conn):
+            if time.monotonic() > deadline:
+                raise RunActive(
+                    f"{running} job(s) of an earlier run are still running after "
+                    f"{IDLE_WAIT_S:.0f}s; stop their workers, or wait for RQ to expire them"
+                )
+            time.sleep(POLL_S)
 
     def _begin(self, setup_start: float) -> None:
         """Clear the last run's orders, then start the clock, the record and the live state."""
@@ -157,9 +202,12 @@ class Pipeline:
             self._enqueue_normal()
             self._wait_drain(NORMAL, self.normal_total, Phase.WAITING_NORMAL_DRAIN)
             self._finish(Phase.DONE)
-        except KeyboardInterrupt:
-            rq_queue.purge(self.conn)
-            self._finish(Phase.ABORTED, "interrupted")
+        except KeyboardInterrupt as exc:
+            self._stopping = True
+            try:
+                rq_queue.purge(self.conn)
+            finally:
+                self._finish(Phase.ABORTED, f"interrupted ({exc or 'SIGINT'})")
             raise
         except RunFailed as exc:
             self._finish(Phase.ERROR, redact(str(exc)))

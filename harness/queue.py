@@ -83,10 +83,19 @@ def last_failure(conn: Redis) -> str | None:
 
 
 def purge(conn: Redis) -> None:
-    """Empty both queues and their registries: what the last run left means nothing now."""
+    """Empty both queues and their finished and failed registries.
+
+    Jobs already running are left to finish (RQ cannot take them back); see
+    :func:`running_count`.
+    """
     for q in queues(conn).values():
         q.empty()
-        for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q),
-                         StartedJobRegistry(queue=q)):
+        for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q)):
             for job_id in registry.get_job_ids():
                 registry.remove(job_id, delete_job=True)
+
+
+def running_count(conn: Redis) -> int:
+    """Jobs a worker has started and not finished (or whose worker died: RQ keeps those
+    until their timeout passes)."""
+    return sum(StartedJobRegistry(queue=q).count for q in queues(conn).values())

@@ -49,7 +49,7 @@ def snapshot(fields: dict[str, str], now: float | None = None) -> dict[str, Any]
     if active and first_start is not None and processed:
         rate = processed / max(now - first_start, 1e-6)
         eta_ms = round((target - processed) / rate * 1000)
-    elif not active and phase != Phase.IDLE.value:
+    elif phase == Phase.DONE.value:
         eta_ms = 0
     return {
         "phase": phase,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import signal
 import socket
 import time
 
@@ -82,6 +83,10 @@ def process_batch(run_id: str, priority: str, seqs: list[int]) -> int:
 
 def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARNING") -> None:
     """Run ``settings.concurrency`` workers until SIGINT/SIGTERM (or, with burst, idle)."""
+    # A pool forked by `harness run` inherits the coordinator's signal handlers; WorkerPool
+    # installs its own, and until then a signal must act as it would on a fresh process.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     configure(settings)
     for name in ("rq", "rq.worker"):  # RQ logs every worker start at INFO
         logging.getLogger(name).setLevel(logging_level)

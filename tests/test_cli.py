@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,39 @@ def test_a_remote_redis_that_is_down_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RedisUnavailable, match=r"redis\.invalid"):
         connect_redis(settings)
     assert not (tmp_path / "redis.pid").exists()
+
+
+def test_sigterm_aborts_the_run_cleanly(env: dict[str, str], redis_conn: Redis) -> None:
+    """`docker stop` or Ctrl-C mid-run: the run is recorded ABORTED, its queues purged, its
+    lock released and its workers stopped before the command exits."""
+    from rq import Worker
+
+    from harness.queue import queues
+    from harness.status import get_status
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "-n", "400000", "--chunk-size", "1000",
+         "--no-progress"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        while get_status(redis_conn)["progress"]["generated"] < 5_000:
+            assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, output
+    doc = get_status(redis_conn)
+    assert doc["phase"] == "ABORTED", output
+    assert doc["error"] == "interrupted (SIGTERM)"
+    assert 5_000 <= doc["progress"]["generated"] < 400_000
+    assert redis_conn.get(LOCK_KEY) is None
+    assert all(q.count == 0 for q in queues(redis_conn).values())
+    assert Worker.all(connection=redis_conn) == []
+    store = open_store(Settings.from_env(environ=env))
+    try:
+        record = store.get_run(doc["lastRunId"])
+    finally:
+        store.close()
+    assert record is not None and record["phase"] == "ABORTED"

@@ -195,3 +195,42 @@ def test_runs_with_only_one_priority(settings: Settings, mix: str, vip: bool) ->
     assert record["counts"]["vip"] == (700 if vip else 0)
     assert record["counts"]["processed"] == 700
     assert record["barrier"]["held"] is True and record["barrier"]["gapMs"] is None
+
+
+def test_a_job_still_running_from_an_earlier_run_blocks_the_next_run(
+    settings: Settings, redis_conn: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new run reuses seqs, so a job still running from before could update its orders
+    behind the counters' back: the run refuses to start, and clears nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rq.registry import StartedJobRegistry
+
+    from harness import pipeline
+    from harness.queue import queues
+    from harness.state import RunActive
+
+    first = run(settings)
+    vip_q = queues(redis_conn)[VIP]
+    vip_q.enqueue("time.sleep", 30)
+    env = {**os.environ, "REDIS_URL": str(settings.redis_url)}
+    worker = subprocess.Popen([sys.executable, "-m", "harness.cli", "worker", "-c", "1"], env=env,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while StartedJobRegistry(queue=vip_q).count == 0:
+            assert worker.poll() is None
+        monkeypatch.setattr(pipeline, "IDLE_WAIT_S", 0.3)
+        with pytest.raises(RunActive, match="1 job\\(s\\) of an earlier run are still running"):
+            run(settings)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # the pool and the worker it forked
+        worker.wait()
+    store = open_store(settings)
+    try:
+        assert store.count_orders(status=PROCESSED) == settings.quantity
+        assert [r["runId"] for r in store.list_runs()] == [first["runId"]]
+    finally:
+        store.close()
