@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import random
 import resource
 import secrets
@@ -34,7 +35,7 @@ from harness.orders import NORMAL, VIP, generate
 from harness.runs import barrier_proof, environment, iso, window_of
 from harness.state import Phase, RunActive, RunState
 from harness.store import Store, open_store
-from harness.worker import run_pool
+from harness.worker import run_pool_for
 
 log = logging.getLogger("harness")
 POLL_S = 0.02
@@ -145,7 +146,7 @@ class Pipeline:
         if self.start_workers:
             # Forked before this process opens its store, so no connection crosses a fork.
             self._pool = multiprocessing.get_context("fork").Process(
-                target=run_pool, args=(self.settings,), name="harness-workers"
+                target=run_pool_for, args=(os.getpid(), self.settings), name="harness-workers"
             )
             self._pool.start()
         try:

@@ -10,6 +10,7 @@ through Redis.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import resource
@@ -28,6 +29,7 @@ from harness.state import RunState
 from harness.store import Store, open_store
 
 log = logging.getLogger("harness.worker")
+PR_SET_PDEATHSIG = 1
 
 _settings: Settings | None = None
 _store: Store | None = None
@@ -96,3 +98,19 @@ def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARN
         worker_class=SimpleWorker,
     )
     pool.start(burst=burst, logging_level=logging_level)
+
+
+def run_pool_for(parent_pid: int, settings: Settings) -> None:
+    """The pool a run starts: like :func:`run_pool`, but it stops when ``parent_pid`` dies.
+
+    Without this, a coordinator killed outright (SIGKILL, OOM) would leave its workers
+    running, with that run's settings, taking the next run's jobs.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # Linux: SIGTERM us when the parent dies
+    except (OSError, AttributeError):
+        log.warning("cannot tie the worker pool to its coordinator on this platform")
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        return
+    run_pool(settings)

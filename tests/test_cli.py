@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,30 @@ def test_sigterm_aborts_the_run_cleanly(env: dict[str, str], redis_conn: Redis) 
     finally:
         store.close()
     assert record is not None and record["phase"] == "ABORTED"
+
+
+def test_workers_stop_when_their_coordinator_is_killed(
+    env: dict[str, str], redis_conn: Redis
+) -> None:
+    """SIGKILL leaves no handler to run: the pool must notice on its own and stop, or its
+    workers would take the next run's jobs with this run's settings."""
+    from rq import Worker
+
+    from harness.status import get_status
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "-n", "400000", "--chunk-size", "1000",
+         "--no-progress"],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        while get_status(redis_conn)["progress"]["generated"] < 5_000:
+            assert proc.poll() is None
+        assert len(Worker.all(connection=redis_conn)) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while Worker.all(connection=redis_conn):
+        assert time.monotonic() < deadline, "workers outlived their coordinator by 30 s"
+        time.sleep(0.1)
