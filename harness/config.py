@@ -99,24 +99,24 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("data"))
 
     def __post_init__(self) -> None:
-        for name, low in (
-            ("quantity", 1), ("chunk_size", 1), ("normal_batch_size", 1), ("concurrency", 1),
-            ("orders_per_job", 1), ("max_orders", 1), ("redis_port", 1),
+        # Upper bounds keep one chunk, page or pool within a machine's memory and processes.
+        for name, high in (
+            ("quantity", MAX_SEQ), ("chunk_size", 1_000_000), ("normal_batch_size", 1_000_000),
+            ("concurrency", 256), ("orders_per_job", 1_000_000),
+            ("max_orders", MAX_SEQ), ("redis_port", 65535),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
-            if value < low:
-                raise ConfigError(f"{name} must be >= {low}, got {value}")
-        if self.max_orders > MAX_SEQ:
-            raise ConfigError(f"max_orders must be <= {MAX_SEQ:,} (order ids hold a 32-bit seq)")
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+            if value > high:
+                raise ConfigError(f"{name} must be <= {high:,}, got {value:,}")
         if self.quantity > self.max_orders:
             raise ConfigError(
                 f"quantity {self.quantity:,} is above MAX_ORDERS ({self.max_orders:,}); "
                 "raise MAX_ORDERS to allow it"
             )
-        if self.redis_port > 65535:
-            raise ConfigError(f"redis_port must be <= 65535, got {self.redis_port}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if not 0 <= self.work_ms < 60_000:

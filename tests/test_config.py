@@ -54,6 +54,9 @@ def test_redis_url_wins_over_host_and_port() -> None:
         ({"tier_mix": "BRONZE=0"}, "gives every tier weight 0"),
         ({"work_ms": -1.0}, "work_ms must be between"),
         ({"max_orders": 2**32, "quantity": 10}, "max_orders must be <= 4,294,967,295"),
+        ({"concurrency": 10_000}, "concurrency must be <= 256, got 10,000"),
+        ({"chunk_size": 5_000_000}, "chunk_size must be <= 1,000,000"),
+        ({"normal_batch_size": 2_000_000}, "normal_batch_size must be <= 1,000,000"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_naming_them(
