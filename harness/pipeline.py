@@ -97,7 +97,13 @@ class Pipeline:
         self._stopping = False
         self.conn: Redis
         self.store: Store
-        self.record: dict[str, Any] = {}
+        # Set again when setup ends; here so that a run stopped during setup still records.
+        self.started, self.t0 = time.time(), time.perf_counter()
+        self.record: dict[str, Any] = {
+            "runId": self.run_id,
+            "phase": Phase.GENERATING.value,
+            "parameters": {**settings.public_dict(), "seed": self.seed},
+        }
 
     # -- the run -------------------------------------------------------------------------
 
@@ -152,8 +158,7 @@ class Pipeline:
         try:
             self.store = open_store(self.settings)
             try:
-                self._begin(setup_start)
-                self._phases()
+                self._phases(setup_start)
             finally:
                 self.store.close()
         finally:
@@ -174,30 +179,27 @@ class Pipeline:
             time.sleep(POLL_S)
 
     def _begin(self, setup_start: float) -> None:
-        """Clear the last run's orders, then start the clock, the record and the live state."""
+        """Take over the live state, clear the last run's orders, then start the clock."""
+        self.state.begin({
+            "runId": self.run_id, "phase": Phase.GENERATING, "target": self.settings.quantity,
+            "generated": 0, "startedAt": self.started, "workMs": self.settings.work_ms,
+            "processed:VIP": 0, "processed:NORMAL": 0,
+        })
         self.store.clear_orders()  # the orders collection holds the current run only
         # The clock starts here: clearing the last run and starting workers is setup,
         # reported apart as setupMs, not part of the pipeline's end-to-end time.
         self.started = time.time()
         self.t0 = time.perf_counter()
         self.timings["setupMs"] = _ms(self.t0 - setup_start)
-        self.record = {
-            "runId": self.run_id,
-            "startedAt": iso(self.started),
-            "phase": Phase.GENERATING.value,
-            "parameters": {**self.settings.public_dict(), "seed": self.seed},
-            "environment": environment(self.settings, self.conn, self.store),
-        }
+        self.state.set(startedAt=self.started)
+        self.record["startedAt"] = iso(self.started)
+        self.record["environment"] = environment(self.settings, self.conn, self.store)
         self.store.save_run(self.record)
-        self.state.begin({
-            "runId": self.run_id, "phase": Phase.GENERATING, "target": self.settings.quantity,
-            "generated": 0, "startedAt": self.started, "workMs": self.settings.work_ms,
-            "processed:VIP": 0, "processed:NORMAL": 0,
-        })
 
-    def _phases(self) -> None:
+    def _phases(self, setup_start: float) -> None:
         """Every phase in order; whatever stops them is recorded before this returns."""
         try:
+            self._begin(setup_start)
             self._generate()
             self._wait_drain(VIP, self.vip_total, Phase.WAITING_VIP_DRAIN)
             self._enqueue_normal()
