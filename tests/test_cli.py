@@ -197,6 +197,7 @@ def test_sigterm_aborts_the_run_cleanly(env: dict[str, str], redis_conn: Redis) 
     try:
         while get_status(redis_conn)["progress"]["generated"] < 5_000:
             assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.01)  # polling a condition, not waiting out a race
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0]
     finally:
@@ -234,6 +235,7 @@ def test_workers_stop_when_their_coordinator_is_killed(
     try:
         while get_status(redis_conn)["progress"]["generated"] < 5_000:
             assert proc.poll() is None
+            time.sleep(0.01)  # polling a condition, not waiting out a race
         assert len(Worker.all(connection=redis_conn)) == 2
     finally:
         proc.kill()

@@ -206,6 +206,7 @@ def test_a_job_still_running_from_an_earlier_run_blocks_the_next_run(
     import signal
     import subprocess
     import sys
+    import time
 
     from rq.registry import StartedJobRegistry
 
@@ -222,6 +223,7 @@ def test_a_job_still_running_from_an_earlier_run_blocks_the_next_run(
     try:
         while StartedJobRegistry(queue=vip_q).count == 0:
             assert worker.poll() is None
+            time.sleep(0.01)  # polling a condition, not waiting out a race
         monkeypatch.setattr(pipeline, "IDLE_WAIT_S", 0.3)
         with pytest.raises(RunActive, match="1 job\\(s\\) of an earlier run are still running"):
             run(settings)
