@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pymongo
 import pytest
 from redis import Redis
 
@@ -118,14 +119,20 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def mongo_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def mongo_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Make the MongoDB backend reach a real server or the litemongo stand-in; its URI.
 
     The stand-in is swapped in through ``client_factory`` in this process, so worker
-    processes forked from it use it too.
+    processes forked from it use it too. On a real server each test gets its own database,
+    dropped afterwards.
     """
     if MONGO_URI:
-        return _with_database(MONGO_URI, f"harness_test_{uuid.uuid4().hex[:8]}")
+        database = f"harness_test_{uuid.uuid4().hex[:8]}"
+        yield _with_database(MONGO_URI, database)
+        client = pymongo.MongoClient(MONGO_URI)
+        client.drop_database(database)
+        client.close()
+        return
     import litemongo
 
     folder = tmp_path / "litemongo"
@@ -133,7 +140,7 @@ def mongo_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(
         mongo_module, "client_factory", lambda uri, **kw: litemongo.connect(str(folder))
     )
-    return "mongodb://harness:s3cret-pw@standin.invalid:27017/harness_test"
+    yield "mongodb://harness:s3cret-pw@standin.invalid:27017/harness_test"
 
 
 def _with_database(uri: str, database: str) -> str:
@@ -154,6 +161,4 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened.clear_orders()
     opened.clear_runs()
     yield opened
-    if MONGO_URI and isinstance(opened, MongoStore):
-        opened._client.drop_database(opened._db.name)
     opened.close()
