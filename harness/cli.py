@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from harness.config import ConfigError, Settings, option_help
+from harness.config import ConfigError, Settings, option_help, redact
 from harness.connection import RedisUnavailable
 from harness.state import RunActive
 from harness.store import StoreError
@@ -54,10 +54,17 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-v", "--verbose", is_flag=True, help="log what the harness does")
 def main(verbose: bool) -> None:
     """Benchmark harness for a VIP-first order-processing pipeline (RQ + Redis + a store)."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every log line, tracebacks included, with connection-string passwords masked: an
+    exception message may quote a URI."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 @main.command()

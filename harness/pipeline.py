@@ -227,7 +227,6 @@ class Pipeline:
         gen_s = insert_s = enqueue_s = 0.0
         vip_buffer: list[int] = []
         start = time.perf_counter()
-        self.state.set(generationStart=time.time())
         chunks = generate(self.seed, s.quantity, s.chunk_size, weights)
         while True:
             t = time.perf_counter()
@@ -304,7 +303,8 @@ class Pipeline:
                 raise RunFailed("lost the run lock (Redis restarted or the run was taken over)")
             self._last_refresh = now
         if self.progress is not None:
-            processed = self.state.processed(VIP) + self.state.processed(NORMAL)
+            processed = sum(int(n or 0) for n in self.state.get(f"processed:{VIP}",
+                                                                f"processed:{NORMAL}"))
             self.progress(Progress(phase, self.settings.quantity, self.generated, processed))
 
     # -- the record ----------------------------------------------------------------------

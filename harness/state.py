@@ -101,12 +101,6 @@ class RunState:
     def set(self, **fields: Any) -> None:
         self.conn.hset(STATE_KEY, mapping={k: _encode(v) for k, v in fields.items()})
 
-    def incr(self, field: str, amount: int) -> int:
-        return int(self.conn.hincrby(STATE_KEY, field, amount))
-
-    def incr_float(self, field: str, amount: float) -> float:
-        return float(self.conn.hincrbyfloat(STATE_KEY, field, amount))
-
     def read(self) -> dict[str, str]:
         raw = self.conn.hgetall(STATE_KEY)
         return {_text(k): _text(v) for k, v in raw.items()}

@@ -4,6 +4,7 @@ status document, the run table, nor anything the CLI prints."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,3 +41,18 @@ def test_passwords_never_appear_in_records_status_or_output(
     for text in outputs:
         assert text.strip()
         assert "r3dis-Secret" not in text and "s3cret-pw" not in text
+
+
+def test_log_lines_and_tracebacks_are_redacted() -> None:
+    import logging
+
+    from harness.cli import RedactingFormatter
+
+    try:
+        raise ConnectionError("cannot reach mongodb://admin:hunter2@db:27017/x")
+    except ConnectionError:
+        record = logging.LogRecord("harness", logging.ERROR, __file__, 1,
+                                   "run failed at %s", ("redis://:pw9@h:1/0",), sys.exc_info())
+    text = RedactingFormatter("%(message)s").format(record)
+    assert "Traceback" in text and "mongodb://admin:***@db" in text
+    assert "hunter2" not in text and "pw9" not in text
