@@ -15,12 +15,14 @@ from typing import Any
 
 import click
 
-from harness.config import ConfigError, Settings, option_help, redact
+from harness import logs
+from harness.config import ConfigError, Settings, option_help
 from harness.connection import RedisUnavailable
+from harness.control import CancelTimeout
 from harness.state import RunActive
 from harness.store import StoreError
 
-SERVICE_ERRORS = (RedisUnavailable, StoreError, RunActive)
+SERVICE_ERRORS = (RedisUnavailable, StoreError, RunActive, CancelTimeout)
 
 
 class HarnessGroup(click.Group):
@@ -55,16 +57,17 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def main(verbose: bool) -> None:
     """Benchmark harness for a VIP-first order-processing pipeline (RQ + Redis + a store)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    handler.setFormatter(logs.RedactingFormatter(logs.FORMAT))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.getLogger(logs.LOGGER).setLevel(logging.INFO)  # for the log file, if one is on
 
 
-class RedactingFormatter(logging.Formatter):
-    """Every log line, tracebacks included, with connection-string passwords masked: an
-    exception message may quote a URI."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+def settings_from(**flags: Any) -> Settings:
+    """Settings from the environment and flags; starts file logging when they ask for it."""
+    settings = Settings.from_env(**flags)
+    logs.configure(settings)
+    return settings
 
 
 @main.command()
@@ -82,7 +85,9 @@ class RedactingFormatter(logging.Formatter):
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @click.option("--no-workers", is_flag=True,
               help="start no workers; rely on `harness worker` processes (here or on other hosts)")
-def run(as_json: bool, no_progress: bool, no_workers: bool, **flags: Any) -> None:
+@click.option("--force", is_flag=True,
+              help="if a run is active, cancel it (keeping its orders' state) and take over")
+def run(as_json: bool, no_progress: bool, no_workers: bool, force: bool, **flags: Any) -> None:
     """Generate, store and process orders VIP first; print the run's summary.
 
     Exits 0 only when the run reached DONE with its barrier proven.
@@ -90,10 +95,11 @@ def run(as_json: bool, no_progress: bool, no_workers: bool, **flags: Any) -> Non
     from harness.pipeline import run as run_pipeline
     from harness.runs import format_summary
 
-    settings = Settings.from_env(**flags)
+    settings = settings_from(**flags)
     progress, close = (None, lambda: None) if no_progress else _progress_bar(settings.quantity)
     try:
-        record = run_pipeline(settings, progress=progress, start_workers=not no_workers)
+        record = run_pipeline(settings, progress=progress, start_workers=not no_workers,
+                              force=force)
     finally:
         close()
     click.echo(json.dumps(record, indent=2) if as_json else format_summary(record))
@@ -129,7 +135,7 @@ def status(as_json: bool, **flags: Any) -> None:
     from harness.connection import connect_redis
     from harness.status import get_status
 
-    doc = get_status(connect_redis(Settings.from_env(**flags), autostart=False))
+    doc = get_status(connect_redis(settings_from(**flags), autostart=False))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -157,7 +163,7 @@ def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
     from harness.runs import BRIEF_COLUMNS, RUN_COLUMNS, runs_table
     from harness.store import open_store
 
-    store = open_store(Settings.from_env(**flags))
+    store = open_store(settings_from(**flags))
     try:
         records = store.list_runs(limit)
     finally:
@@ -183,9 +189,223 @@ def worker(burst: bool, **flags: Any) -> None:
     Redis and store. Stops on Ctrl-C / SIGTERM (running batches finish first)."""
     from harness.worker import run_pool
 
-    settings = Settings.from_env(**flags)
+    settings = settings_from(**flags)
     click.echo(f"harness: starting {settings.concurrency} worker(s)", err=True)
     run_pool(settings, burst=burst, logging_level="INFO")
+
+
+
+# -- run control (the original's /pedidos/cancel, /reset, /logs, /health/queue) ------------
+
+@main.command()
+@connection_options
+@click.option("--purge/--no-purge", default=True, show_default=True,
+              help="remove the run's queued jobs")
+@click.option("--remove-pending/--keep-pending", default=True, show_default=True,
+              help="delete the orders not processed yet from the store")
+@click.option("--reset-metrics", is_flag=True,
+              help="also clear the live metrics (status shows IDLE; the run record stays)")
+@click.option("--timeout", "cancel_timeout_s", type=float, help=option_help("cancel_timeout_s"))
+@click.option("--json", "as_json", is_flag=True, help="print the result and the run record as JSON")
+def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, as_json: bool,
+           **flags: Any) -> None:
+    """Cancel the active run: nothing new starts, running batches stop at their next check,
+    processed orders stay; the run is recorded ABORTED with its partial figures."""
+    from harness.control import cancel as cancel_run
+
+    settings = settings_from(**flags)
+    result = cancel_run(settings, purge=purge, remove_pending=remove_pending,
+                        reset_metrics=reset_metrics)
+    info = (result.record or {}).get("cancel") or {}
+    if as_json:
+        click.echo(json.dumps({"cancelled": result.cancelled, "runId": result.run_id,
+                               "message": result.message, "elapsedMs": result.elapsed_ms,
+                               "record": result.record}, indent=2))
+        return
+    click.echo(result.message)
+    if result.cancelled:
+        processed = ((result.record or {}).get("counts") or {}).get("processed")
+        click.echo(f"  during {info.get('phase', '?')}; last job stopped "
+                   f"{info.get('lastJobStoppedMs')} ms after the request; cancel took "
+                   f"{result.elapsed_ms} ms")
+        click.echo(f"  processed orders kept: {processed}; pending orders removed: "
+                   f"{info.get('removedPending', 0)}")
+
+
+@main.command()
+@connection_options
+@click.option("--all", "all_runs", is_flag=True, help="also delete the run history (process_runs)")
+@click.option("--force", is_flag=True, help="cancel an active run first")
+def reset(all_runs: bool, force: bool, **flags: Any) -> None:
+    """Delete orders, queued jobs, live metrics and state; run history stays unless --all."""
+    from harness.control import reset as reset_all
+
+    done = reset_all(settings_from(**flags), all_runs=all_runs, force=force)
+    click.echo(f"reset: {done['orders']:,} orders, {done['jobs']:,} jobs"
+               + (f", {done['runs']:,} run records" if all_runs else "; run history kept"))
+
+
+@main.command(name="logs")
+@connection_options
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--log-file", type=click.Path(dir_okay=False), help=option_help("log_file"))
+def logs_command(lines: int, **flags: Any) -> None:
+    """Print the last lines of the log file (BACKEND_LOGS=true or HARNESS_LOG_FILE)."""
+    settings = Settings.from_env(**flags)
+    path = settings.log_path or settings.data_dir / "harness.log"
+    if not path.exists():
+        raise click.ClickException(
+            f"no log file at {path}; set BACKEND_LOGS=true (or HARNESS_LOG_FILE) for runs to write one"
+        )
+    for line in logs.tail(path, lines):
+        click.echo(line)
+
+
+@main.command()
+@connection_options
+@click.option("--stuck-after", "stuck_after_s", type=float, help=option_help("stuck_after_s"))
+@click.option("--json", "as_json", is_flag=True, help="print the health document as JSON")
+def health(as_json: bool, **flags: Any) -> None:
+    """Queue counts, run phase and a classification. Exit code: 0 healthy, 1 error,
+    3 degraded (failed jobs or stuck), 4 paused, 5 aborted."""
+    from harness.control import HEALTH_EXIT
+    from harness.control import health as check
+
+    settings = settings_from(**flags)
+    try:
+        doc = check(settings)
+    except RedisUnavailable as exc:
+        doc = {"status": "error", "reasons": [str(exc)]}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"{doc['status']}" + (f": {'; '.join(doc['reasons'])}" if doc["reasons"] else ""))
+        if "queue" in doc:
+            q = doc["queue"]
+            click.echo(f"  run {doc['runId'] or '-'} {doc['phase']}; workers {doc['workers']}; "
+                       + ", ".join(f"{k} {v}" for k, v in q.items()))
+    sys.exit(HEALTH_EXIT[doc["status"]])
+
+
+@main.group(name="queue")
+def queue_group() -> None:
+    """Queue controls: pause, resume, clean, status, jobs, close."""
+
+
+def _queue_conn(flags: dict[str, Any]) -> Any:
+    from harness.connection import connect_redis
+
+    return connect_redis(settings_from(**flags), autostart=False)
+
+
+@queue_group.command()
+@connection_options
+def pause(**flags: Any) -> None:
+    """Workers take no new job until `harness queue resume` (running batches finish)."""
+    from harness import queue as q
+
+    q.pause(_queue_conn(flags))
+    click.echo("queues paused")
+
+
+@queue_group.command()
+@connection_options
+def resume(**flags: Any) -> None:
+    """Let workers take jobs again."""
+    from harness import queue as q
+
+    q.resume(_queue_conn(flags))
+    click.echo("queues resumed")
+
+
+@queue_group.command()
+@connection_options
+@click.argument("state", type=click.Choice(["waiting", "completed", "failed", "deferred",
+                                            "scheduled", "all"]))
+@click.option("--force", is_flag=True, help="clean waiting jobs even while a run is active")
+def clean(state: str, force: bool, **flags: Any) -> None:
+    """Delete every job in STATE from both queues (running jobs cannot be taken back)."""
+    from harness import queue as q
+    from harness.state import RunState
+
+    conn = _queue_conn(flags)
+    if state in ("waiting", "all") and not force and (holder := RunState(conn).holder()):
+        raise RunActive(f"run {holder.run_id} is active and needs its waiting jobs; "
+                        "use `harness cancel`, or --force", holder)
+    states = [s for s in q.STATES if s != "active"] if state == "all" else [state]
+    removed = sum(q.clean(conn, s) for s in states)
+    click.echo(f"removed {removed:,} {state} job(s)")
+
+
+@queue_group.command(name="status")
+@connection_options
+@click.option("--json", "as_json", is_flag=True)
+def queue_status(as_json: bool, **flags: Any) -> None:
+    """Raw job counts per queue and state, and whether the queues are paused."""
+    from harness import queue as q
+
+    conn = _queue_conn(flags)
+    doc = {"paused": q.is_paused(conn), "workers": q.worker_count(conn), "counts": q.counts(conn)}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    import pandas as pd
+
+    click.echo(f"paused: {doc['paused']}; workers: {doc['workers']}")
+    click.echo(pd.DataFrame(doc["counts"]).T.to_string())
+
+
+@queue_group.command()
+@connection_options
+@click.option("-t", "--types", default="waiting,active", show_default=True,
+              help="comma-separated states: waiting, active, completed, failed, deferred, scheduled")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="at most this many per queue and state")
+@click.option("--json", "as_json", is_flag=True)
+def jobs(types: str, limit: int, as_json: bool, **flags: Any) -> None:
+    """List jobs by state."""
+    from harness import queue as q
+
+    states = [t.strip() for t in types.split(",") if t.strip()]
+    if bad := [t for t in states if t not in q.STATES]:
+        raise click.BadParameter(f"{', '.join(bad)}; choose from {', '.join(q.STATES)}",
+                                 param_hint="--types")
+    rows = q.jobs(_queue_conn(flags), states, limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"no {'/'.join(states)} jobs")
+    else:
+        import pandas as pd
+
+        click.echo(pd.DataFrame(rows).fillna("").to_string(index=False))
+
+
+@queue_group.command()
+@connection_options
+@click.option("--timeout", type=float, default=15.0, show_default=True,
+              help="seconds to wait for the workers to exit")
+def close(timeout: float, **flags: Any) -> None:
+    """Stop every harness worker pool (running batches finish) and close connections.
+    Refused while a run is active: cancel it first."""
+    import time
+
+    from harness import queue as q
+    from harness.state import RunState
+
+    conn = _queue_conn(flags)
+    if holder := RunState(conn).holder():
+        raise RunActive(f"run {holder.run_id} is active; `harness cancel` it first", holder)
+    before = q.worker_count(conn)
+    q.request_close(conn)
+    deadline = time.monotonic() + timeout
+    while (left := q.worker_count(conn)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    conn.close()
+    click.echo(f"closed: {before - left} of {before} worker(s) stopped"
+               + (f"; {left} still registered" if left else ""))
+    if left:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "tier_mix": ("HARNESS_TIER_MIX", "relative tier weights, e.g. BRONZE=4,PRATA=3,OURO=2,DIAMANTE=1"),
     "work_ms": ("HARNESS_WORK_MS", "simulated work per order, in milliseconds"),
     "data_dir": ("HARNESS_DATA_DIR", "folder for the SQLite store and a local Redis"),
+    "log_progress_every_ms": ("LOG_PROGRESS_EVERY_MS", "a progress log line every this many ms"),
+    "log_memory": ("LOG_MEMORY", "add the coordinator's memory use to progress lines"),
+    "backend_logs": ("BACKEND_LOGS", "also log to a file: HARNESS_LOG_FILE, else data folder/harness.log"),
+    "log_file": ("HARNESS_LOG_FILE", "log file; setting it turns file logging on"),
+    "stuck_after_s": ("HARNESS_STUCK_AFTER_S", "seconds without progress before health calls a run stuck"),
+    "cancel_timeout_s": ("HARNESS_CANCEL_TIMEOUT_S", "how long a cancel waits for running batches to stop"),
 }
 
 
@@ -97,13 +103,19 @@ class Settings:
     tier_mix: str = DEFAULT_TIER_MIX
     work_ms: float = 0.0
     data_dir: Path = field(default_factory=lambda: Path("data"))
+    log_progress_every_ms: int = 5_000
+    log_memory: bool = False
+    backend_logs: bool = False
+    log_file: Path | None = None
+    stuck_after_s: float = 60.0
+    cancel_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         # Upper bounds keep one chunk, page or pool within a machine's memory and processes.
         for name, high in (
             ("quantity", MAX_SEQ), ("chunk_size", 1_000_000), ("normal_batch_size", 1_000_000),
             ("concurrency", 256), ("orders_per_job", 1_000_000),
-            ("max_orders", MAX_SEQ), ("redis_port", 65535),
+            ("max_orders", MAX_SEQ), ("redis_port", 65535), ("log_progress_every_ms", 3_600_000),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -121,8 +133,14 @@ class Settings:
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if not 0 <= self.work_ms < 60_000:
             raise ConfigError(f"work_ms must be between 0 and 60000, got {self.work_ms}")
+        for name in ("stuck_after_s", "cancel_timeout_s"):
+            value = getattr(self, name)
+            if not 0 < value <= 86_400:
+                raise ConfigError(f"{name} must be between 0 and 86400 seconds, got {value}")
         parse_tier_mix(self.tier_mix)
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.log_file is not None:
+            object.__setattr__(self, "log_file", Path(self.log_file))
 
     @classmethod
     def from_env(
@@ -154,6 +172,13 @@ class Settings:
         return self.redis_url or f"redis://{self.redis_host}:{self.redis_port}/0"
 
     @property
+    def log_path(self) -> Path | None:
+        """Where file logs go, or None when they are off."""
+        if self.log_file is not None:
+            return self.log_file
+        return self.data_dir / "harness.log" if self.backend_logs else None
+
+    @property
     def backend(self) -> str:
         return "mongo" if self.mongo_uri else "sqlite"
 
@@ -174,6 +199,13 @@ class Settings:
 def _convert(var: str, raw: str, type_name: Any) -> Any:
     """Turn an environment string into the field's type, with an error naming the variable."""
     kind = str(type_name)
+    if kind == "bool":
+        flag = raw.lower()
+        if flag in ("1", "true", "yes", "on"):
+            return True
+        if flag in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{var} must be true or false, got {raw!r}")
     try:
         if "float" in kind:
             return float(raw)
@@ -194,5 +226,8 @@ def option_help(name: str) -> str:
         f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         for f in dataclasses.fields(Settings) if f.name == name
     )
-    shown = "unset" if default is None else f"{default:,}" if isinstance(default, int) else default
+    if default is None or isinstance(default, bool):
+        shown = "unset" if default is None else str(default).lower()
+    else:
+        shown = f"{default:,}" if isinstance(default, int) else str(default)
     return f"{doc} [env {var}; default {shown}]"

@@ -28,12 +28,14 @@ from typing import Any
 
 from redis import Redis
 
+from harness import control, logs
 from harness import queue as rq_queue
 from harness.config import TIERS, Settings, redact
 from harness.connection import connect_redis
+from harness.logs import event
 from harness.orders import NORMAL, VIP, generate
 from harness.runs import barrier_proof, environment, iso, window_of
-from harness.state import Phase, RunActive, RunState
+from harness.state import LockHolder, Phase, RunActive, RunState
 from harness.store import Store, open_store
 from harness.worker import run_pool_for
 
@@ -50,6 +52,14 @@ class RunFailed(RuntimeError):
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped the run; it was recorded as ABORTED."""
+
+
+class Cancelled(Exception):
+    """`harness cancel` asked this run to stop; carries the cancel's request."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        super().__init__(request["runId"])
+        self.request = request
 
 
 @dataclass(frozen=True)
@@ -82,18 +92,21 @@ class Pipeline:
 
     def __init__(
         self, settings: Settings, progress: ProgressCallback | None = None,
-        start_workers: bool = True,
+        start_workers: bool = True, force: bool = False,
     ) -> None:
         self.settings = settings
         self.progress = progress
         self.start_workers = start_workers
+        self.force = force
         self.run_id = new_run_id()
+        self.me = LockHolder.mine(self.run_id)
+        self.phase = Phase.GENERATING
         self.seed = settings.seed if settings.seed is not None else random.randrange(2**31)
         self.vip_total = self.normal_total = self.generated = 0
         self.jobs = {VIP: 0, NORMAL: 0}
         self.timings: dict[str, float] = {}
         self._pool: multiprocessing.process.BaseProcess | None = None
-        self._last_refresh = 0.0
+        self._last_refresh = self._last_log = 0.0
         self._stopping = False
         self.conn: Redis
         self.store: Store
@@ -111,18 +124,24 @@ class Pipeline:
         """Run every phase; return the ``process_runs`` record (phase DONE, ERROR or ABORTED).
 
         Raises before writing anything if Redis or the store cannot be reached, or if
-        another run is active.
+        another run is active (with ``force``, that run is cancelled first). A run whose
+        coordinator provably died is taken over without ``force``.
         """
+        logs.configure(self.settings)
         self.conn = connect_redis(self.settings)
         self.state = RunState(self.conn)
         open_store(self.settings).close()  # unreachable store: fail before any write
-        self.state.acquire(self.run_id)
+        control.take_lock(self.settings, self.conn, self.me, self.force)
+        log.info(event("run", run=self.run_id, backend=self.settings.backend,
+                       quantity=self.settings.quantity, chunk=self.settings.chunk_size,
+                       perJob=self.settings.orders_per_job,
+                       concurrency=self.settings.concurrency, seed=self.seed))
         previous = self._catch_signals()
         try:
             return self._run_locked()
         finally:
             self._stopping = True
-            self.state.release(self.run_id)
+            self.state.release(self.me)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -183,15 +202,16 @@ class Pipeline:
         self.state.begin({
             "runId": self.run_id, "phase": Phase.GENERATING, "target": self.settings.quantity,
             "generated": 0, "startedAt": self.started, "workMs": self.settings.work_ms,
-            "processed:VIP": 0, "processed:NORMAL": 0,
+            "processed:VIP": 0, "processed:NORMAL": 0, "progressAt": self.started,
         })
+        log.info(event("phase", run=self.run_id, phase=Phase.GENERATING))
         self.store.clear_orders()  # the orders collection holds the current run only
         # The clock starts here: clearing the last run and starting workers is setup,
         # reported apart as setupMs, not part of the pipeline's end-to-end time.
         self.started = time.time()
         self.t0 = time.perf_counter()
         self.timings["setupMs"] = _ms(self.t0 - setup_start)
-        self.state.set(startedAt=self.started)
+        self.state.set(startedAt=self.started, progressAt=self.started)
         self.record["startedAt"] = iso(self.started)
         self.record["environment"] = environment(self.settings, self.conn, self.store)
         self.store.save_run(self.record)
@@ -200,6 +220,7 @@ class Pipeline:
         """Every phase in order; whatever stops them is recorded before this returns."""
         try:
             self._begin(setup_start)
+            self._tick(Phase.GENERATING, report=False)  # a cancel that came during setup
             self._generate()
             self._wait_drain(VIP, self.vip_total, Phase.WAITING_VIP_DRAIN)
             self._enqueue_normal()
@@ -212,6 +233,8 @@ class Pipeline:
             finally:
                 self._finish(Phase.ABORTED, f"interrupted ({exc or 'SIGINT'})")
             raise
+        except Cancelled as exc:
+            self._cancel(exc.request)
         except RunFailed as exc:
             self._finish(Phase.ERROR, redact(str(exc)))
         except Exception as exc:
@@ -255,7 +278,7 @@ class Pipeline:
             self.state.set(
                 generated=self.generated, vipTotal=self.vip_total, normalTotal=self.normal_total,
                 generationTimeMs=self.timings["generationTimeMs"],
-                enqueueVipTimeMs=self.timings["enqueueVipTimeMs"],
+                enqueueVipTimeMs=self.timings["enqueueVipTimeMs"], progressAt=time.time(),
             )
             self._tick(Phase.GENERATING)
         self.timings["generateMs"] = _ms(gen_s)
@@ -263,7 +286,7 @@ class Pipeline:
 
     def _wait_drain(self, priority: str, total: int, phase: Phase) -> None:
         """Block until ``total`` orders of ``priority`` are processed, failing fast."""
-        self.state.set(phase=phase)
+        self._enter(phase)
         start = time.perf_counter()
         while self.state.processed(priority) < total:
             failed = rq_queue.failed_count(self.conn)
@@ -279,7 +302,7 @@ class Pipeline:
     def _enqueue_normal(self) -> None:
         """Page pending NORMAL seqs out of the store and enqueue them, page by page."""
         s = self.settings
-        self.state.set(phase=Phase.ENQUEUE_NORMAL)
+        self._enter(Phase.ENQUEUE_NORMAL)
         normal_q = rq_queue.queues(self.conn)[NORMAL]
         timeout = rq_queue.job_timeout(s.orders_per_job, s.work_ms)
         start = time.perf_counter()
@@ -290,22 +313,69 @@ class Pipeline:
             )
             after = seqs[-1]
             self.timings["enqueueNormalTimeMs"] = _ms(time.perf_counter() - start)
-            self.state.set(enqueueNormalTimeMs=self.timings["enqueueNormalTimeMs"])
+            self.state.set(enqueueNormalTimeMs=self.timings["enqueueNormalTimeMs"],
+                           progressAt=time.time())
             self._tick(Phase.ENQUEUE_NORMAL)
         self.timings["enqueueNormalTimeMs"] = _ms(time.perf_counter() - start)
         self.state.set(enqueueNormalTimeMs=self.timings["enqueueNormalTimeMs"])
 
-    def _tick(self, phase: Phase) -> None:
-        """Keep the lock alive and report progress; called per chunk, page and poll."""
+    def _enter(self, phase: Phase) -> None:
+        self.phase = phase
+        self.state.set(phase=phase)
+        log.info(event("phase", run=self.run_id, phase=phase))
+
+    def _tick(self, phase: Phase, report: bool = True) -> None:
+        """Keep the lock alive, stop on a cancel, report progress; called per chunk, page
+        and poll."""
         now = time.monotonic()
         if now - self._last_refresh > LOCK_REFRESH_S:
-            if not self.state.refresh(self.run_id):
+            if not self.state.refresh(self.me):
                 raise RunFailed("lost the run lock (Redis restarted or the run was taken over)")
             self._last_refresh = now
+        request = self.state.abort_request(self.run_id)
+        if request is not None:
+            raise Cancelled(request)
+        log_due = now - self._last_log >= self.settings.log_progress_every_ms / 1000
+        if not report or (self.progress is None and not log_due):
+            return
+        processed = sum(int(n or 0) for n in self.state.get(f"processed:{VIP}",
+                                                            f"processed:{NORMAL}"))
         if self.progress is not None:
-            processed = sum(int(n or 0) for n in self.state.get(f"processed:{VIP}",
-                                                                f"processed:{NORMAL}"))
             self.progress(Progress(phase, self.settings.quantity, self.generated, processed))
+        if log_due:
+            self._last_log = now
+            elapsed = time.perf_counter() - self.t0
+            log.info(event(
+                "progress", run=self.run_id, phase=phase, generated=self.generated,
+                processed=processed, target=self.settings.quantity,
+                rate=round(processed / elapsed) if elapsed > 0 else None,
+                rssMb=logs.rss_mb() if self.settings.log_memory else None,
+            ))
+
+    def _cancel(self, request: dict[str, Any]) -> None:
+        """Stop as `harness cancel` asked: nothing new runs, running batches stop at their
+        next check, then the run is recorded ABORTED with what it did."""
+        self._stopping = True
+        log.warning(event("cancel", run=self.run_id, phase=self.phase,
+                          purge=request["purge"], removePending=request["removePending"]))
+        if request["purge"]:
+            rq_queue.purge(self.conn)
+        deadline = time.monotonic() + self.settings.cancel_timeout_s
+        while (running := rq_queue.running_count(self.conn)) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        stopped_at = time.time()
+        removed = self.store.delete_pending() if request["removePending"] else 0
+        self.record["cancel"] = {
+            **request, "phase": self.phase.value, "requestedAt": iso(request["requestedAt"]),
+            "lastJobStoppedMs": None if running else _ms(stopped_at - request["requestedAt"]),
+            "stillRunning": running, "removedPending": removed,
+        }
+        self._finish(Phase.ABORTED, f"cancelled during {self.phase.value}"
+                     + (f"; {running} job(s) still running after the timeout" if running else ""))
+        log.warning(event("aborted", run=self.run_id, **{
+            k: self.record["cancel"][k] for k in ("lastJobStoppedMs", "removedPending")}))
+        if request["resetMetrics"]:
+            self.state.clear()
 
     # -- the record ----------------------------------------------------------------------
 
@@ -382,7 +452,8 @@ class Pipeline:
 
 
 def run(
-    settings: Settings, progress: ProgressCallback | None = None, start_workers: bool = True
+    settings: Settings, progress: ProgressCallback | None = None, start_workers: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run the whole pipeline once and return its ``process_runs`` record."""
-    return Pipeline(settings, progress, start_workers).run()
+    return Pipeline(settings, progress, start_workers, force).run()

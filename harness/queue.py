@@ -7,12 +7,14 @@ enqueued many at a time in one Redis pipeline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis import Redis
-from rq import Queue
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq import Queue, suspension
+from rq.job import Job
+from rq.registry import BaseRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from harness.orders import NORMAL, VIP
 
@@ -25,6 +27,11 @@ JOB_FUNC = "harness.worker.process_batch"
 RESULT_TTL = 3_600
 FAILURE_TTL = 7 * 24 * 3_600
 PIPELINE_JOBS = 500
+# Job states as operators of the original service name them (BullMQ's), mapped onto RQ.
+STATES = ("waiting", "active", "completed", "failed", "deferred", "scheduled")
+# A `harness queue close` request: the time it was made. Worker pools started before it stop.
+CLOSE_KEY = "harness:close"
+CLOSE_TTL_S = 3_600
 
 
 def queues(conn: Redis) -> dict[str, Queue]:
@@ -99,3 +106,104 @@ def running_count(conn: Redis) -> int:
     """Jobs a worker has started and not finished (or whose worker died: RQ keeps those
     until their timeout passes)."""
     return sum(StartedJobRegistry(queue=q).count for q in queues(conn).values())
+
+
+# -- queue controls (the original's /queue/* routes) ----------------------------------------
+
+def pause(conn: Redis) -> None:
+    """Workers take no new job until :func:`resume` (a running batch finishes)."""
+    suspension.suspend(conn)
+
+
+def resume(conn: Redis) -> None:
+    suspension.resume(conn)
+
+
+def is_paused(conn: Redis) -> bool:
+    return bool(suspension.is_suspended(conn))
+
+
+def _source(q: Queue, state: str) -> BaseRegistry | None:
+    """The RQ registry holding jobs in ``state``; None for waiting (the queue itself)."""
+    registries: dict[str, BaseRegistry] = {
+        "active": q.started_job_registry, "completed": q.finished_job_registry,
+        "failed": q.failed_job_registry, "deferred": q.deferred_job_registry,
+        "scheduled": q.scheduled_job_registry,
+    }
+    if state == "waiting":
+        return None
+    if state not in registries:
+        raise ValueError(f"unknown job state {state!r}; choose from {', '.join(STATES)}")
+    return registries[state]
+
+
+def counts(conn: Redis) -> dict[str, dict[str, int]]:
+    """Jobs per state for each queue, plus ``total`` per state."""
+    out: dict[str, dict[str, int]] = {}
+    for q in queues(conn).values():
+        out[q.name] = {
+            state: q.count if (reg := _source(q, state)) is None else reg.count for state in STATES
+        }
+    out["total"] = {state: sum(c[state] for c in out.values()) for state in STATES}
+    return out
+
+
+def jobs(conn: Redis, states: Sequence[str], limit: int = 20) -> list[dict[str, Any]]:
+    """Up to ``limit`` jobs per queue and state, newest registry entries last."""
+    rows: list[dict[str, Any]] = []
+    for q in queues(conn).values():
+        for state in states:
+            reg = _source(q, state)
+            ids = q.get_job_ids(0, limit) if reg is None else reg.get_job_ids(0, limit - 1)
+            for job in Job.fetch_many(ids, connection=conn):
+                if job is None:
+                    continue
+                rows.append({
+                    "queue": q.name, "state": state, "id": job.id, "description": job.description,
+                    "enqueuedAt": _iso(job.enqueued_at), "startedAt": _iso(job.started_at),
+                    "endedAt": _iso(job.ended_at), "worker": job.worker_name,
+                })
+    return rows
+
+
+def clean(conn: Redis, state: str) -> int:
+    """Delete every job in ``state`` from both queues; return how many went.
+
+    Running jobs cannot be taken back from a worker: ``active`` is refused (cancel the run).
+    """
+    if state == "active":
+        raise ValueError("running jobs cannot be removed; use `harness cancel` to stop a run")
+    removed = 0
+    for q in queues(conn).values():
+        reg = _source(q, state)
+        if reg is None:
+            removed += q.count
+            q.empty()
+            continue
+        for job_id in reg.get_job_ids():
+            reg.remove(job_id, delete_job=True)
+            removed += 1
+    return removed
+
+
+def request_close(conn: Redis) -> float:
+    """Ask every harness worker pool running now to stop its workers and exit (warm)."""
+    now = time.time()
+    conn.set(CLOSE_KEY, repr(now), ex=CLOSE_TTL_S)
+    return now
+
+
+def close_requested_since(conn: Redis, since: float) -> bool:
+    value = conn.get(CLOSE_KEY)
+    return value is not None and float(value) >= since
+
+
+def worker_count(conn: Redis) -> int:
+    """Workers registered on the harness queues (RQ drops a dead one after its heartbeat TTL)."""
+    from rq.worker import Worker
+
+    return len({w.name for q in queues(conn).values() for w in Worker.all(queue=q)})
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -9,6 +9,10 @@ a job from an older run changes nothing.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +21,10 @@ from redis import Redis
 STATE_KEY = "harness:run"
 WORKER_RSS_KEY = "harness:worker-rss"
 LOCK_KEY = "harness:lock"
+# A cancel request: JSON naming the run and the cancel's options. Workers and the
+# coordinator read it; it outlives the run so that a job popped late still sees it.
+ABORT_KEY = "harness:abort"
+ABORT_TTL_S = 24 * 3_600
 # A coordinator refreshes its lock every few seconds; one that died frees it after this.
 LOCK_TTL_S = 30
 
@@ -60,8 +68,46 @@ return 0
 """
 
 
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the run lock: the run and its coordinator process."""
+
+    run_id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def mine(cls, run_id: str) -> LockHolder:
+        return cls(run_id, socket.gethostname(), os.getpid())
+
+    @classmethod
+    def parse(cls, value: str) -> LockHolder:
+        run_id, _, rest = value.partition(" ")
+        host, _, pid = rest.rpartition(":")
+        return cls(run_id, host or "?", int(pid) if pid.isdigit() else 0)
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.host}:{self.pid}"
+
+    def is_dead(self) -> bool:
+        """True only when provably dead: on this host, and no such process."""
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
 class RunActive(RuntimeError):
     """Another run holds the lock; the message names it."""
+
+    def __init__(self, message: str, holder: LockHolder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class RunState:
@@ -73,28 +119,43 @@ class RunState:
         self._release = conn.register_script(RELEASE_LOCK)
         self._refresh = conn.register_script(REFRESH_LOCK)
 
-    def acquire(self, run_id: str) -> None:
+    def acquire(self, me: LockHolder) -> None:
         """Take the one-run-at-a-time lock or raise RunActive naming the holder."""
-        if self.conn.set(LOCK_KEY, run_id, nx=True, ex=LOCK_TTL_S):
+        if self.conn.set(LOCK_KEY, str(me), nx=True, ex=LOCK_TTL_S):
             return
-        holder = self.conn.get(LOCK_KEY)
-        name = _text(holder) if holder else "another run"
+        holder = self.holder()
+        name = f"run {holder.run_id} (coordinator {holder.host}:{holder.pid})" if holder else "a run"
         raise RunActive(
-            f"run {name} is active; wait for it to finish (a run whose coordinator died "
-            f"frees its lock within {LOCK_TTL_S}s)"
+            f"{name} is active; wait for it, stop it with `harness cancel`, or take over with "
+            f"--force (a lock whose coordinator died expires within {LOCK_TTL_S}s)",
+            holder,
         )
 
-    def refresh(self, run_id: str) -> bool:
-        """Extend our lock; False if it is no longer ours."""
-        return bool(self._refresh(keys=[LOCK_KEY], args=[run_id, LOCK_TTL_S]))
+    def holder(self) -> LockHolder | None:
+        value = self.conn.get(LOCK_KEY)
+        return LockHolder.parse(_text(value)) if value else None
 
-    def release(self, run_id: str) -> None:
-        self._release(keys=[LOCK_KEY], args=[run_id])
+    def refresh(self, me: LockHolder) -> bool:
+        """Extend our lock; False if it is no longer ours."""
+        return bool(self._refresh(keys=[LOCK_KEY], args=[str(me), LOCK_TTL_S]))
+
+    def release(self, holder: LockHolder) -> bool:
+        """Free the lock if ``holder`` still has it (also used to break a dead one's)."""
+        return bool(self._release(keys=[LOCK_KEY], args=[str(holder)]))
+
+    def request_abort(self, request: dict[str, Any]) -> None:
+        self.conn.set(ABORT_KEY, json.dumps(request), ex=ABORT_TTL_S)
+
+    def abort_request(self, run_id: str) -> dict[str, Any] | None:
+        """The cancel request for ``run_id``, if one was made."""
+        value = self.conn.get(ABORT_KEY)
+        request = json.loads(value) if value else None
+        return request if request and request.get("runId") == run_id else None
 
     def begin(self, fields: dict[str, Any]) -> None:
         """Replace whatever the last run left with a fresh state."""
         pipe = self.conn.pipeline()
-        pipe.delete(STATE_KEY, WORKER_RSS_KEY)
+        pipe.delete(STATE_KEY, WORKER_RSS_KEY)  # not ABORT_KEY: it may already name this run
         pipe.hset(STATE_KEY, mapping={k: _encode(v) for k, v in fields.items()})
         pipe.execute()
 
@@ -121,6 +182,10 @@ class RunState:
             keys=[STATE_KEY, WORKER_RSS_KEY],
             args=[run_id, priority, moved, repr(start), repr(end), worker, rss_kb],
         ))
+
+    def clear(self) -> None:
+        """Forget the live state (metrics, counters, cancel request): status shows IDLE."""
+        self.conn.delete(STATE_KEY, WORKER_RSS_KEY, ABORT_KEY)
 
     def worker_rss_kb(self) -> dict[str, int]:
         return {_text(k): int(v) for k, v in self.conn.hgetall(WORKER_RSS_KEY).items()}

@@ -11,25 +11,32 @@ through Redis.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import resource
 import signal
 import socket
 import time
+from typing import Any
 
+from redis import Redis
 from rq import get_current_job
 from rq.worker import SimpleWorker
 from rq.worker_pool import WorkerPool
 
 from harness.config import Settings
 from harness.connection import connect_redis
-from harness.queue import LISTEN_ORDER
-from harness.state import RunState
+from harness.queue import LISTEN_ORDER, close_requested_since
+from harness.state import ABORT_KEY, STATE_KEY, RunState
 from harness.store import Store, open_store
 
 log = logging.getLogger("harness.worker")
 PR_SET_PDEATHSIG = 1
+# With simulated work, a batch commits what it has done and checks for a cancel this often,
+# so a cancel stops it within about this long. Without simulated work a whole batch takes a
+# few milliseconds and is one group.
+ABORT_CHECK_S = 0.05
 
 _settings: Settings | None = None
 _store: Store | None = None
@@ -57,30 +64,77 @@ def worker_name() -> str:
 
 
 def process_batch(run_id: str, priority: str, seqs: list[int]) -> int:
-    """Process one batch: mark each order processed, then count the batch in Redis.
+    """Process one batch: mark its orders processed, then count them in Redis.
 
     Returns how many orders this job moved from pendente to processado. A job from a run
-    that is no longer current does nothing.
+    that is no longer current, or that was cancelled, does nothing; a cancel arriving while
+    it runs stops it after its current group, whose orders stay processed and counted.
     """
     job = get_current_job()
     assert job is not None, "process_batch runs inside an RQ worker"
     state = RunState(job.connection)
-    current, work_ms = state.get("runId", "workMs")
-    if current != run_id:
-        log.info("skipping a %s batch of run %s (current run: %s)", priority, run_id, current)
+    current, work_ms, cancelled = _current(job.connection, run_id)
+    if current != run_id or cancelled:
+        log.info("skipping a %s batch of run %s (current run: %s, cancelled: %s)",
+                 priority, run_id, current, cancelled)
         return 0
     work = float(work_ms or 0) / 1000
     clock, sleep = time.time, time.sleep
-    done = []
-    for seq in seqs:
+    moved, done = 0, list[tuple[int, float, float]]()
+    last_check = clock()
+    last = len(seqs) - 1
+    for i, seq in enumerate(seqs):
         start = clock()
         if work:
             sleep(work)
         done.append((seq, start, clock()))
+        if work and done[-1][2] - last_check >= ABORT_CHECK_S and i < last:
+            moved += _commit(state, run_id, priority, done)
+            done = []
+            current, _, cancelled = _current(job.connection, run_id)
+            if current != run_id or cancelled:
+                log.info("%s batch of run %s stopped by a cancel after %d orders",
+                         priority, run_id, moved)
+                return moved
+            last_check = clock()
+    return moved + _commit(state, run_id, priority, done)
+
+
+def _current(conn: Redis, run_id: str) -> tuple[str | None, str | None, bool]:
+    """The current run id, its simulated work and whether ``run_id`` is cancelled: one round
+    trip."""
+    pipe = conn.pipeline(transaction=False)
+    pipe.hmget(STATE_KEY, ["runId", "workMs"])
+    pipe.get(ABORT_KEY)
+    (current, work_ms), abort = pipe.execute()
+    cancelled = bool(abort) and json.loads(abort).get("runId") == run_id
+    return (current.decode() if current else None, work_ms.decode() if work_ms else None,
+            cancelled)
+
+
+def _commit(state: RunState, run_id: str, priority: str, done: list[tuple[int, float, float]]) -> int:
+    """Store a group of processed orders, then count them: counters follow the store."""
+    if not done:
+        return 0
     moved = _process_store().mark_processed(priority, done, worker_name())
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     state.record_batch(run_id, priority, moved, done[0][1], done[-1][2], worker_name(), rss_kb)
     return moved
+
+
+class HarnessPool(WorkerPool):
+    """RQ's pool, which also stops when `harness queue close` asks pools to."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._born = time.time()
+
+    def check_workers(self, respawn: bool = True) -> None:
+        if self.status != self.Status.STOPPED and close_requested_since(self.connection, self._born):
+            log.warning("`harness queue close` asked this pool to stop")
+            self.request_stop()
+            return
+        super().check_workers(respawn)
 
 
 def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARNING") -> None:
@@ -93,7 +147,7 @@ def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARN
     for name in ("rq", "rq.worker"):  # RQ logs every worker start at INFO
         logging.getLogger(name).setLevel(logging_level)
     conn = connect_redis(settings, autostart=False)  # a worker never brings its own Redis
-    pool = WorkerPool(
+    pool = HarnessPool(
         LISTEN_ORDER, connection=conn, num_workers=settings.concurrency,
         worker_class=SimpleWorker,
     )

@@ -20,7 +20,7 @@ from harness.cli import main
 from harness.config import Settings
 from harness.connection import RedisUnavailable, connect_redis
 from harness.pipeline import run
-from harness.state import LOCK_KEY
+from harness.state import LOCK_KEY, LockHolder
 from harness.store import open_store
 
 
@@ -100,10 +100,12 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(
 ) -> None:
     settings = Settings.from_env(environ=env, quantity=300)
     first = run(settings)
-    redis_conn.set(LOCK_KEY, "20261130T000000-abcdef", ex=60)
+    # Held by a live process of this host (this one), so not provably stale.
+    redis_conn.set(LOCK_KEY, str(LockHolder.mine("20261130T000000-abcdef")), ex=60)
     result = invoke(["run", "--no-progress"], env)
     assert result.exit_code == 1
-    assert "run 20261130T000000-abcdef is active" in result.output
+    assert "run 20261130T000000-abcdef (coordinator" in result.output
+    assert "harness cancel" in result.output and "--force" in result.output
     # The refused run cleared nothing and recorded nothing.
     store = open_store(settings)
     try:

@@ -46,7 +46,7 @@ def test_passwords_never_appear_in_records_status_or_output(
 def test_log_lines_and_tracebacks_are_redacted() -> None:
     import logging
 
-    from harness.cli import RedactingFormatter
+    from harness.logs import RedactingFormatter
 
     try:
         raise ConnectionError("cannot reach mongodb://admin:hunter2@db:27017/x")

@@ -75,6 +75,17 @@ def test_pending_seqs_pages_in_order_and_skips_processed(store: Store) -> None:
     assert store.pending_seqs(VIP, -1, 1_000) == _seqs(orders, VIP)
 
 
+def test_delete_pending_keeps_processed_orders(store: Store) -> None:
+    orders = generate_chunk(5, 0, 200, EQUAL)
+    store.insert_orders(orders)
+    vip = _seqs(orders, VIP)
+    store.mark_processed(VIP, [(s, 1.0, 2.0) for s in vip], "w")
+    assert store.delete_pending() == 200 - len(vip)
+    assert store.count_orders() == len(vip) == store.count_orders(VIP, PROCESSED)
+    assert store.get_orders([vip[0]])[0]["processedAt"] == pytest.approx(2.0, abs=0.001)
+    assert store.delete_pending() == 0
+
+
 def test_windows_and_barrier_proof(store: Store) -> None:
     orders = generate_chunk(9, 0, 100, EQUAL)
     store.insert_orders(orders)

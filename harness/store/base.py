@@ -65,6 +65,10 @@ class Store(Protocol):
     def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
         """Up to ``limit`` pending seqs of ``priority`` greater than ``after``, ascending."""
 
+    def delete_pending(self) -> int:
+        """Delete every order still pendente (a cancelled run's unprocessed orders); return
+        how many went. Processed orders stay."""
+
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         """Count orders; a scan, so never on a status path."""
 

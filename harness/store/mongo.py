@@ -131,6 +131,9 @@ class MongoStore:
         )
         return [doc["_id"] for doc in cursor]
 
+    def delete_pending(self) -> int:
+        return int(self.orders.delete_many({"status": PENDING}).deleted_count)
+
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         query = {k: v for k, v in (("priority", priority), ("status", status)) if v is not None}
         return self.orders.count_documents(query)

@@ -120,6 +120,9 @@ class SQLiteStore:
         )
         return [seq for (seq,) in rows]
 
+    def delete_pending(self) -> int:
+        return int(self._db.execute("DELETE FROM orders WHERE status = ?", (PENDING,)).rowcount)
+
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM orders WHERE 1", list[str]()
         if priority is not None:

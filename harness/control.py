@@ -1,0 +1,270 @@
+"""Controlling runs from outside: the one-run lock, cancel, reset and health.
+
+These are the original service's /pedidos/cancel, /reset and /health/queue. A cancel is
+cooperative: it leaves a request in Redis that the coordinator and every worker read, so
+nothing is interrupted half way and nothing already processed is rolled back. Only when a
+run's coordinator is gone does the caller finish the run itself (:func:`abandon`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from harness import queue as rq_queue
+from harness.config import Settings
+from harness.connection import connect_redis
+from harness.logs import event
+from harness.runs import iso, window_of
+from harness.state import ACTIVE_PHASES, LockHolder, Phase, RunActive, RunState
+from harness.status import snapshot
+from harness.store import open_store
+
+log = logging.getLogger("harness")
+POLL_S = 0.02
+# Exit codes of `harness health`, for scripts; 2 stays "bad command line" as everywhere.
+HEALTH_EXIT = {"healthy": 0, "error": 1, "degraded": 3, "paused": 4, "aborted": 5}
+
+
+class CancelTimeout(RuntimeError):
+    """The run did not stop within the cancel timeout."""
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What a cancel did; ``record`` is the run's stored record once it is ABORTED."""
+
+    cancelled: bool
+    run_id: str | None
+    message: str
+    elapsed_ms: float = 0.0
+    record: dict[str, Any] | None = None
+
+
+def take_lock(settings: Settings, conn: Redis, me: LockHolder, force: bool = False) -> None:
+    """Take the run lock for ``me``. A holder that provably died is cleaned up and replaced;
+    a live one is cancelled first with ``force``, else RunActive names it."""
+    state = RunState(conn)
+    for _ in range(3):
+        try:
+            state.acquire(me)
+            return
+        except RunActive as exc:
+            holder = exc.holder
+            if holder is None:  # freed between our SET and GET: try again
+                continue
+            if holder.is_dead():
+                log.warning(event("stale-lock", run=holder.run_id, coordinator=f"{holder.host}:"
+                                  f"{holder.pid}", action="taking over: its coordinator died"))
+                abandon(settings, conn, holder, "its coordinator died", _request(holder, True, False))
+            elif force:
+                log.warning(event("force", run=holder.run_id, action="cancelling it first"))
+                cancel(settings, conn=conn, remove_pending=False)
+            else:
+                raise
+    state.acquire(me)
+
+
+def _request(holder: LockHolder, purge: bool, remove_pending: bool,
+             reset_metrics: bool = False) -> dict[str, Any]:
+    return {"runId": holder.run_id, "purge": purge, "removePending": remove_pending,
+            "resetMetrics": reset_metrics, "requestedAt": time.time()}
+
+
+def cancel(
+    settings: Settings, purge: bool = True, remove_pending: bool = True,
+    reset_metrics: bool = False, conn: Redis | None = None,
+) -> CancelResult:
+    """Cancel the active run and wait until it is recorded ABORTED.
+
+    Defaults are the original's: purge queued jobs, remove pending orders, keep metrics.
+    The queues are paused meanwhile so that idle workers take nothing new, then restored.
+    """
+    conn = conn or connect_redis(settings, autostart=False)
+    state = RunState(conn)
+    holder = state.holder()
+    if holder is None:
+        return CancelResult(False, None, "no run is active; nothing changed")
+    t0 = time.perf_counter()
+    request = _request(holder, purge, remove_pending, reset_metrics)
+    state.request_abort(request)
+    log.warning(event("cancel-requested", run=holder.run_id, purge=purge,
+                      removePending=remove_pending, resetMetrics=reset_metrics))
+    was_paused = rq_queue.is_paused(conn)
+    rq_queue.pause(conn)
+    try:
+        if purge:
+            rq_queue.purge(conn)
+        if holder.is_dead():
+            abandon(settings, conn, holder, "cancelled after its coordinator died", request)
+        else:
+            # The coordinator waits up to cancel_timeout_s for running batches, then records.
+            deadline = time.monotonic() + settings.cancel_timeout_s + 10
+            while state.holder() == holder:
+                if time.monotonic() > deadline:
+                    raise CancelTimeout(
+                        f"run {holder.run_id} did not stop within "
+                        f"{settings.cancel_timeout_s + 10:.0f}s; its coordinator "
+                        f"{holder.host}:{holder.pid} may be hung or on another host "
+                        "(`harness reset --force` takes over once its lock expires)"
+                    )
+                time.sleep(POLL_S)
+            fields = state.read()
+            if fields.get("runId") == holder.run_id and fields.get("phase") in ACTIVE_PHASES:
+                # The lock expired under a coordinator that never answered: finish for it.
+                abandon(settings, conn, holder, "cancelled; its coordinator did not answer", request)
+    finally:
+        if not was_paused:
+            rq_queue.resume(conn)
+    store = open_store(settings)
+    try:
+        record = store.get_run(holder.run_id)
+    finally:
+        store.close()
+    elapsed = round((time.perf_counter() - t0) * 1000, 1)
+    return CancelResult(True, holder.run_id, f"run {holder.run_id} cancelled", elapsed, record)
+
+
+def abandon(
+    settings: Settings, conn: Redis, holder: LockHolder, reason: str, request: dict[str, Any]
+) -> None:
+    """Finish, in its coordinator's place, a run whose coordinator is gone: purge, wait for
+    running batches (workers elsewhere may still hold some), record it ABORTED, free its lock."""
+    state = RunState(conn)
+    state.request_abort(request)
+    if request["purge"]:
+        rq_queue.purge(conn)
+    deadline = time.monotonic() + settings.cancel_timeout_s
+    while rq_queue.running_count(conn) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    store = open_store(settings)
+    try:
+        removed = store.delete_pending() if request["removePending"] else 0
+        record = store.get_run(holder.run_id)
+        if record is not None and record.get("phase") in ACTIVE_PHASES:
+            windows = store.windows()
+            vip, normal = window_of(windows.get("VIP")), window_of(windows.get("NORMAL"))
+            record["processing"] = {"vip": vip, "normal": normal}
+            record.setdefault("counts", {})["processed"] = vip["count"] + normal["count"]
+            record.update(phase=Phase.ABORTED.value, error=reason, finishedAt=iso(time.time()),
+                          cancel={**request, "requestedAt": iso(request["requestedAt"]),
+                                  "removedPending": removed, "byCoordinator": False})
+            store.save_run(record)
+    finally:
+        store.close()
+    fields = state.read()
+    if fields.get("runId") == holder.run_id and fields.get("phase") in ACTIVE_PHASES:
+        state.set(phase=Phase.ABORTED, error=reason, finishedAt=time.time())
+    if request.get("resetMetrics"):
+        state.clear()
+    state.release(holder)
+    log.warning(event("aborted", run=holder.run_id, reason=reason, removedPending=removed))
+
+
+def reset(settings: Settings, all_runs: bool = False, force: bool = False) -> dict[str, int]:
+    """Remove orders, queued jobs, metrics and live state; run history too with ``all_runs``.
+
+    Refused while a run is active, unless ``force``, which cancels it first.
+    """
+    conn = connect_redis(settings, autostart=False)
+    state = RunState(conn)
+    holder = state.holder()
+    if holder is not None:
+        if not force:
+            raise RunActive(
+                f"run {holder.run_id} is active; cancel it first, or `harness reset --force`",
+                holder,
+            )
+        cancel(settings, conn=conn)
+    me = LockHolder.mine(f"reset-{int(time.time())}")
+    take_lock(settings, conn, me)  # no run may start while we clear
+    try:
+        if running := rq_queue.running_count(conn):
+            raise RunActive(f"{running} job(s) are still running; stop their workers first")
+        jobs = sum(rq_queue.clean(conn, s) for s in rq_queue.STATES if s != "active")
+        rq_queue.resume(conn)  # paused queues would stall the next run
+        state.clear()
+        store = open_store(settings)
+        try:
+            orders = store.count_orders()
+            store.clear_orders()
+            runs = len(store.list_runs()) if all_runs else 0
+            if all_runs:
+                store.clear_runs()
+        finally:
+            store.close()
+    finally:
+        state.release(me)
+    log.warning(event("reset", orders=orders, jobs=jobs, runs=runs))
+    return {"orders": orders, "jobs": jobs, "runs": runs}
+
+
+def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
+    """Queue counts, run phase and heuristics, and one classification with its reasons.
+
+    ``error`` when the last run failed or its coordinator died; ``paused`` when workers are
+    suspended; ``aborted`` when the last run was cancelled or interrupted; ``degraded`` with
+    failed jobs or a run stuck (work pending, no progress for ``stuck_after_s``).
+    """
+    conn = conn or connect_redis(settings, autostart=False)
+    state = RunState(conn)
+    fields = state.read()
+    now = time.time()
+    doc = snapshot(fields, now)
+    counts = rq_queue.counts(conn)
+    total = counts["total"]
+    phase, active = doc["phase"], doc["isProcessing"]
+    paused = rq_queue.is_paused(conn)
+    holder = state.holder()
+    coordinator_dead = bool(holder and holder.is_dead())
+    last_progress = max((float(fields[k]) for k in ("progressAt", "end:VIP", "end:NORMAL")
+                         if fields.get(k)), default=None)
+    pending = total["waiting"] + total["active"] > 0 or (
+        doc["progress"]["processedTotal"] < doc["progress"]["generated"])
+    idle_s = round(now - last_progress, 1) if last_progress is not None else None
+    stuck = bool(active and not paused and pending and idle_s is not None
+                 and idle_s > settings.stuck_after_s)
+    reasons = []
+    if phase == Phase.ERROR:
+        reasons.append(f"last run failed: {doc['error']}")
+    if coordinator_dead:
+        reasons.append(f"coordinator of run {holder.run_id if holder else '?'} died")
+    if paused:
+        reasons.append("queues paused")
+    if phase == Phase.ABORTED:
+        reasons.append(f"last run aborted: {doc['error']}")
+    if total["failed"]:
+        reasons.append(f"{total['failed']} failed job(s)")
+    if stuck:
+        reasons.append(f"no progress for {idle_s}s with work pending")
+    if phase == Phase.ERROR or coordinator_dead:
+        status = "error"
+    elif paused:
+        status = "paused"
+    elif phase == Phase.ABORTED:
+        status = "aborted"
+    elif total["failed"] or stuck:
+        status = "degraded"
+    else:
+        status = "healthy"
+    return {
+        "status": status,
+        "reasons": reasons,
+        "phase": phase,
+        "runId": doc["lastRunId"],
+        "isProcessing": active,
+        "aborting": active and state.abort_request(doc["lastRunId"] or "") is not None,
+        "aborted": phase == Phase.ABORTED,
+        "paused": paused,
+        "hasFailedJobs": total["failed"] > 0,
+        "isStuck": stuck,
+        "secondsSinceProgress": idle_s,
+        "queue": {k: total[k] for k in ("waiting", "active", "completed", "failed", "deferred")},
+        "queues": counts,
+        "workers": rq_queue.worker_count(conn),
+        "coordinator": str(holder) if holder else None,
+    }

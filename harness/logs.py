@@ -1,0 +1,84 @@
+"""Log lines: one event per line as ``key=value`` pairs, redacted, optionally to a file.
+
+The original service logged phases and progress to its console and, with BACKEND_LOGS, to a
+file its /logs route served; ``harness logs`` plays that route. Lines are logfmt so that
+``grep phase=`` or a log shipper can read them without a parser of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import resource
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from harness.config import Settings, redact
+
+LOGGER = "harness"
+FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+MAX_BYTES = 20 * 1024 * 1024  # one file this size, plus BACKUPS older ones
+BACKUPS = 3
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every line, tracebacks included, with connection-string passwords masked: an
+    exception message may quote a URI."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def event(name: str, **fields: Any) -> str:
+    """``name k=v k=v``; values with spaces or quotes are quoted."""
+    parts = [name]
+    for key, value in fields.items():
+        if value is None:
+            continue
+        text = f"{value:.1f}" if isinstance(value, float) else str(value)
+        if not text or any(c in text for c in ' "='):
+            text = '"' + text.replace('"', '\\"') + '"'
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def configure(settings: Settings) -> Path | None:
+    """Send the harness's INFO lines to the log file if the settings ask for one.
+
+    Idempotent, so the CLI and the Python API (a notebook) may both call it. Returns the
+    file in use.
+    """
+    logger = logging.getLogger(LOGGER)
+    logger.setLevel(logging.INFO)  # handlers decide what they show; stderr stays quiet
+    path = settings.log_path
+    if path is None:
+        return None
+    path = path.resolve()
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path:
+            return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+    )
+    handler.setFormatter(RedactingFormatter(FORMAT))
+    handler.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return path
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of the log file (redacted again: the file may predate us)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [redact(line.rstrip("\n")) for line in deque(f, maxlen=lines)]
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * resource.getpagesize() / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
