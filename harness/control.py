@@ -144,7 +144,11 @@ def abandon(
     store = open_store(settings)
     try:
         removed = store.delete_pending() if request["removePending"] else 0
+        fields = state.read()
         record = store.get_run(holder.run_id)
+        if record is None and fields.get("runId") == holder.run_id:  # died before its first save
+            started = float(fields.get("startedAt") or time.time())
+            record = {"runId": holder.run_id, "startedAt": iso(started), "phase": fields.get("phase")}
         if record is not None and record.get("phase") in ACTIVE_PHASES:
             windows = store.windows()
             vip, normal = window_of(windows.get("VIP")), window_of(windows.get("NORMAL"))
@@ -156,7 +160,6 @@ def abandon(
             store.save_run(record)
     finally:
         store.close()
-    fields = state.read()
     if fields.get("runId") == holder.run_id and fields.get("phase") in ACTIVE_PHASES:
         state.set(phase=Phase.ABORTED, error=reason, finishedAt=time.time())
     if request.get("resetMetrics"):
