@@ -135,7 +135,9 @@ class Pipeline:
         log.info(event("run", run=self.run_id, backend=self.settings.backend,
                        quantity=self.settings.quantity, chunk=self.settings.chunk_size,
                        perJob=self.settings.orders_per_job,
-                       concurrency=self.settings.concurrency, seed=self.seed))
+                       concurrency=self.settings.concurrency, seed=self.seed,
+                       redis=redact(self.settings.redis_address),
+                       mongo=redact(self.settings.mongo_uri or "") or None))
         previous = self._catch_signals()
         try:
             return self._run_locked()
@@ -432,6 +434,10 @@ class Pipeline:
         })
         self.state.set(phase=phase, totalTimeMs=self.record["totalTimeMs"],
                        finishedAt=time.time(), error=error or "")
+        log.log(logging.INFO if phase is Phase.DONE else logging.WARNING, event(
+            "finished", run=self.run_id, phase=phase, totalMs=self.record["totalTimeMs"],
+            processed=processed, rate=self.record["throughput"]["overall"],
+            barrier="held" if proof["held"] else "violated", error=error))
         try:
             self.store.save_run(self.record)
         except Exception:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from redis import Redis
 from rq import Queue, suspension
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import BaseRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
@@ -99,7 +100,17 @@ def purge(conn: Redis) -> None:
         q.empty()
         for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q)):
             for job_id in registry.get_job_ids():
-                registry.remove(job_id, delete_job=True)
+                _drop(registry, job_id)
+
+
+def _drop(registry: BaseRegistry, job_id: str) -> int:
+    """Remove a job from a registry and delete it; 0 if someone else (a concurrent purge,
+    RQ's cleanup) got there first."""
+    try:
+        registry.remove(job_id, delete_job=True)
+    except NoSuchJobError:
+        return int(registry.remove(job_id))
+    return 1
 
 
 def running_count(conn: Redis) -> int:
@@ -181,8 +192,7 @@ def clean(conn: Redis, state: str) -> int:
             q.empty()
             continue
         for job_id in reg.get_job_ids():
-            reg.remove(job_id, delete_job=True)
-            removed += 1
+            removed += _drop(reg, job_id)
     return removed
 
 

@@ -9,6 +9,7 @@ test ids say which (`mongo-server` or `mongo-litemongo-standin`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -36,6 +37,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _no_log_file_outlives_its_test() -> Iterator[None]:
+    """A run with file logging adds a handler to the harness logger; take it off again."""
+    logger = logging.getLogger("harness")
+    before = list(logger.handlers)
+    yield
+    for handler in logger.handlers[:]:
+        if handler not in before:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture

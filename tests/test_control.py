@@ -58,7 +58,7 @@ class Background:
     def _run(self, settings: Settings, **kwargs: Any) -> None:
         try:
             self.record = run(settings, progress=self._progress, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
+        except BaseException as exc:  # reported by join()
             self.error = exc
 
     def join(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ def test_passwords_never_appear_in_records_status_or_output(
         "REDIS_URL": redis_url, "MONGO_URI": mongo_standin,
         "HARNESS_DATA_DIR": str(tmp_path / "data"), "HARNESS_QUANTITY": "600",
         "GENERATION_CHUNK_SIZE": "200", "HARNESS_ORDERS_PER_JOB": "100",
+        "BACKEND_LOGS": "true", "LOG_PROGRESS_EVERY_MS": "1", "LOG_MEMORY": "true",
     }
     runner = CliRunner()
     outputs = [
@@ -31,6 +32,12 @@ def test_passwords_never_appear_in_records_status_or_output(
         runner.invoke(main, ["status"], env=env).output,
         runner.invoke(main, ["runs", "--json"], env=env).output,
         runner.invoke(main, ["runs", "--csv"], env=env).output,
+        runner.invoke(main, ["health"], env=env).output,
+        runner.invoke(main, ["health", "--json"], env=env).output,
+        runner.invoke(main, ["cancel"], env=env).output,
+        runner.invoke(main, ["queue", "status"], env=env).output,
+        runner.invoke(main, ["logs", "-n", "1000"], env=env).output,
+        (tmp_path / "data" / "harness.log").read_text(),
     ]
     record = json.loads(outputs[0])
     assert record["phase"] == "DONE", record["error"]
@@ -38,6 +45,11 @@ def test_passwords_never_appear_in_records_status_or_output(
     assert record["environment"]["redis"]["url"].startswith("redis://:***@127.0.0.1:")
     assert record["environment"]["store"]["location"] == redact(mongo_standin)
     assert record["parameters"]["mongo_uri"] == redact(mongo_standin)
+    log = outputs[-1]  # the log file names the servers (redacted), phases, progress, memory
+    assert "redis=redis://:***@127.0.0.1:" in log and "mongo=" in log
+    assert "phase=WAITING_NORMAL_DRAIN" in log and "finished run=" in log and "phase=DONE" in log
+    assert "progress run=" in log and "rssMb=" in log
+    assert outputs[-2].splitlines() == log.splitlines()[-1000:]
     for text in outputs:
         assert text.strip()
         assert "r3dis-Secret" not in text and "s3cret-pw" not in text
