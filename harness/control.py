@@ -92,7 +92,7 @@ def cancel(
     t0 = time.perf_counter()
     request = _request(holder, purge, remove_pending, reset_metrics)
     state.request_abort(request)
-    log.warning(event("cancel-requested", run=holder.run_id, purge=purge,
+    log.info(event("cancel-requested", run=holder.run_id, purge=purge,
                       removePending=remove_pending, resetMetrics=reset_metrics))
     was_paused = rq_queue.is_paused(conn)
     rq_queue.pause(conn)

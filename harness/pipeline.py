@@ -361,13 +361,18 @@ class Pipeline:
         log.warning(event("cancel", run=self.run_id, phase=self.phase,
                           purge=request["purge"], removePending=request["removePending"]))
         if request["purge"]:
-            rq_queue.purge(self.conn)
+            try:
+                rq_queue.purge(self.conn)
+            except Exception:  # the canceller purges too; recording the run matters more
+                log.exception("run %s: purge after cancel failed", self.run_id)
         deadline = time.monotonic() + self.settings.cancel_timeout_s
         while (running := rq_queue.running_count(self.conn)) and time.monotonic() < deadline:
             time.sleep(POLL_S)
         stopped_at = time.time()
+        t = time.perf_counter()
         removed = self.store.delete_pending() if request["removePending"] else 0
         self.record["cancel"] = {
+            "removePendingMs": _ms(time.perf_counter() - t),
             **request, "phase": self.phase.value, "requestedAt": iso(request["requestedAt"]),
             "lastJobStoppedMs": None if running else _ms(stopped_at - request["requestedAt"]),
             "stillRunning": running, "removedPending": removed,

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from redis import Redis
 from rq import Queue, suspension
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import BaseRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
@@ -108,7 +108,7 @@ def _drop(registry: BaseRegistry, job_id: str) -> int:
     RQ's cleanup) got there first."""
     try:
         registry.remove(job_id, delete_job=True)
-    except NoSuchJobError:
+    except (NoSuchJobError, InvalidJobOperation):  # deleted between our read and our delete
         return int(registry.remove(job_id))
     return 1
 
