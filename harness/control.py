@@ -97,8 +97,8 @@ def cancel(
     was_paused = rq_queue.is_paused(conn)
     rq_queue.pause(conn)
     try:
-        if purge:
-            rq_queue.purge(conn)
+        if purge:  # queued jobs only; the coordinator clears finished ones once all stopped
+            rq_queue.empty(conn)
         if holder.is_dead():
             abandon(settings, conn, holder, "cancelled after its coordinator died", request)
         else:

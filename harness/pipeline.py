@@ -361,14 +361,16 @@ class Pipeline:
         log.warning(event("cancel", run=self.run_id, phase=self.phase,
                           purge=request["purge"], removePending=request["removePending"]))
         if request["purge"]:
-            try:
-                rq_queue.purge(self.conn)
-            except Exception:  # the canceller purges too; recording the run matters more
-                log.exception("run %s: purge after cancel failed", self.run_id)
+            rq_queue.empty(self.conn)  # what we enqueued since the canceller emptied them
         deadline = time.monotonic() + self.settings.cancel_timeout_s
         while (running := rq_queue.running_count(self.conn)) and time.monotonic() < deadline:
             time.sleep(POLL_S)
         stopped_at = time.time()
+        if request["purge"]:
+            try:
+                rq_queue.purge(self.conn)  # and the finished and failed jobs' records
+            except Exception:  # recording the run matters more
+                log.exception("run %s: purge after cancel failed", self.run_id)
         t = time.perf_counter()
         removed = self.store.delete_pending() if request["removePending"] else 0
         self.record["cancel"] = {

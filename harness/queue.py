@@ -90,14 +90,20 @@ def last_failure(conn: Redis) -> str | None:
     return None
 
 
+def empty(conn: Redis) -> None:
+    """Drop every queued job of both queues (one Lua call per queue: fast at any size)."""
+    for q in queues(conn).values():
+        q.empty()
+
+
 def purge(conn: Redis) -> None:
     """Empty both queues and their finished and failed registries.
 
     Jobs already running are left to finish (RQ cannot take them back); see
     :func:`running_count`.
     """
+    empty(conn)
     for q in queues(conn).values():
-        q.empty()
         for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q)):
             for job_id in registry.get_job_ids():
                 _drop(registry, job_id)
