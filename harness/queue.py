@@ -18,6 +18,7 @@ from rq.job import Job
 from rq.registry import BaseRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from harness.orders import NORMAL, VIP
+from harness.state import process_is_dead
 
 T = TypeVar("T")
 QUEUE_NAMES = {VIP: "orders-vip", NORMAL: "orders-normal"}
@@ -215,10 +216,12 @@ def close_requested_since(conn: Redis, since: float) -> bool:
 
 
 def worker_count(conn: Redis) -> int:
-    """Workers registered on the harness queues (RQ drops a dead one after its heartbeat TTL)."""
+    """Workers registered on the harness queues, less those provably dead (on this host, no
+    such process): RQ keeps a worker killed before it could unregister for minutes."""
     from rq.worker import Worker
 
-    return len({w.name for q in queues(conn).values() for w in Worker.all(queue=q)})
+    workers = {w.name: w for q in queues(conn).values() for w in Worker.all(queue=q)}
+    return sum(not process_is_dead(w.hostname, w.pid) for w in workers.values())
 
 
 def _iso(value: Any) -> str | None:

@@ -90,16 +90,20 @@ class LockHolder:
         return f"{self.run_id} {self.host}:{self.pid}"
 
     def is_dead(self) -> bool:
-        """True only when provably dead: on this host, and no such process."""
-        if self.host != socket.gethostname() or self.pid <= 0:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
+        return process_is_dead(self.host, self.pid)
+
+
+def process_is_dead(host: str | None, pid: int | None) -> bool:
+    """True only when provably dead: on this host, and no such process."""
+    if host != socket.gethostname() or not pid or pid <= 0:
         return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class RunActive(RuntimeError):
