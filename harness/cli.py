@@ -195,6 +195,54 @@ def worker(burst: bool, **flags: Any) -> None:
 
 
 
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers",
+                                 param_hint=name) from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r}: every value must be >= 1", param_hint=name)
+    return values
+
+
+@main.command(name="bench")
+@click.option("-n", "--quantity", type=int, help="N, the largest size [default: HARNESS_QUANTITY]")
+@click.option("--sizes", help="comma-separated sizes for the memory and scaling rows "
+                              "[default: N/10, 3N/10, N]")
+@click.option("--concurrency-levels", default="1,2,4", show_default=True,
+              help="worker counts for the concurrency rows, at N")
+@click.option("--chunk-size", type=int, help=option_help("chunk_size"))
+@click.option("-j", "--orders-per-job", type=int, help=option_help("orders_per_job"))
+@click.option("-c", "--concurrency", type=int, help=option_help("concurrency"))
+@click.option("--max-orders", type=int, help=option_help("max_orders"))
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON instead of tables")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="also write the JSON here")
+def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
+                  output: str | None, **flags: Any) -> None:
+    """Store floor, end to end, generator, queue overhead, status latency, memory and
+    scaling, in one go on one backend; prints tables (or JSON) and the targets met."""
+    from harness.bench import bench, format_table
+
+    settings = settings_from(**flags)
+    n = settings.quantity
+    size_list = _int_list(sizes, "--sizes") if sizes else sorted({max(1, n // 10),
+                                                                  max(1, 3 * n // 10), n})
+    for size in size_list:  # validated like a run's quantity, before anything is written
+        settings.replace(quantity=size)
+    levels = _int_list(concurrency_levels, "--concurrency-levels")
+    for c in levels:
+        settings.replace(concurrency=c)
+    result = bench(settings.replace(quantity=max(size_list)), size_list, levels,
+                   report=lambda line: click.echo(f"bench: {line}", err=True))
+    text = json.dumps(result, indent=2)
+    if output:
+        with open(output, "w") as f:
+            f.write(text + "\n")
+    click.echo(text if as_json else format_table(result))
+
+
 # -- run control (the original's /pedidos/cancel, /reset, /logs, /health/queue) ------------
 
 @main.command()

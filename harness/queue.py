@@ -51,7 +51,8 @@ def job_timeout(orders_per_job: int, work_ms: float) -> int:
 
 
 def enqueue_batches(
-    queue: Queue, run_id: str, priority: str, seq_batches: Iterable[Sequence[int]], timeout: int
+    queue: Queue, run_id: str, priority: str, seq_batches: Iterable[Sequence[int]], timeout: int,
+    func: str = JOB_FUNC,
 ) -> int:
     """Enqueue one job per batch, up to PIPELINE_JOBS jobs per Redis pipeline.
 
@@ -60,7 +61,7 @@ def enqueue_batches(
     """
     datas = [
         Queue.prepare_data(
-            JOB_FUNC, args=(run_id, priority, list(batch)), timeout=timeout,
+            func, args=(run_id, priority, list(batch)), timeout=timeout,
             result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
             description=f"{priority} batch of {len(batch)} ({run_id})",
         )
