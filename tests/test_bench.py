@@ -1,0 +1,62 @@
+"""The benchmark runs end to end at a small N, so it cannot rot. Its figures are printed,
+never asserted against a speed: only their consistency is checked here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.config import Settings
+from harness.store import open_store
+
+
+def test_bench_measures_everything_at_small_n(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {"REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(settings.data_dir),
+           "MONGO_URI": ""}
+    result = CliRunner().invoke(
+        main, ["bench", "-n", "3000", "--chunk-size", "500", "-j", "100",
+               "--concurrency-levels", "1,2", "-o", str(out)],
+        env=env, catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["n"] == 3000 and doc["backend"] == "sqlite"
+    floor, e2e = doc["storeFloor"], doc["endToEnd"]
+    assert floor["insertS"] > 0 and floor["updateS"] > 0
+    assert floor["totalS"] == pytest.approx(floor["insertS"] + floor["updateS"], abs=0.002)
+    assert e2e["ratioToFloor"] == pytest.approx(e2e["totalS"] / floor["totalS"], rel=0.02)
+    assert doc["generator"]["ordersPerSec"] > 0
+    assert doc["queueOverhead"]["jobs"] == 30 and doc["queueOverhead"]["jobsPerSec"] > 0
+    status = doc["statusLatencyMs"]
+    assert status["samples"] > 0 and 0 < status["p50"] <= status["p95"] <= status["max"]
+    # Sizes N/10, 3N/10, N, each a real run that held its barrier, with its memory.
+    assert [r["n"] for r in doc["sizes"]] == [300, 900, 3000]
+    assert all(r["barrierHeld"] and r["coordinatorMaxRssMb"] > 0 and r["workerMaxRssMb"] > 0
+               for r in doc["sizes"])
+    assert [r["c"] for r in doc["concurrency"]] == [1, 2]
+    assert {t["name"].split(",")[0] for t in doc["targets"]} >= {"end to end", "end to end / store floor"}
+    # The table printed is the same result.
+    assert "end to end / floor" in result.output and f"{e2e['ratioToFloor']}" in result.output
+    # Every run is in the history; the floor left no orders behind but the last run's.
+    store = open_store(settings)
+    try:
+        assert len(store.list_runs()) == 4
+        assert store.count_orders() == 3000
+    finally:
+        store.close()
+
+
+def test_bench_refuses_bad_sizes_before_doing_anything(settings: Settings) -> None:
+    env = {"REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(settings.data_dir)}
+    for args, message in ((["--sizes", "10,-5"], "must be >= 1"),
+                          (["--sizes", "ten"], "not a comma-separated list"),
+                          (["--concurrency-levels", "0"], "must be >= 1"),
+                          (["--sizes", "2000000"], "above MAX_ORDERS")):
+        result = CliRunner().invoke(main, ["bench", "-n", "100", *args], env=env)
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (settings.data_dir / "harness.sqlite3").exists()
