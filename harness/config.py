@@ -49,6 +49,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "log_file": ("HARNESS_LOG_FILE", "log file; setting it turns file logging on"),
     "stuck_after_s": ("HARNESS_STUCK_AFTER_S", "seconds without progress before health calls a run stuck"),
     "cancel_timeout_s": ("HARNESS_CANCEL_TIMEOUT_S", "how long a cancel waits for running batches to stop"),
+    "sweep_id": ("HARNESS_SWEEP_ID", "tags the run as part of a sweep (letters, digits, . _ -)"),
+    "reports_dir": ("HARNESS_REPORTS_DIR", "folder for sweeps' notebooks and HTML reports"),
+    "notebooks_dir": ("HARNESS_NOTEBOOKS_DIR", "where run/sweep/report.ipynb are; unset: the checkout's"),
 }
 
 
@@ -109,6 +112,9 @@ class Settings:
     log_file: Path | None = None
     stuck_after_s: float = 60.0
     cancel_timeout_s: float = 30.0
+    sweep_id: str | None = None
+    reports_dir: Path = field(default_factory=lambda: Path("reports"))
+    notebooks_dir: Path | None = None
 
     def __post_init__(self) -> None:
         # Upper bounds keep one chunk, page or pool within a machine's memory and processes.
@@ -137,8 +143,15 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value <= 86_400:
                 raise ConfigError(f"{name} must be between 0 and 86400 seconds, got {value}")
+        if self.sweep_id is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.sweep_id):
+            raise ConfigError(
+                f"sweep id {self.sweep_id!r} must be 1-64 letters, digits, '.', '_' or '-'"
+            )
         parse_tier_mix(self.tier_mix)
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "reports_dir", Path(self.reports_dir))
+        if self.notebooks_dir is not None:
+            object.__setattr__(self, "notebooks_dir", Path(self.notebooks_dir))
         if self.log_file is not None:
             object.__setattr__(self, "log_file", Path(self.log_file))
 

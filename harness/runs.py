@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # Columns of `harness runs`, in order: (column, path in the record).
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("runId", "runId"),
+    ("sweepId", "parameters.sweep_id"),
     ("startedAt", "startedAt"),
     ("phase", "phase"),
     ("backend", "environment.store.backend"),
@@ -40,6 +41,9 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("generationTimeMs", "generationTimeMs"),
     ("enqueueVipTimeMs", "enqueueVipTimeMs"),
     ("enqueueNormalTimeMs", "enqueueNormalTimeMs"),
+    ("waitVipDrainMs", "waitVipDrainMs"),
+    ("waitNormalDrainMs", "waitNormalDrainMs"),
+    ("setupMs", "setupMs"),
     ("vipTimeMs", "processing.vip.timeMs"),
     ("normalTimeMs", "processing.normal.timeMs"),
     ("overallPerSec", "throughput.overall"),

@@ -1,0 +1,182 @@
+"""Experiments through notebooks: sweeps run ``run.ipynb`` once per grid point and repeat
+with papermill, and reports execute ``report.ipynb`` and turn it into one HTML page.
+
+Executed notebooks are kept under ``reports/<sweep id>/``, failed ones included: they are
+the evidence of what each point did. Connection strings reach the kernels through the
+environment, never as notebook parameters, because papermill writes parameters into the
+executed notebook.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.config import Settings, redact
+from harness.logs import event
+from harness.runs import iso
+from harness.store import open_store
+
+log = logging.getLogger("harness")
+CHECKOUT_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+KERNEL = "python3"
+
+
+def notebook(settings: Settings, name: str) -> Path:
+    path = (settings.notebooks_dir or CHECKOUT_NOTEBOOKS) / name
+    if not path.exists():
+        raise FileNotFoundError(
+            f"notebook {path} is missing; run from a checkout or set HARNESS_NOTEBOOKS_DIR"
+        )
+    return path
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+
+
+def _kernel_env(settings: Settings) -> None:
+    """Where the kernels find Redis and the store: this process's environment, which
+    papermill hands to every kernel it starts."""
+    os.environ["REDIS_URL"] = settings.redis_address
+    os.environ["MONGO_URI"] = settings.mongo_uri or ""
+    os.environ["MONGO_DB"] = settings.mongo_db
+    os.environ["HARNESS_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+
+
+def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
+    """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``."""
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(source), str(output), parameters=parameters,
+                               kernel_name=KERNEL, progress_bar=False, cwd=str(source.parent))
+
+
+def sweep(
+    settings: Settings, chunk_sizes: Sequence[int], orders_per_job: Sequence[int],
+    concurrency_levels: Sequence[int], repeats: int, quantity: int,
+    sweep_id: str | None = None, with_report: bool = True, baseline: str | None = None,
+) -> dict[str, Any]:
+    """Run every grid point ``repeats`` times through ``run.ipynb``; a failed point is
+    recorded as failed and the sweep goes on. Returns the manifest (also saved as JSON).
+
+    Values are checked where each point runs (its notebook builds Settings), so a bad value
+    fails its own points, recorded with the error, and no others; the CLI refuses bad values
+    before anything runs.
+    """
+    sweep_id = sweep_id or new_sweep_id()
+    Settings.from_env(environ={}, sweep_id=sweep_id)  # the id names a folder: check it first
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    folder = Path(settings.reports_dir) / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    _kernel_env(settings)
+    grid = list(itertools.product(chunk_sizes, orders_per_job, concurrency_levels))
+    points: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for k, (repeat, (chunk, per_job, workers)) in enumerate(
+        itertools.product(range(repeats), grid)
+    ):
+        params = {"quantity": quantity, "chunk_size": chunk, "orders_per_job": per_job,
+                  "concurrency": workers, "seed": settings.seed if settings.seed is not None
+                  else repeat + 1, "tier_mix": settings.tier_mix, "work_ms": settings.work_ms,
+                  "sweep_id": sweep_id}
+        output = folder / f"run-{k:03d}-chunk{chunk}-job{per_job}-c{workers}-r{repeat}.ipynb"
+        log.info(event("sweep-point", sweep=sweep_id, point=k + 1, of=len(grid) * repeats,
+                       chunk=chunk, perJob=per_job, concurrency=workers, repeat=repeat))
+        before = _newest_run_id(settings)
+        point: dict[str, Any] = {**params, "repeat": repeat, "notebook": output.name}
+        try:
+            execute(notebook(settings, "run.ipynb"), output, params)
+            point["status"] = "ok"
+        except Exception as exc:
+            point["status"] = "failed"
+            point["error"] = redact(_short_error(exc))
+        run_id = _newest_run_id(settings)
+        point["runId"] = run_id if run_id != before else None
+        if point["status"] == "failed" and point["runId"] is None:
+            point["runId"] = _record_failed_point(settings, sweep_id, k, params, point["error"])
+        points.append(point)
+    manifest = {
+        "sweepId": sweep_id, "quantity": quantity, "repeats": repeats,
+        "grid": {"chunkSizes": list(chunk_sizes), "ordersPerJob": list(orders_per_job),
+                 "concurrency": list(concurrency_levels)},
+        "wallTimeS": round(time.perf_counter() - started, 1),
+        "failed": sum(p["status"] == "failed" for p in points), "points": points,
+    }
+    (folder / "sweep.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if with_report:
+        manifest["report"] = str(build_report(settings, [sweep_id], baseline=baseline,
+                                              output=folder / "report.html"))
+    return manifest
+
+
+def _newest_run_id(settings: Settings) -> str | None:
+    store = open_store(settings)
+    try:
+        runs = store.list_runs(1)
+    finally:
+        store.close()
+    return runs[0]["runId"] if runs else None
+
+
+def _short_error(exc: Exception) -> str:
+    name, value = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    return f"{name}: {value}".strip()[:500]
+
+
+def _record_failed_point(
+    settings: Settings, sweep_id: str, k: int, params: dict[str, Any], error: str
+) -> str:
+    """A point that failed before its run could record itself still leaves a record, so the
+    report lists it."""
+    run_id = f"{sweep_id}-point{k:03d}-failed"
+    store = open_store(settings)
+    try:
+        store.save_run({"runId": run_id, "startedAt": iso(time.time()), "phase": "ERROR",
+                        "error": error, "parameters": params})
+    finally:
+        store.close()
+    return run_id
+
+
+def build_report(
+    settings: Settings, sweep_ids: Sequence[str] | None = None, baseline: str | None = None,
+    output: Path | None = None, latest: int = 20, factor: float = 1.2,
+) -> Path:
+    """Execute ``report.ipynb`` for the given sweeps (or the latest runs) and write it as
+    one self-contained HTML page without code."""
+    _kernel_env(settings)
+    name = "-".join(sweep_ids) if sweep_ids else f"latest-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    output = Path(output) if output else Path(settings.reports_dir) / f"report-{name}.html"
+    executed = output.with_suffix(".ipynb")
+    execute(notebook(settings, "report.ipynb"), executed, {
+        "sweep_ids": list(sweep_ids or []), "baseline": baseline or "", "latest": latest,
+        "factor": factor,
+    })
+    output.write_text(to_html(executed))
+    log.info(event("report", sweeps=",".join(sweep_ids or []) or None, html=str(output)))
+    return output
+
+
+def to_html(executed: Path) -> str:
+    """The executed notebook as HTML: outputs only, figures embedded as PNG, no script
+    fetched from the network, passwords redacted."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    body = re.sub(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", "", body)
+    body = re.sub(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>", "", body)
+    return redact(body)
