@@ -5,7 +5,7 @@ PYTHON ?= python3
 N      ?= 1000000
 BIN     = $(VENV)/bin
 
-.PHONY: setup bench test lint clean
+.PHONY: setup bench test lint lab clean
 
 $(BIN)/harness: pyproject.toml
 	scripts/ensure-redis
@@ -26,5 +26,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy harness
 
+lab: setup  ## open the notebooks in JupyterLab, the project's .venv as the kernel
+	$(BIN)/pip install --quiet -e '.[test,lab]'
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
 clean:
-	rm -rf $(VENV) data *.egg-info
+	rm -rf $(VENV) data *.egg-info test-artifacts

@@ -15,7 +15,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,23 @@ def new_sweep_id() -> str:
     return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%S}"
 
 
-def _kernel_env(settings: Settings) -> None:
+@contextmanager
+def _kernel_env(settings: Settings) -> Iterator[None]:
     """Where the kernels find Redis and the store: this process's environment, which
-    papermill hands to every kernel it starts."""
-    os.environ["REDIS_URL"] = settings.redis_address
-    os.environ["MONGO_URI"] = settings.mongo_uri or ""
-    os.environ["MONGO_DB"] = settings.mongo_db
-    os.environ["HARNESS_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    papermill hands to every kernel it starts; restored afterwards."""
+    values = {"REDIS_URL": settings.redis_address, "MONGO_URI": settings.mongo_uri or "",
+              "MONGO_DB": settings.mongo_db,
+              "HARNESS_DATA_DIR": str(Path(settings.data_dir).resolve())}
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
@@ -79,7 +90,19 @@ def sweep(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     folder = Path(settings.reports_dir) / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
-    _kernel_env(settings)
+    with _kernel_env(settings):
+        manifest = _sweep(settings, folder, sweep_id, chunk_sizes, orders_per_job,
+                          concurrency_levels, repeats, quantity)
+    if with_report:
+        manifest["report"] = str(build_report(settings, [sweep_id], baseline=baseline,
+                                              output=folder / "report.html"))
+    return manifest
+
+
+def _sweep(
+    settings: Settings, folder: Path, sweep_id: str, chunk_sizes: Sequence[int],
+    orders_per_job: Sequence[int], concurrency_levels: Sequence[int], repeats: int, quantity: int,
+) -> dict[str, Any]:
     grid = list(itertools.product(chunk_sizes, orders_per_job, concurrency_levels))
     points: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -114,9 +137,6 @@ def sweep(
         "failed": sum(p["status"] == "failed" for p in points), "points": points,
     }
     (folder / "sweep.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    if with_report:
-        manifest["report"] = str(build_report(settings, [sweep_id], baseline=baseline,
-                                              output=folder / "report.html"))
     return manifest
 
 
@@ -155,14 +175,14 @@ def build_report(
 ) -> Path:
     """Execute ``report.ipynb`` for the given sweeps (or the latest runs) and write it as
     one self-contained HTML page without code."""
-    _kernel_env(settings)
     name = "-".join(sweep_ids) if sweep_ids else f"latest-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     output = Path(output) if output else Path(settings.reports_dir) / f"report-{name}.html"
     executed = output.with_suffix(".ipynb")
-    execute(notebook(settings, "report.ipynb"), executed, {
-        "sweep_ids": list(sweep_ids or []), "baseline": baseline or "", "latest": latest,
-        "factor": factor,
-    })
+    with _kernel_env(settings):
+        execute(notebook(settings, "report.ipynb"), executed, {
+            "sweep_ids": list(sweep_ids or []), "baseline": baseline or "", "latest": latest,
+            "factor": factor,
+        })
     output.write_text(to_html(executed))
     log.info(event("report", sweeps=",".join(sweep_ids or []) or None, html=str(output)))
     return output

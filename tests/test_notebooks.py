@@ -1,0 +1,160 @@
+"""The notebooks, executed by papermill against the test Redis and the embedded store, and
+the HTML report opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.config import Settings
+from harness.report import CHECKOUT_NOTEBOOKS, execute, sweep
+from harness.store import open_store
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def kernel_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Kernels find the test Redis and store through the environment, and write their
+    Jupyter and matplotlib state under tmp_path, not the home folder."""
+    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
+                "MPLCONFIGDIR"):
+        folder = tmp_path / "jupyter" / var.lower()
+        folder.mkdir(parents=True)
+        monkeypatch.setenv(var, str(folder))
+    monkeypatch.setenv("REDIS_URL", settings.redis_address)
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(settings.data_dir.resolve()))
+    monkeypatch.setenv("MONGO_URI", "")
+    return settings.replace(reports_dir=tmp_path / "reports")
+
+
+def _outputs(path: Path) -> list[dict[str, Any]]:
+    nb = nbformat.read(path, as_version=4)
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+
+
+def _runs(settings: Settings) -> list[dict[str, Any]]:
+    store = open_store(settings)
+    try:
+        return store.list_runs()
+    finally:
+        store.close()
+
+
+def test_committed_notebooks_have_no_outputs_and_a_parameters_cell() -> None:
+    for name in ("run.ipynb", "sweep.ipynb", "report.ipynb"):
+        nb = nbformat.read(CHECKOUT_NOTEBOOKS / name, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), name
+        assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1, name
+
+
+def test_run_notebook_runs_once_and_shows_summary_timeline_and_phases(
+    kernel_env: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.ipynb"
+    execute(CHECKOUT_NOTEBOOKS / "run.ipynb", out, {
+        "quantity": 3_000, "chunk_size": 500, "orders_per_job": 100, "concurrency": 2,
+        "seed": 5, "sweep_id": "nb-run"})
+    runs = _runs(kernel_env)
+    assert len(runs) == 1 and runs[0]["phase"] == "DONE"
+    assert runs[0]["parameters"]["sweep_id"] == "nb-run" and runs[0]["counts"]["processed"] == 3_000
+    outputs = _outputs(out)
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert 'class="dataframe run-summary"' in html and runs[0]["runId"] in html
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2  # the timeline and the phase times
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "barrier" in text and "DONE" in text
+
+
+def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
+    kernel_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HARNESS_REPORTS_DIR", str(kernel_env.reports_dir))
+    execute(CHECKOUT_NOTEBOOKS / "sweep.ipynb", tmp_path / "sweep.ipynb", {
+        "chunk_sizes": [500, 1_000], "orders_per_job": [100], "concurrency_levels": [1, 2],
+        "repeats": 2, "quantity": 2_000, "sweep_id": "t2x2"})
+    runs = [r for r in _runs(kernel_env) if r["parameters"].get("sweep_id") == "t2x2"]
+    assert len(runs) == 8 and all(r["phase"] == "DONE" for r in runs)
+    points = {(r["parameters"]["chunk_size"], r["parameters"]["concurrency"]) for r in runs}
+    assert points == {(500, 1), (500, 2), (1_000, 1), (1_000, 2)}
+    folder = kernel_env.reports_dir / "t2x2"
+    manifest = json.loads((folder / "sweep.json").read_text())
+    assert manifest["failed"] == 0 and len(list(folder.glob("run-*.ipynb"))) == 8
+    html = folder / "report.html"
+    assert list(folder.glob("*.html")) == [html]
+    text = html.read_text()
+    assert 'src="http' not in text and "def in_sweeps" not in text  # offline, no code
+    rendered = _render(html, "report-2x2x2.png")
+    assert len(rendered["images"]) == 3
+    assert all(w > 0 and h > 0 and shown > 0 for w, h, shown in rendered["images"])
+    assert sorted(rendered["runIds"]) == sorted(r["runId"] for r in runs)
+
+
+def _render(html: Path, screenshot: str) -> dict[str, Any]:
+    """Open the page in headless Chromium; the images' rendered sizes, the run table's ids,
+    and a screenshot kept under test-artifacts/."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required (HARNESS_REQUIRE_BROWSER=1): scripts/ensure-chromium")
+        pytest.skip("no chromium on PATH (scripts/ensure-chromium installs it)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(html.as_uri())
+            images = page.evaluate("Array.from(document.images).map(i => "
+                                   "[i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])")
+            run_ids = page.locator("table.runs tbody tr td:first-child").all_inner_texts()
+            failed = page.locator("table.failed tbody tr").all_inner_texts()
+            page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+        finally:
+            browser.close()
+    return {"images": images, "runIds": run_ids, "failed": failed}
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kernel_env: Settings) -> None:
+    # chunk size 0 is refused by the CLI; through the API it fails its own points only.
+    manifest = sweep(kernel_env, [500, 0], [100], [2], repeats=1, quantity=1_500,
+                     sweep_id="t-fail")
+    ok, bad = manifest["points"]
+    assert ok["status"] == "ok" and bad["status"] == "failed"
+    assert "chunk_size must be >= 1" in bad["error"]
+    assert (kernel_env.reports_dir / "t-fail" / bad["notebook"]).exists()  # the evidence
+    runs = {r["runId"]: r for r in _runs(kernel_env)}
+    assert runs[ok["runId"]]["phase"] == "DONE" and runs[bad["runId"]]["phase"] == "ERROR"
+    rendered = _render(Path(manifest["report"]), "report-failed-point.png")
+    assert len(rendered["failed"]) == 1 and "chunk_size must be >= 1" in rendered["failed"][0]
+
+
+def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None:
+    env = {"REDIS_URL": kernel_env.redis_address, "HARNESS_DATA_DIR": str(kernel_env.data_dir),
+           "HARNESS_REPORTS_DIR": str(kernel_env.reports_dir), "MONGO_URI": ""}
+    result = CliRunner().invoke(main, ["sweep", "-n", "1500", "--chunk-sizes", "500", "-j", "100",
+                                       "-c", "1", "-r", "1", "--sweep-id", "cli"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "sweep cli: 1 runs, 0 failed" in result.output
+    out = tmp_path / "mine.html"
+    result = CliRunner().invoke(main, ["report", "--sweep", "cli", "-o", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    assert out.exists() and "Benchmark report: cli" in out.read_text()
+    for args, message in ((["sweep", "--chunk-sizes", "0"], "must be >= 1"),
+                          (["sweep", "--sweep-id", "../x"], "sweep id"),
+                          (["report", "--sweep", "a b"], "sweep id")):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 2 and message in result.output, result.output
