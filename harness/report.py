@@ -196,6 +196,7 @@ def to_html(executed: Path) -> str:
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
+    exporter.log.setLevel(logging.ERROR)  # not a warning per figure without alt text
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     body = re.sub(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", "", body)
     body = re.sub(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>", "", body)
