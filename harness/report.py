@@ -66,10 +66,14 @@ def _kernel_env(settings: Settings) -> Iterator[None]:
 def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
     """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``."""
     import papermill
+    from traitlets.config import Config
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Kernels on local sockets (IPC), not TCP: nothing listens on the network, and no
+    # kernel warns about unencrypted TCP on every start.
     papermill.execute_notebook(str(source), str(output), parameters=parameters,
-                               kernel_name=KERNEL, progress_bar=False, cwd=str(source.parent))
+                               kernel_name=KERNEL, progress_bar=False, cwd=str(source.parent),
+                               config=Config({"KernelManager": {"transport": "ipc"}}))
 
 
 def sweep(
