@@ -127,7 +127,7 @@ def test_run_prints_a_summary_then_status_and_runs_read_it_back(env: dict[str, s
     records = json.loads(invoke(["runs", "--json"], env).output)
     assert [r["runId"] for r in records] == [status["lastRunId"]]
     csv = invoke(["runs", "--csv"], env).output.splitlines()
-    assert csv[0].startswith("runId,startedAt,phase") and csv[1].startswith(status["lastRunId"])
+    assert csv[0].startswith("runId,sweepId,startedAt,phase") and csv[1].startswith(status["lastRunId"])
     table = invoke(["runs"], env).output
     assert status["lastRunId"] in table and "DONE" in table
 
