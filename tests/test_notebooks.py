@@ -153,6 +153,10 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["report", "--sweep", "cli", "-o", str(out)], env=env)
     assert result.exit_code == 0, result.output
     assert out.exists() and "Benchmark report: cli" in out.read_text()
+    result = CliRunner().invoke(main, ["report", "--sweep", "cli", "--baseline", "cli", "-o", str(out)],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    assert 'class="dataframe baseline"' in out.read_text() and "0 flagged" in out.read_text()
     for args, message in ((["sweep", "--chunk-sizes", "0"], "must be >= 1"),
                           (["sweep", "--sweep-id", "../x"], "sweep id"),
                           (["report", "--sweep", "a b"], "sweep id")):
