@@ -28,7 +28,7 @@ lint: setup
 
 lab: setup  ## open the notebooks in JupyterLab, the project's .venv as the kernel
 	$(BIN)/pip install --quiet -e '.[test,lab]'
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) data *.egg-info test-artifacts

@@ -372,7 +372,11 @@ class Pipeline:
             except Exception:  # recording the run matters more
                 log.exception("run %s: purge after cancel failed", self.run_id)
         t = time.perf_counter()
-        removed = self.store.delete_pending() if request["removePending"] else 0
+        try:
+            removed = self.store.delete_pending() if request["removePending"] else 0
+        except Exception:  # the store failing must not keep the run from being recorded
+            log.exception("run %s: removing pending orders after cancel failed", self.run_id)
+            removed = 0
         self.record["cancel"] = {
             "removePendingMs": _ms(time.perf_counter() - t),
             **request, "phase": self.phase.value, "requestedAt": iso(request["requestedAt"]),
@@ -381,8 +385,6 @@ class Pipeline:
         }
         self._finish(Phase.ABORTED, f"cancelled during {self.phase.value}"
                      + (f"; {running} job(s) still running after the timeout" if running else ""))
-        log.warning(event("aborted", run=self.run_id, **{
-            k: self.record["cancel"][k] for k in ("lastJobStoppedMs", "removedPending")}))
         if request["resetMetrics"]:
             self.state.clear()
 
