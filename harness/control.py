@@ -58,8 +58,9 @@ def take_lock(settings: Settings, conn: Redis, me: LockHolder, force: bool = Fal
             if holder is None:  # freed between our SET and GET: try again
                 continue
             if holder.is_dead():
-                log.warning(event("stale-lock", run=holder.run_id, coordinator=f"{holder.host}:"
-                                  f"{holder.pid}", action="taking over: its coordinator died"))
+                log.warning(event("stale-lock", run=holder.run_id,
+                                  coordinator=f"{holder.host}:{holder.pid}",
+                                  action="taking over: its coordinator died"))
                 abandon(settings, conn, holder, "its coordinator died", _request(holder, True, False))
             elif force:
                 log.warning(event("force", run=holder.run_id, action="cancelling it first"))
