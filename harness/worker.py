@@ -149,7 +149,7 @@ def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARN
     conn = connect_redis(settings, autostart=False)  # a worker never brings its own Redis
     pool = HarnessPool(
         LISTEN_ORDER, connection=conn, num_workers=settings.concurrency,
-        worker_class=SimpleWorker,
+        worker_class=HarnessWorker,
     )
     pool.start(burst=burst, logging_level=logging_level)
 
@@ -160,11 +160,27 @@ def run_pool_for(parent_pid: int, settings: Settings) -> None:
     Without this, a coordinator killed outright (SIGKILL, OOM) would leave its workers
     running, with that run's settings, taking the next run's jobs.
     """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # Linux: SIGTERM us when the parent dies
-    except (OSError, AttributeError):
-        log.warning("cannot tie the worker pool to its coordinator on this platform")
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    if not die_with_parent(parent_pid):
         return
     run_pool(settings)
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Have Linux send this process SIGTERM when its parent dies; False if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        log.warning("cannot tie process %d to its parent on this platform", os.getpid())
+    return os.getppid() == parent_pid  # else the parent died before prctl took effect
+
+
+class HarnessWorker(SimpleWorker):
+    """RQ's SimpleWorker (no fork per job), tied to its pool: if the pool is killed
+    outright, the worker gets SIGTERM (a warm stop) instead of living on as an orphan that
+    still takes jobs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not die_with_parent(os.getppid()):
+            raise SystemExit(0)
+        super().__init__(*args, **kwargs)

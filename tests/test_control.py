@@ -322,3 +322,30 @@ def test_cli_controls_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     assert "removed 0 failed" in invoke("queue", "clean", "failed").output
     assert "run history kept" in invoke("reset").output
     assert invoke("queue", "jobs", "-t", "bogus").exit_code == 2
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_stop_when_their_pool_is_killed(env: dict[str, str], redis_conn: Redis) -> None:
+    """A pool killed outright (SIGKILL, OOM) runs no handler; its workers must not live on
+    as orphans taking jobs."""
+    from rq import Worker
+
+    pool = _harness("worker", "-c", "2", env=env)
+    try:
+        _wait_for(lambda: rq_queue.worker_count(redis_conn) == 2, "two workers to register")
+        pids = [w.pid for w in Worker.all(connection=redis_conn)]
+        assert all(pid and pid != pool.pid for pid in pids)
+        os.kill(pool.pid, signal.SIGKILL)  # the pool's own PID
+        pool.wait(10)
+    finally:
+        pool.kill()
+    _wait_for(lambda: all(_gone(pid) for pid in pids), "the workers to exit")
+    _wait_for(lambda: not Worker.all(connection=redis_conn), "the workers to unregister")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
     assert list(folder.glob("*.html")) == [html]
     text = html.read_text()
     assert 'src="http' not in text and "def in_sweeps" not in text  # offline, no code
+    assert not re.search(r'<link[^>]*href="https?://', text)
     rendered = _render(html, "report-2x2x2.png")
     assert len(rendered["images"]) == 3
     assert all(w > 0 and h > 0 and shown > 0 for w, h, shown in rendered["images"])
