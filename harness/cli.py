@@ -383,9 +383,9 @@ def logs_command(lines: int, **flags: Any) -> None:
     settings = Settings.from_env(**flags)
     path = settings.log_path or settings.data_dir / "harness.log"
     if not path.exists():
-        raise click.ClickException(
-            f"no log file at {path}; set BACKEND_LOGS=true (or HARNESS_LOG_FILE) for runs to write one"
-        )
+        click.echo(f"harness: error: no log file at {path}; set BACKEND_LOGS=true (or "
+                   "HARNESS_LOG_FILE) for runs to write one", err=True)
+        sys.exit(1)
     for line in logs.tail(path, lines):
         click.echo(line)
 

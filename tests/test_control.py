@@ -322,6 +322,8 @@ def test_cli_controls_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     assert "removed 0 failed" in invoke("queue", "clean", "failed").output
     assert "run history kept" in invoke("reset").output
     assert invoke("queue", "jobs", "-t", "bogus").exit_code == 2
+    result = invoke("logs")
+    assert result.exit_code == 1 and "no log file" in result.output and "BACKEND_LOGS" in result.output
 
 
 def _gone(pid: int) -> bool:
