@@ -284,7 +284,8 @@ def sweep_command(quantity: int, chunk_sizes: str, per_job: str, concurrency_lev
     click.echo(f"harness: sweep of {total} runs of {quantity:,} orders", err=True)
     manifest = sweep(settings, grids["chunk-sizes"], grids["orders-per-job"],
                      grids["concurrency-levels"], repeats, quantity, sweep_id=sweep_id,
-                     with_report=not no_report, baseline=baseline)
+                     with_report=not no_report, baseline=baseline,
+                     report=lambda line: click.echo(f"harness: {line}", err=True))
     folder = settings.reports_dir / manifest["sweepId"]
     click.echo(f"sweep {manifest['sweepId']}: {len(manifest['points'])} runs, "
                f"{manifest['failed']} failed, {manifest['wallTimeS']} s; notebooks in {folder}")

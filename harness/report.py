@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +80,7 @@ def sweep(
     settings: Settings, chunk_sizes: Sequence[int], orders_per_job: Sequence[int],
     concurrency_levels: Sequence[int], repeats: int, quantity: int,
     sweep_id: str | None = None, with_report: bool = True, baseline: str | None = None,
+    report: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Run every grid point ``repeats`` times through ``run.ipynb``; a failed point is
     recorded as failed and the sweep goes on. Returns the manifest (also saved as JSON).
@@ -96,7 +97,7 @@ def sweep(
     folder.mkdir(parents=True, exist_ok=True)
     with _kernel_env(settings):
         manifest = _sweep(settings, folder, sweep_id, chunk_sizes, orders_per_job,
-                          concurrency_levels, repeats, quantity)
+                          concurrency_levels, repeats, quantity, report)
     if with_report:
         manifest["report"] = str(build_report(settings, [sweep_id], baseline=baseline,
                                               output=folder / "report.html"))
@@ -106,6 +107,7 @@ def sweep(
 def _sweep(
     settings: Settings, folder: Path, sweep_id: str, chunk_sizes: Sequence[int],
     orders_per_job: Sequence[int], concurrency_levels: Sequence[int], repeats: int, quantity: int,
+    report: Callable[[str], None],
 ) -> dict[str, Any]:
     grid = list(itertools.product(chunk_sizes, orders_per_job, concurrency_levels))
     points: list[dict[str, Any]] = []
@@ -122,6 +124,7 @@ def _sweep(
                        chunk=chunk, perJob=per_job, concurrency=workers, repeat=repeat))
         before = _newest_run_id(settings)
         point: dict[str, Any] = {**params, "repeat": repeat, "notebook": output.name}
+        t = time.perf_counter()
         try:
             execute(notebook(settings, "run.ipynb"), output, params)
             point["status"] = "ok"
@@ -133,6 +136,9 @@ def _sweep(
         if point["status"] == "failed" and point["runId"] is None:
             point["runId"] = _record_failed_point(settings, sweep_id, k, params, point["error"])
         points.append(point)
+        report(f"point {k + 1}/{len(grid) * repeats}: chunk {chunk}, {per_job}/job, {workers} "
+               f"worker(s), repeat {repeat}: {point['status']} in {time.perf_counter() - t:.1f} s"
+               + (f" ({point['error']})" if point["status"] == "failed" else ""))
     manifest = {
         "sweepId": sweep_id, "quantity": quantity, "repeats": repeats,
         "grid": {"chunkSizes": list(chunk_sizes), "ordersPerJob": list(orders_per_job),

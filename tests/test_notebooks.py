@@ -151,6 +151,7 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
                                        "-c", "1", "-r", "1", "--sweep-id", "cli"], env=env)
     assert result.exit_code == 0, result.output
     assert "sweep cli: 1 runs, 0 failed" in result.output
+    assert "point 1/1: chunk 500, 100/job, 1 worker(s), repeat 0: ok in" in result.output
     out = tmp_path / "mine.html"
     result = CliRunner().invoke(main, ["report", "--sweep", "cli", "-o", str(out)], env=env)
     assert result.exit_code == 0, result.output
