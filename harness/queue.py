@@ -107,18 +107,31 @@ def purge(conn: Redis) -> None:
     empty(conn)
     for q in queues(conn).values():
         for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q)):
-            for job_id in registry.get_job_ids():
-                _drop(registry, job_id)
+            _drop_all(registry)
 
 
-def _drop(registry: BaseRegistry, job_id: str) -> int:
-    """Remove a job from a registry and delete it; 0 if someone else (a concurrent purge,
-    RQ's cleanup) got there first."""
-    try:
-        registry.remove(job_id, delete_job=True)
-    except (NoSuchJobError, InvalidJobOperation):  # deleted between our read and our delete
-        return int(registry.remove(job_id))
-    return 1
+def _drop_all(registry: BaseRegistry) -> int:
+    """Delete every job of a registry; return how many went.
+
+    RQ's own ``registry.remove(delete_job=True)`` costs several round trips per job (1.2 s
+    for the ~1,000 jobs of a 1M-order run); here a page of jobs is fetched in one round trip
+    and deleted in one pipeline, RQ still doing its own bookkeeping. A job deleted meanwhile
+    (a concurrent purge, RQ's cleanup) only loses its registry entry.
+    """
+    conn, removed = registry.connection, 0
+    for part in batches(registry.get_job_ids(), PIPELINE_JOBS):
+        with conn.pipeline() as pipe:
+            for job_id, job in zip(part, Job.fetch_many(part, connection=conn), strict=True):
+                if job is not None:
+                    try:
+                        job.delete(pipeline=pipe, remove_from_queue=False)
+                        removed += 1
+                        continue
+                    except (NoSuchJobError, InvalidJobOperation):
+                        pass
+                registry.remove(job_id, pipeline=pipe)
+            pipe.execute()
+    return removed
 
 
 def running_count(conn: Redis) -> int:
@@ -199,8 +212,7 @@ def clean(conn: Redis, state: str) -> int:
             removed += q.count
             q.empty()
             continue
-        for job_id in reg.get_job_ids():
-            removed += _drop(reg, job_id)
+        removed += _drop_all(reg)
     return removed
 
 
