@@ -19,10 +19,11 @@ from harness import logs
 from harness.config import ConfigError, Settings, option_help
 from harness.connection import RedisUnavailable
 from harness.control import CancelTimeout
+from harness.report import NotebookMissing
 from harness.state import RunActive
 from harness.store import StoreError
 
-SERVICE_ERRORS = (RedisUnavailable, StoreError, RunActive, CancelTimeout)
+SERVICE_ERRORS = (RedisUnavailable, StoreError, RunActive, CancelTimeout, NotebookMissing)
 
 
 class HarnessGroup(click.Group):

@@ -31,10 +31,14 @@ CHECKOUT_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "python3"
 
 
+class NotebookMissing(RuntimeError):
+    """The notebooks folder does not hold the notebook asked for."""
+
+
 def notebook(settings: Settings, name: str) -> Path:
     path = (settings.notebooks_dir or CHECKOUT_NOTEBOOKS) / name
     if not path.exists():
-        raise FileNotFoundError(
+        raise NotebookMissing(
             f"notebook {path} is missing; run from a checkout or set HARNESS_NOTEBOOKS_DIR"
         )
     return path

@@ -160,6 +160,8 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
                                 env=env)
     assert result.exit_code == 0, result.output
     assert 'class="dataframe baseline"' in out.read_text() and "0 flagged" in out.read_text()
+    result = CliRunner().invoke(main, ["report"], env={**env, "HARNESS_NOTEBOOKS_DIR": str(tmp_path)})
+    assert result.exit_code == 1 and "report.ipynb is missing" in result.output
     for args, message in ((["sweep", "--chunk-sizes", "0"], "must be >= 1"),
                           (["sweep", "--sweep-id", "../x"], "sweep id"),
                           (["report", "--sweep", "a b"], "sweep id")):
