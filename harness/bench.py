@@ -44,6 +44,10 @@ BENCH_SEED = 1
 Report = Callable[[str], None]
 
 
+class BenchFailed(RuntimeError):
+    """A measurement could not complete; the message says which and why."""
+
+
 def empty_job(run_id: str, priority: str, seqs: list[int]) -> int:
     """A job that carries a batch like a real one and does nothing: RQ's cost alone."""
     return len(seqs)
@@ -103,7 +107,7 @@ def queue_overhead(settings: Settings, n: int) -> dict[str, Any]:
         deadline = time.monotonic() + 30
         while rq_queue.worker_count(conn) < settings.concurrency:
             if time.monotonic() > deadline or not pool.is_alive():
-                raise RuntimeError("the benchmark's worker pool did not start")
+                raise BenchFailed("the benchmark's worker pool did not start")
             time.sleep(0.01)
         q = rq_queue.queues(conn)[VIP]
         seqs = range(n)
@@ -116,7 +120,7 @@ def queue_overhead(settings: Settings, n: int) -> dict[str, Any]:
         finished = q.finished_job_registry
         while finished.count < jobs:
             if rq_queue.failed_count(conn):
-                raise RuntimeError(f"empty job failed: {rq_queue.last_failure(conn)}")
+                raise BenchFailed(f"empty job failed: {rq_queue.last_failure(conn)}")
             time.sleep(0.005)
         total_s = time.perf_counter() - t
     finally:
@@ -173,10 +177,10 @@ def full_run(settings: Settings, n: int, concurrency: int) -> dict[str, Any]:
     try:
         record: dict[str, Any] = json.loads(done.stdout)
     except json.JSONDecodeError:
-        raise RuntimeError(f"harness run -n {n} -c {concurrency} failed: "
+        raise BenchFailed(f"harness run -n {n} -c {concurrency} failed: "
                            f"{redact(done.stderr.strip()[-500:])}") from None
     if record.get("phase") != "DONE":
-        raise RuntimeError(f"harness run -n {n} -c {concurrency} ended {record.get('phase')}: "
+        raise BenchFailed(f"harness run -n {n} -c {concurrency} ended {record.get('phase')}: "
                            f"{record.get('error')}")
     return record
 

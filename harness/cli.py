@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from harness import logs
+from harness.bench import BenchFailed
 from harness.config import ConfigError, Settings, option_help
 from harness.connection import RedisUnavailable
 from harness.control import CancelTimeout
@@ -23,7 +24,9 @@ from harness.report import NotebookMissing
 from harness.state import RunActive
 from harness.store import StoreError
 
-SERVICE_ERRORS = (RedisUnavailable, StoreError, RunActive, CancelTimeout, NotebookMissing)
+SERVICE_ERRORS = (
+    RedisUnavailable, StoreError, RunActive, CancelTimeout, NotebookMissing, BenchFailed,
+)
 
 
 class HarnessGroup(click.Group):
