@@ -90,6 +90,11 @@ def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
     assert len(runs) == 8 and all(r["phase"] == "DONE" for r in runs)
     points = {(r["parameters"]["chunk_size"], r["parameters"]["concurrency"]) for r in runs}
     assert points == {(500, 1), (500, 2), (1_000, 1), (1_000, 2)}
+    points_html = "".join(o.get("data", {}).get("text/html", "")
+                          for o in _outputs(tmp_path / "sweep.ipynb"))
+    table = points_html[points_html.index('class="dataframe sweep-points"'):]
+    body = table[table.index("<tbody>"):table.index("</tbody>")]
+    assert body.count("<tr>") == 8 and body.count("<td>ok</td>") == 8  # a row per run
     folder = kernel_env.reports_dir / "t2x2"
     manifest = json.loads((folder / "sweep.json").read_text())
     assert manifest["failed"] == 0 and len(list(folder.glob("run-*.ipynb"))) == 8
