@@ -206,7 +206,7 @@ def bench(
     """Run every measurement; N is the largest size. Returns the JSON-ready result."""
     n = max(sizes)
     conn = connect_redis(settings)
-    me = LockHolder.mine(f"bench-{int(time.time())}")
+    me = LockHolder.mine(f"bench-{int(time.time())}")  # see MAINTENANCE_HOLDERS
     take_lock(settings, conn, me)  # no run may start while the floor and queue parts go
     try:
         store = open_store(settings)

@@ -62,7 +62,7 @@ def take_lock(settings: Settings, conn: Redis, me: LockHolder, force: bool = Fal
                                   coordinator=f"{holder.host}:{holder.pid}",
                                   action="taking over: its coordinator died"))
                 abandon(settings, conn, holder, "its coordinator died", _request(holder, True, False))
-            elif force:
+            elif force and holder.is_run:
                 log.warning(event("force", run=holder.run_id, action="cancelling it first"))
                 cancel(settings, conn=conn, remove_pending=False)
             else:
@@ -90,6 +90,9 @@ def cancel(
     holder = state.holder()
     if holder is None:
         return CancelResult(False, None, "no run is active; nothing changed")
+    if not holder.is_run:
+        return CancelResult(False, None, f"no run is active ({holder.run_id.split('-')[0]} holds "
+                            f"the lock, pid {holder.pid}, briefly); nothing changed")
     t0 = time.perf_counter()
     request = _request(holder, purge, remove_pending, reset_metrics)
     state.request_abort(request)
@@ -184,7 +187,7 @@ def reset(settings: Settings, all_runs: bool = False, force: bool = False) -> di
                 holder,
             )
         cancel(settings, conn=conn)
-    me = LockHolder.mine(f"reset-{int(time.time())}")
+    me = LockHolder.mine(f"reset-{int(time.time())}")  # see MAINTENANCE_HOLDERS
     take_lock(settings, conn, me)  # no run may start while we clear
     try:
         if running := rq_queue.running_count(conn):

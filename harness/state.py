@@ -25,6 +25,8 @@ LOCK_KEY = "harness:lock"
 # coordinator read it; it outlives the run so that a job popped late still sees it.
 ABORT_KEY = "harness:abort"
 ABORT_TTL_S = 24 * 3_600
+# Lock holders that are not runs: their ids start with these.
+MAINTENANCE_HOLDERS = ("reset-", "bench-")
 # A coordinator refreshes its lock every few seconds; one that died frees it after this.
 LOCK_TTL_S = 30
 
@@ -88,6 +90,11 @@ class LockHolder:
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.host}:{self.pid}"
+
+    @property
+    def is_run(self) -> bool:
+        """False for the short holds of `harness reset` and `harness bench`: not cancellable."""
+        return not self.run_id.startswith(MAINTENANCE_HOLDERS)
 
     def is_dead(self) -> bool:
         return process_is_dead(self.host, self.pid)

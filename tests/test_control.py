@@ -23,7 +23,7 @@ from harness import queue as rq_queue
 from harness.config import Settings
 from harness.orders import PENDING, PROCESSED
 from harness.pipeline import Progress, run
-from harness.state import ABORT_KEY, LOCK_KEY, Phase, RunActive, RunState
+from harness.state import ABORT_KEY, LOCK_KEY, LockHolder, Phase, RunActive, RunState
 from harness.status import get_status
 from harness.store import open_store
 
@@ -162,6 +162,16 @@ def test_cancel_with_nothing_running_changes_nothing(settings: Settings, redis_c
         assert store.get_run(record["runId"])["phase"] == "DONE"
     finally:
         store.close()
+
+
+def test_cancel_leaves_a_reset_or_bench_hold_alone(settings: Settings, redis_conn: Redis) -> None:
+    hold = LockHolder.mine("bench-1")
+    RunState(redis_conn).acquire(hold)
+    result = control.cancel(settings)
+    assert not result.cancelled and "bench holds the lock" in result.message
+    assert not redis_conn.exists(ABORT_KEY) and RunState(redis_conn).holder() == hold
+    with pytest.raises(RunActive, match="bench-1"):
+        run(settings, force=True)
 
 
 def test_force_cancels_the_active_run_and_takes_over(slow: Settings) -> None:
