@@ -175,12 +175,37 @@ def die_with_parent(parent_pid: int) -> bool:
     return os.getppid() == parent_pid  # else the parent died before prctl took effect
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 class HarnessWorker(SimpleWorker):
     """RQ's SimpleWorker (no fork per job), tied to its pool: if the pool is killed
     outright, the worker gets SIGTERM (a warm stop) instead of living on as an orphan that
-    still takes jobs."""
+    still takes jobs.
+
+    It also closes a gap in RQ 3's start-up: a worker registers itself, then installs its
+    signal handlers; a stop signal in between killed it still registered (listed for minutes,
+    counted by health and close). Stop signals are held until RQ's loop runs, where a
+    pending one ends the worker the normal way.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if not die_with_parent(os.getppid()):
             raise SystemExit(0)
         super().__init__(*args, **kwargs)
+        self._signals_held = False
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        # RQ forks its scheduler during start-up: that child must not inherit the hold.
+        os.register_at_fork(
+            after_in_child=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS))
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        self._signals_held = True
+        return bool(super().work(*args, **kwargs))
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """The first thing RQ's loop does, inside the block that unregisters on the way out."""
+        if self._signals_held:
+            self._signals_held = False
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        super().check_for_suspension(burst)

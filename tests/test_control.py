@@ -352,10 +352,9 @@ def test_workers_stop_when_their_pool_is_killed(env: dict[str, str], redis_conn:
 
     pool = _harness("worker", "-c", "2", env=env)
     try:
-        # Idle in their loop, so past RQ's start-up, where a signal still kills a worker
-        # before it installs its handlers (RQ's own race, not the one tested here).
-        _wait_for(lambda: [w.get_state() for w in Worker.all(connection=redis_conn)]
-                  == ["idle", "idle"], "two workers to start")
+        # As soon as they are registered: a stop signal during RQ's start-up must end them
+        # the normal way too.
+        _wait_for(lambda: rq_queue.worker_count(redis_conn) == 2, "two workers to register")
         pids = [w.pid for w in Worker.all(connection=redis_conn)]
         assert all(pid and pid != pool.pid for pid in pids)
         os.kill(pool.pid, signal.SIGKILL)  # the pool's own PID
