@@ -1,0 +1,60 @@
+"""The ``harness`` command: a thin layer over the Python API.
+
+Every command reads the same settings (environment, then flags). Errors a user can cause
+or fix (a bad value, an unreachable service, a run already active) end in one line on
+stderr and a non-zero exit: 2 for bad input, 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from harness import logs
+from harness.bench import BenchFailed
+from harness.cli import control, core, experiments, queue
+from harness.config import ConfigError
+from harness.connection import RedisUnavailable
+from harness.control import CancelTimeout
+from harness.report import NotebookMissing
+from harness.state import RunActive
+from harness.store import StoreError
+
+SERVICE_ERRORS = (
+    RedisUnavailable, StoreError, RunActive, CancelTimeout, NotebookMissing, BenchFailed,
+)
+
+
+class HarnessGroup(click.Group):
+    """Turns the harness's own errors into one clear line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"harness: error: {exc}", err=True)
+            ctx.exit(2)
+        except SERVICE_ERRORS as exc:
+            click.echo(f"harness: error: {exc}", err=True)
+            ctx.exit(1)
+
+
+
+@click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="log what the harness does")
+def main(verbose: bool) -> None:
+    """Benchmark harness for a VIP-first order-processing pipeline (RQ + Redis + a store)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logs.RedactingFormatter(logs.FORMAT))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.getLogger(logs.LOGGER).setLevel(logging.INFO)  # for the log file, if one is on
+
+
+for command in (core.run, core.status, core.runs, core.worker, experiments.bench_command,
+                experiments.sweep_command, experiments.report_command, control.cancel,
+                control.reset, control.logs_command, control.health, queue.queue_group):
+    main.add_command(command)

@@ -1,0 +1,5 @@
+"""`python -m harness.cli`, as the tests and `harness bench` start it."""
+
+from harness.cli import main
+
+main()

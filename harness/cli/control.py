@@ -1,0 +1,105 @@
+"""Run control, the original's /pedidos/cancel, /reset, /logs and /health/queue:
+`harness cancel`, `reset`, `logs` and `health`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from harness import logs
+from harness.cli.options import connection_options, settings_from
+from harness.config import Settings, option_help
+from harness.connection import RedisUnavailable
+
+
+@click.command()
+@connection_options
+@click.option("--purge/--no-purge", default=True, show_default=True,
+              help="remove the run's queued jobs")
+@click.option("--remove-pending/--keep-pending", default=True, show_default=True,
+              help="delete the orders not processed yet from the store")
+@click.option("--reset-metrics", is_flag=True,
+              help="also clear the live metrics (status shows IDLE; the run record stays)")
+@click.option("--timeout", "cancel_timeout_s", type=float, help=option_help("cancel_timeout_s"))
+@click.option("--json", "as_json", is_flag=True, help="print the result and the run record as JSON")
+def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, as_json: bool,
+           **flags: Any) -> None:
+    """Cancel the active run: nothing new starts, running batches stop at their next check,
+    processed orders stay; the run is recorded ABORTED with its partial figures."""
+    from harness.control import cancel as cancel_run
+
+    settings = settings_from(**flags)
+    result = cancel_run(settings, purge=purge, remove_pending=remove_pending,
+                        reset_metrics=reset_metrics)
+    info = (result.record or {}).get("cancel") or {}
+    if as_json:
+        click.echo(json.dumps({"cancelled": result.cancelled, "runId": result.run_id,
+                               "message": result.message, "elapsedMs": result.elapsed_ms,
+                               "record": result.record}, indent=2))
+        return
+    click.echo(result.message)
+    if result.cancelled:
+        processed = ((result.record or {}).get("counts") or {}).get("processed")
+        click.echo(f"  during {info.get('phase', '?')}; last job stopped "
+                   f"{info.get('lastJobStoppedMs')} ms after the request; cancel took "
+                   f"{result.elapsed_ms} ms")
+        click.echo(f"  processed orders kept: {processed}; pending orders removed: "
+                   f"{info.get('removedPending', 0)}")
+
+
+@click.command()
+@connection_options
+@click.option("--all", "all_runs", is_flag=True, help="also delete the run history (process_runs)")
+@click.option("--force", is_flag=True, help="cancel an active run first")
+def reset(all_runs: bool, force: bool, **flags: Any) -> None:
+    """Delete orders, queued jobs, live metrics and state; run history stays unless --all."""
+    from harness.control import reset as reset_all
+
+    done = reset_all(settings_from(**flags), all_runs=all_runs, force=force)
+    click.echo(f"reset: {done['orders']:,} orders, {done['jobs']:,} jobs"
+               + (f", {done['runs']:,} run records" if all_runs else "; run history kept"))
+
+
+@click.command(name="logs")
+@connection_options
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--log-file", type=click.Path(dir_okay=False), help=option_help("log_file"))
+def logs_command(lines: int, **flags: Any) -> None:
+    """Print the last lines of the log file (BACKEND_LOGS=true or HARNESS_LOG_FILE)."""
+    settings = Settings.from_env(**flags)
+    path = settings.log_path or settings.data_dir / "harness.log"
+    if not path.exists():
+        click.echo(f"harness: error: no log file at {path}; set BACKEND_LOGS=true (or "
+                   "HARNESS_LOG_FILE) for runs to write one", err=True)
+        sys.exit(1)
+    for line in logs.tail(path, lines):
+        click.echo(line)
+
+
+@click.command()
+@connection_options
+@click.option("--stuck-after", "stuck_after_s", type=float, help=option_help("stuck_after_s"))
+@click.option("--json", "as_json", is_flag=True, help="print the health document as JSON")
+def health(as_json: bool, **flags: Any) -> None:
+    """Queue counts, run phase and a classification. Exit code: 0 healthy, 1 error,
+    3 degraded (failed jobs or stuck), 4 paused, 5 aborted."""
+    from harness.control import HEALTH_EXIT
+    from harness.control import health as check
+
+    settings = settings_from(**flags)
+    try:
+        doc = check(settings)
+    except RedisUnavailable as exc:
+        doc = {"status": "error", "reasons": [str(exc)]}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"{doc['status']}" + (f": {'; '.join(doc['reasons'])}" if doc["reasons"] else ""))
+        if "queue" in doc:
+            q = doc["queue"]
+            click.echo(f"  run {doc['runId'] or '-'} {doc['phase']}; workers {doc['workers']}; "
+                       + ", ".join(f"{k} {v}" for k, v in q.items()))
+    sys.exit(HEALTH_EXIT[doc["status"]])

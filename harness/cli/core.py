@@ -1,0 +1,137 @@
+"""Running: `harness run`, `status`, `runs` and `worker`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from harness.cli.options import connection_options, settings_from
+from harness.config import option_help
+
+
+@click.command()
+@click.option("-n", "--quantity", type=int, help=option_help("quantity"))
+@click.option("--chunk-size", type=int, help=option_help("chunk_size"))
+@click.option("--normal-batch-size", type=int, help=option_help("normal_batch_size"))
+@click.option("-j", "--orders-per-job", type=int, help=option_help("orders_per_job"))
+@click.option("-c", "--concurrency", type=int, help=option_help("concurrency"))
+@click.option("--seed", type=int, help=option_help("seed"))
+@click.option("--tier-mix", help=option_help("tier_mix"))
+@click.option("--work-ms", type=float, help=option_help("work_ms"))
+@click.option("--max-orders", type=int, help=option_help("max_orders"))
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--no-workers", is_flag=True,
+              help="start no workers; rely on `harness worker` processes (here or on other hosts)")
+@click.option("--force", is_flag=True,
+              help="if a run is active, cancel it (keeping its orders' state) and take over")
+def run(as_json: bool, no_progress: bool, no_workers: bool, force: bool, **flags: Any) -> None:
+    """Generate, store and process orders VIP first; print the run's summary.
+
+    Exits 0 only when the run reached DONE with its barrier proven.
+    """
+    from harness.pipeline import run as run_pipeline
+    from harness.runs import format_summary
+
+    settings = settings_from(**flags)
+    progress, close = (None, lambda: None) if no_progress else _progress_bar(settings.quantity)
+    try:
+        record = run_pipeline(settings, progress=progress, start_workers=not no_workers,
+                              force=force)
+    finally:
+        close()
+    click.echo(json.dumps(record, indent=2) if as_json else format_summary(record))
+    if record["phase"] != "DONE":
+        sys.exit(1)
+
+
+def _progress_bar(total: int) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """A tqdm bar of processed orders, opened on the first report (not before an error)."""
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def update(p: Any) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="order", unit_scale=True, dynamic_ncols=True,
+                             mininterval=0.5, file=sys.stderr, desc="processed"))
+        bars[0].set_postfix_str(f"{p.phase.value}, generated {p.generated:,}", refresh=False)
+        bars[0].update(p.processed - bars[0].n)
+
+    def close() -> None:
+        if bars:
+            bars[0].close()
+
+    return update, close
+
+
+@click.command()
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="print the GET /pedidos JSON document")
+def status(as_json: bool, **flags: Any) -> None:
+    """Live status of the current or last run (reads Redis only)."""
+    from harness.connection import connect_redis
+    from harness.status import get_status
+
+    doc = get_status(connect_redis(settings_from(**flags), autostart=False))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    prog, eta = doc["progress"], doc["eta"]
+    click.echo(f"run {doc['lastRunId'] or '-'}: {doc['phase']}")
+    click.echo(f"  generated {prog['generated']:,} of {prog['target']:,}; processed "
+               f"{prog['processedTotal']:,} ({eta['progressPercent']}%), "
+               f"VIP {doc['counts']['vip']:,}, NORMAL {doc['counts']['normal']:,}")
+    if eta["estimatedMs"] is not None:
+        click.echo(f"  eta {eta['estimatedMs'] / 1000:.1f} s; elapsed "
+                   f"{(doc['totalTimeMs'] or 0) / 1000:.1f} s")
+    if doc["error"]:
+        click.echo(f"  error: {doc['error']}")
+
+
+@click.command()
+@connection_options
+@click.option("--limit", type=click.IntRange(min=1), help="newest N runs only")
+@click.option("--json", "as_json", is_flag=True, help="full records as JSON")
+@click.option("--csv", "as_csv", is_flag=True, help="the table as CSV")
+def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
+    """Run history from process_runs, newest first."""
+    import pandas as pd
+
+    from harness.runs import BRIEF_COLUMNS, RUN_COLUMNS, runs_table
+    from harness.store import open_store
+
+    store = open_store(settings_from(**flags))
+    try:
+        records = store.list_runs(limit)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    table = pd.DataFrame(runs_table(records), columns=[c for c, _ in RUN_COLUMNS])
+    if as_csv:
+        click.echo(table.to_csv(index=False), nl=False)
+    elif table.empty:
+        click.echo("no runs recorded yet")
+    else:
+        click.echo(table[list(BRIEF_COLUMNS)].fillna("").to_string(index=False))
+
+
+@click.command()
+@connection_options
+@click.option("-c", "--concurrency", type=int, help=option_help("concurrency"))
+@click.option("--burst", is_flag=True, help="exit once the queues are empty")
+def worker(burst: bool, **flags: Any) -> None:
+    """Start workers on their own, e.g. on another host joining a run through the same
+    Redis and store. Stops on Ctrl-C / SIGTERM (running batches finish first)."""
+    from harness.worker import run_pool
+
+    settings = settings_from(**flags)
+    click.echo(f"harness: starting {settings.concurrency} worker(s)", err=True)
+    run_pool(settings, burst=burst, logging_level="INFO")

@@ -1,0 +1,131 @@
+"""Measuring and experimenting: `harness bench`, `sweep` and `report`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from harness.cli.options import connection_options, int_list, settings_from
+from harness.config import option_help
+
+
+@click.command(name="bench")
+@click.option("-n", "--quantity", type=int, help="N, the largest size [default: HARNESS_QUANTITY]")
+@click.option("--sizes", help="comma-separated sizes for the memory and scaling rows "
+                              "[default: N/10, 3N/10, N]")
+@click.option("--concurrency-levels", default="1,2,4", show_default=True,
+              help="worker counts for the concurrency rows, at N")
+@click.option("--chunk-size", type=int, help=option_help("chunk_size"))
+@click.option("-j", "--orders-per-job", type=int, help=option_help("orders_per_job"))
+@click.option("-c", "--concurrency", type=int, help=option_help("concurrency"))
+@click.option("--max-orders", type=int, help=option_help("max_orders"))
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON instead of tables")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="also write the JSON here")
+def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
+                  output: str | None, **flags: Any) -> None:
+    """Store floor, end to end, generator, queue overhead, status latency, memory and
+    scaling, in one go on one backend; prints tables (or JSON) and the targets met."""
+    from harness.bench import bench, format_table
+
+    settings = settings_from(**flags)
+    n = settings.quantity
+    size_list = int_list(sizes, "--sizes") if sizes else sorted({max(1, n // 10),
+                                                                  max(1, 3 * n // 10), n})
+    for size in size_list:  # validated like a run's quantity, before anything is written
+        settings.replace(quantity=size)
+    levels = int_list(concurrency_levels, "--concurrency-levels")
+    for c in levels:
+        settings.replace(concurrency=c)
+    result = bench(settings.replace(quantity=max(size_list)), size_list, levels,
+                   report=lambda line: click.echo(f"bench: {line}", err=True))
+    text = json.dumps(result, indent=2)
+    if output:
+        with open(output, "w") as f:
+            f.write(text + "\n")
+    click.echo(text if as_json else format_table(result))
+
+
+# -- experiments: sweeps and reports (notebooks run by papermill) ---------------------------
+
+@click.command(name="sweep")
+@click.option("-n", "--quantity", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="orders per run")
+@click.option("--chunk-sizes", default="10000", show_default=True, help="comma-separated grid")
+@click.option("-j", "--orders-per-job", "per_job", default="1000", show_default=True,
+              help="comma-separated grid")
+@click.option("-c", "--concurrency-levels", default="1,2", show_default=True,
+              help="comma-separated grid")
+@click.option("-r", "--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--sweep-id", help="name of the sweep (default: sweep-<UTC time>)")
+@click.option("--baseline", help="sweep id to compare against in the report")
+@click.option("--no-report", is_flag=True, help="skip the HTML report at the end")
+@click.option("--seed", type=int, help="one seed for every run [default: the repeat number]")
+@click.option("--work-ms", type=float, help=option_help("work_ms"))
+@click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
+@connection_options
+def sweep_command(quantity: int, chunk_sizes: str, per_job: str, concurrency_levels: str,
+                  repeats: int, sweep_id: str | None, baseline: str | None, no_report: bool,
+                  **flags: Any) -> None:
+    """Run run.ipynb for every grid point and repeat (papermill), then the HTML report.
+
+    Executed notebooks and the report go to reports/<sweep id>/; a failed point is
+    recorded and the sweep goes on (exit 1 if any failed)."""
+    from harness.report import sweep
+
+    settings = settings_from(**flags)
+    grids = {name: int_list(text, f"--{name}") for name, text in (
+        ("chunk-sizes", chunk_sizes), ("orders-per-job", per_job),
+        ("concurrency-levels", concurrency_levels))}
+    for c in grids["chunk-sizes"]:  # every point valid before the first runs
+        for j in grids["orders-per-job"]:
+            for w in grids["concurrency-levels"]:
+                settings.replace(quantity=quantity, chunk_size=c, orders_per_job=j, concurrency=w,
+                                 sweep_id=sweep_id)
+    total = repeats * len(grids["chunk-sizes"]) * len(grids["orders-per-job"]) * len(
+        grids["concurrency-levels"])
+    click.echo(f"harness: sweep of {total} runs of {quantity:,} orders", err=True)
+    manifest = sweep(settings, grids["chunk-sizes"], grids["orders-per-job"],
+                     grids["concurrency-levels"], repeats, quantity, sweep_id=sweep_id,
+                     with_report=not no_report, baseline=baseline,
+                     report=lambda line: click.echo(f"harness: {line}", err=True))
+    folder = settings.reports_dir / manifest["sweepId"]
+    click.echo(f"sweep {manifest['sweepId']}: {len(manifest['points'])} runs, "
+               f"{manifest['failed']} failed, {manifest['wallTimeS']} s; notebooks in {folder}")
+    for point in manifest["points"]:
+        if point["status"] == "failed":
+            click.echo(f"  failed: {point['notebook']}: {point['error']}")
+    if manifest.get("report"):
+        click.echo(f"report: {manifest['report']}")
+    if manifest["failed"]:
+        sys.exit(1)
+
+
+@click.command(name="report")
+@click.option("--sweep", "sweeps", multiple=True, help="sweep id to report (repeatable); "
+                                                       "default: the latest runs")
+@click.option("--baseline", help="sweep id to compare against")
+@click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=1.2,
+              show_default=True, help="flag changes against the baseline beyond this factor")
+@click.option("--latest", type=click.IntRange(min=1), default=20, show_default=True,
+              help="without --sweep: how many of the newest runs")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="HTML file [default: reports/report-<sweeps>.html]")
+@click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
+@connection_options
+def report_command(sweeps: tuple[str, ...], baseline: str | None, factor: float, latest: int,
+                   output: str | None, **flags: Any) -> None:
+    """Execute report.ipynb and write it as one self-contained HTML page (no code cells)."""
+    from pathlib import Path
+
+    from harness.report import build_report
+
+    settings = settings_from(**flags)
+    for sweep_id in (*sweeps, *([baseline] if baseline else [])):
+        settings.replace(sweep_id=sweep_id)  # a sweep id names a folder: checked here
+    path = build_report(settings, list(sweeps), baseline=baseline,
+                        output=Path(output) if output else None, latest=latest, factor=factor)
+    click.echo(f"report: {path}")

@@ -1,0 +1,45 @@
+"""What every command shares: connection flags, settings from environment and flags, and
+integer lists (``1,2,4``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from harness import logs
+from harness.config import Settings, option_help
+
+
+def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Flags that say where Redis and the store are; each overrides its env var."""
+    options = [
+        click.option("--mongo-uri", help=option_help("mongo_uri")),
+        click.option("--mongo-db", help=option_help("mongo_db")),
+        click.option("--redis-url", help=option_help("redis_url")),
+        click.option("--data-dir", type=click.Path(file_okay=False), help=option_help("data_dir")),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+
+def settings_from(**flags: Any) -> Settings:
+    """Settings from the environment and flags; starts file logging when they ask for it."""
+    settings = Settings.from_env(**flags)
+    logs.configure(settings)
+    return settings
+
+
+def int_list(text: str, name: str) -> list[int]:
+    """``"1,2,4"`` as [1, 2, 4]; a bad list is a usage error naming the flag."""
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers",
+                                 param_hint=name) from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r}: every value must be >= 1", param_hint=name)
+    return values

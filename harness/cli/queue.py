@@ -1,0 +1,135 @@
+"""Queue controls, the original's /queue/* routes: `harness queue pause|resume|clean|status|
+jobs|close`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from harness.cli.options import connection_options, settings_from
+from harness.state import RunActive
+
+
+@click.group(name="queue")
+def queue_group() -> None:
+    """Queue controls: pause, resume, clean, status, jobs, close."""
+
+
+def _queue_conn(flags: dict[str, Any]) -> Any:
+    from harness.connection import connect_redis
+
+    return connect_redis(settings_from(**flags), autostart=False)
+
+
+@queue_group.command()
+@connection_options
+def pause(**flags: Any) -> None:
+    """Workers take no new job until `harness queue resume` (running batches finish)."""
+    from harness import queue as q
+
+    q.pause(_queue_conn(flags))
+    click.echo("queues paused")
+
+
+@queue_group.command()
+@connection_options
+def resume(**flags: Any) -> None:
+    """Let workers take jobs again."""
+    from harness import queue as q
+
+    q.resume(_queue_conn(flags))
+    click.echo("queues resumed")
+
+
+@queue_group.command()
+@connection_options
+@click.argument("state", type=click.Choice(["waiting", "completed", "failed", "deferred",
+                                            "scheduled", "all"]))
+@click.option("--force", is_flag=True, help="clean waiting jobs even while a run is active")
+def clean(state: str, force: bool, **flags: Any) -> None:
+    """Delete every job in STATE from both queues (running jobs cannot be taken back)."""
+    from harness import queue as q
+    from harness.state import RunState
+
+    conn = _queue_conn(flags)
+    if state in ("waiting", "all") and not force and (holder := RunState(conn).holder()):
+        raise RunActive(f"run {holder.run_id} is active and needs its waiting jobs; "
+                        "use `harness cancel`, or --force", holder)
+    states = [s for s in q.STATES if s != "active"] if state == "all" else [state]
+    removed = sum(q.clean(conn, s) for s in states)
+    click.echo(f"removed {removed:,} {state} job(s)")
+
+
+@queue_group.command(name="status")
+@connection_options
+@click.option("--json", "as_json", is_flag=True)
+def queue_status(as_json: bool, **flags: Any) -> None:
+    """Raw job counts per queue and state, and whether the queues are paused."""
+    from harness import queue as q
+
+    conn = _queue_conn(flags)
+    doc = {"paused": q.is_paused(conn), "workers": q.worker_count(conn), "counts": q.counts(conn)}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    import pandas as pd
+
+    click.echo(f"paused: {doc['paused']}; workers: {doc['workers']}")
+    click.echo(pd.DataFrame(doc["counts"]).T.to_string())
+
+
+@queue_group.command()
+@connection_options
+@click.option("-t", "--types", default="waiting,active", show_default=True,
+              help="comma-separated states: waiting, active, completed, failed, deferred, scheduled")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="at most this many per queue and state")
+@click.option("--json", "as_json", is_flag=True)
+def jobs(types: str, limit: int, as_json: bool, **flags: Any) -> None:
+    """List jobs by state."""
+    from harness import queue as q
+
+    states = [t.strip() for t in types.split(",") if t.strip()]
+    if bad := [t for t in states if t not in q.STATES]:
+        raise click.BadParameter(f"{', '.join(bad)}; choose from {', '.join(q.STATES)}",
+                                 param_hint="--types")
+    rows = q.jobs(_queue_conn(flags), states, limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"no {'/'.join(states)} jobs")
+    else:
+        import pandas as pd
+
+        click.echo(pd.DataFrame(rows).fillna("").to_string(index=False))
+
+
+@queue_group.command()
+@connection_options
+@click.option("--timeout", type=float, default=15.0, show_default=True,
+              help="seconds to wait for the workers to exit")
+def close(timeout: float, **flags: Any) -> None:
+    """Stop every harness worker pool (running batches finish) and close connections.
+    Refused while a run is active: cancel it first."""
+    import time
+
+    from harness import queue as q
+    from harness.state import RunState
+
+    conn = _queue_conn(flags)
+    if holder := RunState(conn).holder():
+        raise RunActive(f"run {holder.run_id} is active; `harness cancel` it first", holder)
+    before = q.worker_count(conn)
+    q.request_close(conn)
+    deadline = time.monotonic() + timeout
+    while (left := q.worker_count(conn)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    conn.close()
+    click.echo(f"closed: {before - left} of {before} worker(s) stopped"
+               + (f"; {left} still registered" if left else ""))
+    if left:
+        sys.exit(1)
+
