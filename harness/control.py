@@ -142,9 +142,7 @@ def abandon(
     state.request_abort(request)
     if request["purge"]:
         rq_queue.purge(conn)
-    deadline = time.monotonic() + settings.cancel_timeout_s
-    while rq_queue.running_count(conn) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
+    rq_queue.wait_idle(conn, settings.cancel_timeout_s, POLL_S)
     store = open_store(settings)
     try:
         removed = store.delete_pending() if request["removePending"] else 0

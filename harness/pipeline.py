@@ -190,14 +190,11 @@ class Pipeline:
     def _wait_for_running_jobs(self) -> None:
         """A job of an earlier run still running would update this run's orders (they reuse
         its seqs) behind the counters' back: wait for it, briefly, before clearing orders."""
-        deadline = time.monotonic() + IDLE_WAIT_S
-        while running := rq_queue.running_count(self.conn):
-            if time.monotonic() > deadline:
-                raise RunActive(
-                    f"{running} job(s) of an earlier run are still running after "
-                    f"{IDLE_WAIT_S:.0f}s; stop their workers, or wait for RQ to expire them"
-                )
-            time.sleep(POLL_S)
+        if running := rq_queue.wait_idle(self.conn, IDLE_WAIT_S, POLL_S):
+            raise RunActive(
+                f"{running} job(s) of an earlier run are still running after "
+                f"{IDLE_WAIT_S:.0f}s; stop their workers, or wait for RQ to expire them"
+            )
 
     def _begin(self, setup_start: float) -> None:
         """Take over the live state, clear the last run's orders, then start the clock."""
@@ -362,9 +359,7 @@ class Pipeline:
                           purge=request["purge"], removePending=request["removePending"]))
         if request["purge"]:
             rq_queue.empty(self.conn)  # what we enqueued since the canceller emptied them
-        deadline = time.monotonic() + self.settings.cancel_timeout_s
-        while (running := rq_queue.running_count(self.conn)) and time.monotonic() < deadline:
-            time.sleep(POLL_S)
+        running = rq_queue.wait_idle(self.conn, self.settings.cancel_timeout_s, POLL_S)
         stopped_at = time.time()
         if request["purge"]:
             try:

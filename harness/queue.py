@@ -140,6 +140,14 @@ def running_count(conn: Redis) -> int:
     return sum(StartedJobRegistry(queue=q).count for q in queues(conn).values())
 
 
+def wait_idle(conn: Redis, timeout: float, poll: float = 0.02) -> int:
+    """Wait until no job runs, at most ``timeout`` seconds; return how many still run."""
+    deadline = time.monotonic() + timeout
+    while (running := running_count(conn)) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return running
+
+
 # -- queue controls (the original's /queue/* routes) ----------------------------------------
 
 def pause(conn: Redis) -> None:
