@@ -159,9 +159,17 @@ class RunState:
 
     def abort_request(self, run_id: str) -> dict[str, Any] | None:
         """The cancel request for ``run_id``, if one was made."""
-        value = self.conn.get(ABORT_KEY)
-        request = json.loads(value) if value else None
-        return request if request and request.get("runId") == run_id else None
+        return _for_run(self.conn.get(ABORT_KEY), run_id)
+
+    def job_context(self, run_id: str) -> tuple[str | None, str | None, bool]:
+        """What a worker checks before and during a batch, in one round trip: the current
+        run id, its simulated work per order, and whether ``run_id`` was cancelled."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.hmget(STATE_KEY, ["runId", "workMs"])
+        pipe.get(ABORT_KEY)
+        (current, work_ms), abort = pipe.execute()
+        return (_text(current) if current else None, _text(work_ms) if work_ms else None,
+                _for_run(abort, run_id) is not None)
 
     def begin(self, fields: dict[str, Any]) -> None:
         """Replace whatever the last run left with a fresh state."""
@@ -200,6 +208,11 @@ class RunState:
 
     def worker_rss_kb(self) -> dict[str, int]:
         return {_text(k): int(v) for k, v in self.conn.hgetall(WORKER_RSS_KEY).items()}
+
+
+def _for_run(value: bytes | str | None, run_id: str) -> dict[str, Any] | None:
+    request = json.loads(value) if value else None
+    return request if request and request.get("runId") == run_id else None
 
 
 def _text(value: bytes | str) -> str:

@@ -11,7 +11,6 @@ through Redis.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import resource
@@ -20,7 +19,6 @@ import socket
 import time
 from typing import Any
 
-from redis import Redis
 from rq import get_current_job
 from rq.worker import SimpleWorker
 from rq.worker_pool import WorkerPool
@@ -28,7 +26,7 @@ from rq.worker_pool import WorkerPool
 from harness.config import Settings
 from harness.connection import connect_redis
 from harness.queue import LISTEN_ORDER, close_requested_since
-from harness.state import ABORT_KEY, STATE_KEY, RunState
+from harness.state import RunState
 from harness.store import Store, open_store
 
 log = logging.getLogger("harness.worker")
@@ -73,7 +71,7 @@ def process_batch(run_id: str, priority: str, seqs: list[int]) -> int:
     job = get_current_job()
     assert job is not None, "process_batch runs inside an RQ worker"
     state = RunState(job.connection)
-    current, work_ms, cancelled = _current(job.connection, run_id)
+    current, work_ms, cancelled = state.job_context(run_id)
     if current != run_id or cancelled:
         log.info("skipping a %s batch of run %s (current run: %s, cancelled: %s)",
                  priority, run_id, current, cancelled)
@@ -91,25 +89,13 @@ def process_batch(run_id: str, priority: str, seqs: list[int]) -> int:
         if work and done[-1][2] - last_check >= ABORT_CHECK_S and i < last:
             moved += _commit(state, run_id, priority, done)
             done = []
-            current, _, cancelled = _current(job.connection, run_id)
+            current, _, cancelled = state.job_context(run_id)
             if current != run_id or cancelled:
                 log.info("%s batch of run %s stopped by a cancel after %d orders",
                          priority, run_id, moved)
                 return moved
             last_check = clock()
     return moved + _commit(state, run_id, priority, done)
-
-
-def _current(conn: Redis, run_id: str) -> tuple[str | None, str | None, bool]:
-    """The current run id, its simulated work and whether ``run_id`` is cancelled: one round
-    trip."""
-    pipe = conn.pipeline(transaction=False)
-    pipe.hmget(STATE_KEY, ["runId", "workMs"])
-    pipe.get(ABORT_KEY)
-    (current, work_ms), abort = pipe.execute()
-    cancelled = bool(abort) and json.loads(abort).get("runId") == run_id
-    return (current.decode() if current else None, work_ms.decode() if work_ms else None,
-            cancelled)
 
 
 def _commit(state: RunState, run_id: str, priority: str, done: list[tuple[int, float, float]]) -> int:
