@@ -49,6 +49,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "log_file": ("HARNESS_LOG_FILE", "log file; setting it turns file logging on"),
     "stuck_after_s": ("HARNESS_STUCK_AFTER_S", "seconds without progress before health calls a run stuck"),
     "cancel_timeout_s": ("HARNESS_CANCEL_TIMEOUT_S", "how long a cancel waits for running batches to stop"),
+    "store_timeout_s": ("HARNESS_STORE_TIMEOUT_S", "how long a store call waits for a busy or unreachable store before failing"),
+    "job_retries": ("HARNESS_JOB_RETRIES", "times a failed or abandoned batch is retried before it is dead-lettered"),
+    "retry_backoff_s": ("HARNESS_RETRY_BACKOFF_S", "wait before a batch's first retry; doubles at each retry"),
     "sweep_id": ("HARNESS_SWEEP_ID", "tags the run as part of a sweep (letters, digits, . _ -)"),
     "reports_dir": ("HARNESS_REPORTS_DIR", "folder for sweeps' notebooks and HTML reports"),
     "notebooks_dir": ("HARNESS_NOTEBOOKS_DIR", "where run/sweep/report.ipynb are; unset: the checkout's"),
@@ -112,6 +115,9 @@ class Settings:
     log_file: Path | None = None
     stuck_after_s: float = 60.0
     cancel_timeout_s: float = 30.0
+    store_timeout_s: float = 3.0
+    job_retries: int = 3
+    retry_backoff_s: float = 1.0
     sweep_id: str | None = None
     reports_dir: Path = field(default_factory=lambda: Path("reports"))
     notebooks_dir: Path | None = None
@@ -135,6 +141,14 @@ class Settings:
                 f"quantity {self.quantity:,} is above MAX_ORDERS ({self.max_orders:,}); "
                 "raise MAX_ORDERS to allow it"
             )
+        if isinstance(self.job_retries, bool) or not isinstance(self.job_retries, int) or not (
+            0 <= self.job_retries <= 20
+        ):
+            raise ConfigError(f"job_retries must be an integer between 0 and 20, got {self.job_retries!r}")
+        if not 0 <= self.retry_backoff_s <= 3_600:
+            raise ConfigError(f"retry_backoff_s must be between 0 and 3600 seconds, got {self.retry_backoff_s}")
+        if not 0 < self.store_timeout_s <= 60:
+            raise ConfigError(f"store_timeout_s must be between 0 and 60 seconds, got {self.store_timeout_s}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if not 0 <= self.work_ms < 60_000:
@@ -190,6 +204,11 @@ class Settings:
         if self.log_file is not None:
             return self.log_file
         return self.data_dir / "harness.log" if self.backend_logs else None
+
+    @property
+    def retry_intervals(self) -> list[float]:
+        """Seconds before each retry of a batch: the backoff, doubling."""
+        return [self.retry_backoff_s * 2**i for i in range(self.job_retries)]
 
     @property
     def backend(self) -> str:

@@ -59,6 +59,37 @@ def test_mark_processed_moves_pending_once(store: Store) -> None:
     assert doc["startedAt"] == pytest.approx(101.0, abs=0.001)
     assert doc["processedAt"] == pytest.approx(101.5, abs=0.001)
     assert "VIP" in doc["observacoes"]
+    assert doc["attempts"] == 1
+
+
+def test_a_retried_batch_moves_only_what_is_left_and_records_its_attempt(store: Store) -> None:
+    orders = generate_chunk(1, 0, 100, EQUAL)
+    store.insert_orders(orders)
+    seqs = [o.seq for o in orders if o.priority == NORMAL]
+    # The first try committed part of the batch, then its worker died; the retry does it all.
+    assert store.mark_processed(NORMAL, [(s, 1.0, 2.0) for s in seqs[:10]], "w1", attempt=1) == 10
+    assert store.mark_processed(NORMAL, [(s, 3.0, 4.0) for s in seqs], "w2", attempt=2) == len(seqs) - 10
+    docs = store.get_orders(seqs)
+    assert [d["attempts"] for d in docs] == [1] * 10 + [2] * (len(seqs) - 10)
+    assert {d["worker"] for d in docs[:10]} == {"w1"} and {d["worker"] for d in docs[10:]} == {"w2"}
+
+
+def test_tally_counts_by_priority_and_status_and_truncate_drops_a_tail(store: Store) -> None:
+    assert store.tally().max_seq == -1 and store.tally().count() == 0
+    orders = generate_chunk(6, 0, 250, EQUAL)
+    store.insert_orders(orders)
+    vip = _seqs(orders, VIP)
+    store.mark_processed(VIP, [(s, 1.0, 2.0) for s in vip[:5]], "w")
+    tally = store.tally()
+    assert tally.max_seq == 249 and tally.count() == 250
+    assert tally.count(VIP, PROCESSED) == 5 and tally.count(VIP) == len(vip)
+    assert tally.count(NORMAL, PENDING) == 250 - len(vip) and tally.count(status=PROCESSED) == 5
+    assert store.truncate_from(200) == 50
+    assert store.tally().max_seq == 199 and store.count_orders() == 200
+
+
+def test_ping_answers_when_the_store_is_usable(store: Store) -> None:
+    store.ping()  # raises StoreError otherwise; the unusable cases are in test_faults.py
 
 
 def test_pending_seqs_pages_in_order_and_skips_processed(store: Store) -> None:

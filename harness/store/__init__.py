@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from harness.config import Settings
-from harness.store.base import DuplicateOrderError, Store, StoreError, Window
+from harness.store.base import DuplicateOrderError, Store, StoreError, Tally, Window
 
-__all__ = ["DuplicateOrderError", "Store", "StoreError", "Window", "open_store", "sqlite_path"]
+__all__ = ["DuplicateOrderError", "Store", "StoreError", "Tally", "Window", "open_store", "sqlite_path"]
 
 
 def sqlite_path(settings: Settings) -> str:
@@ -17,7 +17,7 @@ def open_store(settings: Settings) -> Store:
     if settings.mongo_uri:
         from harness.store.mongo import MongoStore
 
-        return MongoStore(settings.mongo_uri, settings.mongo_db)
+        return MongoStore(settings.mongo_uri, settings.mongo_db, settings.store_timeout_s)
     from harness.store.sqlite import SQLiteStore
 
-    return SQLiteStore(sqlite_path(settings))
+    return SQLiteStore(sqlite_path(settings), settings.store_timeout_s)

@@ -42,6 +42,18 @@ class Window:
 Done = tuple[int, float, float]
 
 
+@dataclass(frozen=True)
+class Tally:
+    """What the store holds, counted in one pass: how a resumed run learns where it stopped."""
+
+    counts: dict[tuple[str, str], int]  # (priority, status) -> orders
+    max_seq: int  # -1 when there are no orders
+
+    def count(self, priority: str | None = None, status: str | None = None) -> int:
+        return sum(n for (p, s), n in self.counts.items()
+                   if priority in (None, p) and status in (None, s))
+
+
 class Store(Protocol):
     """What the pipeline, the workers and the run history need from a database."""
 
@@ -56,10 +68,13 @@ class Store(Protocol):
     def insert_orders(self, orders: Sequence[Order]) -> None:
         """Insert unordered; raise DuplicateOrderError after inserting all the others."""
 
-    def mark_processed(self, priority: str, done: Sequence[Done], worker: str) -> int:
+    def mark_processed(
+        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1
+    ) -> int:
         """Move the given orders from pendente to processado; return how many moved.
 
-        Orders already processed are left alone, so a batch run twice counts once.
+        Orders already processed are left alone, so a batch run twice counts once. Each
+        moved order keeps ``attempt``: which try of its batch processed it (1 = the first).
         """
 
     def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
@@ -68,6 +83,15 @@ class Store(Protocol):
     def delete_pending(self) -> int:
         """Delete every order still pendente (a cancelled run's unprocessed orders); return
         how many went. Processed orders stay."""
+
+    def truncate_from(self, seq: int) -> int:
+        """Delete orders from ``seq`` on (a chunk a crash left half-inserted); return how many."""
+
+    def tally(self) -> Tally:
+        """Orders per (priority, status) and the highest seq; a scan, so never on a status path."""
+
+    def ping(self) -> None:
+        """Raise StoreError, within the store timeout, unless the store can take a write now."""
 
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         """Count orders; a scan, so never on a status path."""

@@ -8,9 +8,10 @@ batch, each filtered on ``status: pendente`` so a batch run twice changes nothin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -18,14 +19,37 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from harness.config import redact
 from harness.orders import PENDING, PROCESSED, Order, processed_note
-from harness.store.base import Done, DuplicateOrderError, StoreError, Window
+from harness.store.base import Done, DuplicateOrderError, StoreError, Tally, Window
 
 # How a client is made from a URI. Tests swap in an in-process stand-in when no MongoDB
 # server is configured; production always uses pymongo's own client.
 client_factory: Callable[..., Any] = pymongo.MongoClient
-TIMEOUT_MS = 5_000
 TIME_FIELDS = ("createdAt", "startedAt", "processedAt")
 DUPLICATE_KEY = 11000  # MongoDB's E11000 duplicate key error
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reason(exc: Exception) -> str:
+    # pymongo appends a long topology description; the first clause says enough.
+    return redact(str(exc).split(" (configured timeouts")[0].split(", Timeout:")[0])
+
+
+def _translated(method: F) -> F:
+    """pymongo's errors as StoreError naming the (redacted) server: a server gone mid-run
+    fails each call after the store timeout instead of hanging the run."""
+
+    @functools.wraps(method)
+    def wrapper(self: MongoStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (StoreError, BulkWriteError):
+            raise
+        except PyMongoError as exc:
+            raise StoreError(f"MongoDB at {redact(self.uri)}: {_reason(exc)}") from exc
+
+    return cast(F, wrapper)
 
 
 def _dt(seconds: float) -> datetime:
@@ -45,19 +69,18 @@ class MongoStore:
 
     backend = "mongo"
 
-    def __init__(self, uri: str, database: str = "orders_harness") -> None:
+    def __init__(self, uri: str, database: str = "orders_harness", timeout: float = 3.0) -> None:
         self.uri = uri
+        timeout_ms = int(timeout * 1000)
         try:
             self._client = client_factory(
-                uri, serverSelectionTimeoutMS=TIMEOUT_MS, connectTimeoutMS=TIMEOUT_MS
+                uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
             )
             self._db = self._client.get_default_database(database)
             self._server_version = self._client.server_info().get("version", "unknown")
             self._ensure_indexes()
         except PyMongoError as exc:
-            # pymongo appends a long topology description; the first clause says enough.
-            reason = str(exc).split(" (configured timeouts")[0].split(", Timeout:")[0]
-            raise StoreError(f"cannot reach MongoDB at {redact(uri)}: {redact(reason)}") from exc
+            raise StoreError(f"cannot reach MongoDB at {redact(uri)}: {_reason(exc)}") from exc
         self.orders = self._db["orders"]
         self.runs = self._db["process_runs"]
 
@@ -78,10 +101,12 @@ class MongoStore:
         return {"backend": self.backend, "version": self._server_version,
                 "location": redact(self.uri), "database": self._db.name}
 
+    @_translated
     def clear_orders(self) -> None:
         self.orders.drop()
         self._ensure_indexes()
 
+    @_translated
     def insert_orders(self, orders: Sequence[Order]) -> None:
         created = {t: _dt(t) for t in {o.created_at for o in orders}}  # one per chunk
         documents = [
@@ -104,7 +129,10 @@ class MongoStore:
                 ) from None
             raise DuplicateOrderError(exc.details.get("nInserted", 0), len(errors)) from None
 
-    def mark_processed(self, priority: str, done: Sequence[Done], worker: str) -> int:
+    @_translated
+    def mark_processed(
+        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1
+    ) -> int:
         if not done:
             return 0
         note = processed_note(priority)
@@ -113,7 +141,8 @@ class MongoStore:
                 UpdateOne(
                     {"_id": seq, "status": PENDING},
                     {"$set": {"status": PROCESSED, "observacoes": note, "worker": worker,
-                              "startedAt": _dt(start), "processedAt": _dt(end)}},
+                              "startedAt": _dt(start), "processedAt": _dt(end),
+                              "attempts": attempt}},
                 )
                 for seq, start, end in done
             ],
@@ -121,6 +150,7 @@ class MongoStore:
         )
         return result.modified_count
 
+    @_translated
     def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
         cursor = (
             self.orders.find(
@@ -131,13 +161,36 @@ class MongoStore:
         )
         return [doc["_id"] for doc in cursor]
 
+    @_translated
     def delete_pending(self) -> int:
         return int(self.orders.delete_many({"status": PENDING}).deleted_count)
 
+    @_translated
+    def truncate_from(self, seq: int) -> int:
+        return int(self.orders.delete_many({"_id": {"$gte": seq}}).deleted_count)
+
+    @_translated
+    def tally(self) -> Tally:
+        rows = self.orders.aggregate([
+            {"$group": {"_id": {"p": "$priority", "s": "$status"}, "n": {"$sum": 1},
+                        "max": {"$max": "$_id"}}},
+        ])
+        counts, max_seq = {}, -1
+        for row in rows:
+            counts[(row["_id"]["p"], row["_id"]["s"])] = row["n"]
+            max_seq = max(max_seq, row["max"])
+        return Tally(counts, max_seq)
+
+    @_translated
+    def ping(self) -> None:
+        self._db.command("ping")
+
+    @_translated
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         query = {k: v for k, v in (("priority", priority), ("status", status)) if v is not None}
         return self.orders.count_documents(query)
 
+    @_translated
     def windows(self) -> dict[str, Window]:
         rows = self.orders.aggregate([
             {"$match": {"status": PROCESSED}},
@@ -156,6 +209,7 @@ class MongoStore:
             for row in rows
         }
 
+    @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
         docs = self.orders.find({"_id": {"$in": list(seqs)}}).sort("_id", ASCENDING)
         out = []
@@ -164,25 +218,30 @@ class MongoStore:
             for name in TIME_FIELDS:
                 doc[name] = _seconds(doc.get(name))
             doc.setdefault("worker", None)
+            doc.setdefault("attempts", None)
             out.append(doc)
         return out
 
+    @_translated
     def save_run(self, record: dict[str, Any]) -> None:
         self.runs.replace_one({"_id": record["runId"]}, {**record, "_id": record["runId"]},
                               upsert=True)
 
+    @_translated
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         doc = self.runs.find_one({"_id": run_id})
         if doc is not None:
             doc.pop("_id")
         return doc
 
+    @_translated
     def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         cursor = self.runs.find({}, {"_id": 0}).sort("startedAt", DESCENDING)
         if limit is not None:
             cursor = cursor.limit(limit)
         return list(cursor)
 
+    @_translated
     def clear_runs(self) -> None:
         self.runs.delete_many({})
 

@@ -8,14 +8,15 @@ key order; the UUID ``id`` has its own unique index as in MongoDB.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from harness.orders import PENDING, PROCESSED, Order, processed_note
-from harness.store.base import Done, DuplicateOrderError, StoreError, Window
+from harness.store.base import Done, DuplicateOrderError, StoreError, Tally, Window
 
 ORDER_COLUMNS = (
     "seq", "id", "cliente", "valor", "tier", "priority", "observacoes", "status", "created_at",
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at   REAL NOT NULL,
     started_at   REAL,
     processed_at REAL,
-    worker       TEXT
+    worker       TEXT,
+    attempts     INTEGER
 );
 CREATE INDEX IF NOT EXISTS orders_priority_status ON orders (priority, status);
 CREATE INDEX IF NOT EXISTS orders_created_at ON orders (created_at);
@@ -52,6 +54,23 @@ PRAGMAS = (
     "PRAGMA wal_autocheckpoint=20000",
     "PRAGMA cache_size=-65536",
 )
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _translated(method: F) -> F:
+    """SQLite's errors as StoreError naming the file: "database is locked" after the busy
+    timeout is how an unavailable SQLite store shows itself."""
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc} (waited up to {self.timeout:g}s)") from exc
+
+    return cast(F, wrapper)
+
+
 FIELD_NAMES = {
     "created_at": "createdAt", "started_at": "startedAt", "processed_at": "processedAt",
 }
@@ -62,8 +81,9 @@ class SQLiteStore:
 
     backend = "sqlite"
 
-    def __init__(self, path: Path | str, timeout: float = 60.0) -> None:
+    def __init__(self, path: Path | str, timeout: float = 3.0) -> None:
         self.path = Path(path)
+        self.timeout = timeout
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: every write below opens and commits its own transaction.
@@ -72,7 +92,9 @@ class SQLiteStore:
                 self._db.execute(pragma)
             self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open SQLite store at {self.path}: {exc}") from exc
+            raise StoreError(
+                f"cannot open SQLite store at {self.path}: {exc} (waited up to {timeout:g}s)"
+            ) from exc
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "version": sqlite3.sqlite_version, "location": str(self.path)}
@@ -89,12 +111,14 @@ class SQLiteStore:
         db.execute("COMMIT")
         return changed
 
+    @_translated
     def clear_orders(self) -> None:
         # Dropping is instant where DELETE of a million rows takes seconds.
         self._db.execute("DROP TABLE IF EXISTS orders")
         self._db.executescript(SCHEMA)
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    @_translated
     def insert_orders(self, orders: Sequence[Order]) -> None:
         placeholders = ",".join("?" * len(ORDER_COLUMNS))
         inserted = self._write(
@@ -104,14 +128,19 @@ class SQLiteStore:
         if inserted != len(orders):
             raise DuplicateOrderError(inserted, len(orders) - inserted)
 
-    def mark_processed(self, priority: str, done: Sequence[Done], worker: str) -> int:
+    @_translated
+    def mark_processed(
+        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1
+    ) -> int:
         note = processed_note(priority)
         return self._write(
             "UPDATE orders SET status = ?, observacoes = ?, worker = ?, started_at = ?, "
-            "processed_at = ? WHERE seq = ? AND status = ?",
-            [(PROCESSED, note, worker, start, end, seq, PENDING) for seq, start, end in done],
+            "processed_at = ?, attempts = ? WHERE seq = ? AND status = ?",
+            [(PROCESSED, note, worker, start, end, attempt, seq, PENDING)
+             for seq, start, end in done],
         )
 
+    @_translated
     def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
         rows = self._db.execute(
             "SELECT seq FROM orders WHERE priority = ? AND status = ? AND seq > ? "
@@ -120,9 +149,29 @@ class SQLiteStore:
         )
         return [seq for (seq,) in rows]
 
+    @_translated
     def delete_pending(self) -> int:
         return int(self._db.execute("DELETE FROM orders WHERE status = ?", (PENDING,)).rowcount)
 
+    @_translated
+    def truncate_from(self, seq: int) -> int:
+        return int(self._db.execute("DELETE FROM orders WHERE seq >= ?", (seq,)).rowcount)
+
+    @_translated
+    def tally(self) -> Tally:
+        rows = self._db.execute(
+            "SELECT priority, status, COUNT(*), MAX(seq) FROM orders GROUP BY priority, status"
+        ).fetchall()
+        return Tally({(p, s): n for p, s, n, _ in rows}, max((m for *_, m in rows), default=-1))
+
+    @_translated
+    def ping(self) -> None:
+        # Takes the write lock and lets it go: a reader would pass while another process
+        # holds the database locked, and a locked store is one the run cannot use.
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("ROLLBACK")
+
+    @_translated
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM orders WHERE 1", list[str]()
         if priority is not None:
@@ -131,6 +180,7 @@ class SQLiteStore:
             sql, args = sql + " AND status = ?", [*args, status]
         return int(self._db.execute(sql, args).fetchone()[0])
 
+    @_translated
     def windows(self) -> dict[str, Window]:
         rows = self._db.execute(
             "SELECT priority, COUNT(*), MIN(started_at), MAX(started_at), MIN(processed_at), "
@@ -139,6 +189,7 @@ class SQLiteStore:
         )
         return {row[0]: Window(*row[1:]) for row in rows}
 
+    @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
         cursor = self._db.execute(
             f"SELECT * FROM orders WHERE seq IN ({','.join('?' * len(seqs))}) ORDER BY seq",
@@ -147,18 +198,21 @@ class SQLiteStore:
         names = [FIELD_NAMES.get(d[0], d[0]) for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
+    @_translated
     def save_run(self, record: dict[str, Any]) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO process_runs (run_id, started_at, record) VALUES (?, ?, ?)",
             (record["runId"], record.get("startedAt") or "", json.dumps(record)),
         )
 
+    @_translated
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT record FROM process_runs WHERE run_id = ?", (run_id,)
         ).fetchone()
         return json.loads(row[0]) if row else None
 
+    @_translated
     def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT record FROM process_runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
@@ -166,6 +220,7 @@ class SQLiteStore:
         )
         return [json.loads(record) for (record,) in rows]
 
+    @_translated
     def clear_runs(self) -> None:
         self._db.execute("DELETE FROM process_runs")
 
