@@ -48,7 +48,7 @@ class BenchFailed(RuntimeError):
     """A measurement could not complete; the message says which and why."""
 
 
-def empty_job(run_id: str, priority: str, seqs: list[int]) -> int:
+def empty_job(run_id: str, priority: str, seqs: list[int], epoch: int = 0) -> int:
     """A job that carries a batch like a real one and does nothing: RQ's cost alone."""
     return len(seqs)
 

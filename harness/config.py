@@ -49,9 +49,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "log_file": ("HARNESS_LOG_FILE", "log file; setting it turns file logging on"),
     "stuck_after_s": ("HARNESS_STUCK_AFTER_S", "seconds without progress before health calls a run stuck"),
     "cancel_timeout_s": ("HARNESS_CANCEL_TIMEOUT_S", "how long a cancel waits for running batches to stop"),
-    "store_timeout_s": ("HARNESS_STORE_TIMEOUT_S", "how long a store call waits for a busy or unreachable store before failing"),
-    "job_retries": ("HARNESS_JOB_RETRIES", "times a failed or abandoned batch is retried before it is dead-lettered"),
-    "retry_backoff_s": ("HARNESS_RETRY_BACKOFF_S", "wait before a batch's first retry; doubles at each retry"),
+    "store_timeout_s": ("HARNESS_STORE_TIMEOUT_S", "seconds a store call waits on a busy or gone store"),
+    "job_retries": ("HARNESS_JOB_RETRIES", "retries of a failed or abandoned batch before dead-lettering"),
+    "retry_backoff_s": ("HARNESS_RETRY_BACKOFF_S", "seconds before a first retry; doubles each retry"),
     "sweep_id": ("HARNESS_SWEEP_ID", "tags the run as part of a sweep (letters, digits, . _ -)"),
     "reports_dir": ("HARNESS_REPORTS_DIR", "folder for sweeps' notebooks and HTML reports"),
     "notebooks_dir": ("HARNESS_NOTEBOOKS_DIR", "where run/sweep/report.ipynb are; unset: the checkout's"),
@@ -146,7 +146,8 @@ class Settings:
         ):
             raise ConfigError(f"job_retries must be an integer between 0 and 20, got {self.job_retries!r}")
         if not 0 <= self.retry_backoff_s <= 3_600:
-            raise ConfigError(f"retry_backoff_s must be between 0 and 3600 seconds, got {self.retry_backoff_s}")
+            raise ConfigError(
+                f"retry_backoff_s must be between 0 and 3600 seconds, got {self.retry_backoff_s}")
         if not 0 < self.store_timeout_s <= 60:
             raise ConfigError(f"store_timeout_s must be between 0 and 60 seconds, got {self.store_timeout_s}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):

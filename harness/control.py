@@ -45,9 +45,13 @@ class CancelResult:
     record: dict[str, Any] | None = None
 
 
-def take_lock(settings: Settings, conn: Redis, me: LockHolder, force: bool = False) -> None:
-    """Take the run lock for ``me``. A holder that provably died is cleaned up and replaced;
-    a live one is cancelled first with ``force``, else RunActive names it."""
+def take_lock(
+    settings: Settings, conn: Redis, me: LockHolder, force: bool = False,
+    resume_of: str | None = None,
+) -> None:
+    """Take the run lock for ``me``. A holder that provably died is cleaned up and replaced
+    (left as it is when it is the run being resumed, ``resume_of``); a live one is cancelled
+    first with ``force``, else RunActive names it."""
     state = RunState(conn)
     for _ in range(3):
         try:
@@ -57,7 +61,12 @@ def take_lock(settings: Settings, conn: Redis, me: LockHolder, force: bool = Fal
             holder = exc.holder
             if holder is None:  # freed between our SET and GET: try again
                 continue
-            if holder.is_dead():
+            if holder.is_dead() and holder.run_id == resume_of:
+                log.warning(event("stale-lock", run=holder.run_id,
+                                  coordinator=f"{holder.host}:{holder.pid}",
+                                  action="resuming: its coordinator died"))
+                state.release(holder)
+            elif holder.is_dead():
                 log.warning(event("stale-lock", run=holder.run_id,
                                   coordinator=f"{holder.host}:{holder.pid}",
                                   action="taking over: its coordinator died"))

@@ -14,8 +14,14 @@ from typing import Any, TypeVar
 from redis import Redis
 from rq import Queue, suspension
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
-from rq.registry import BaseRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.job import Job, Retry
+from rq.registry import (
+    BaseRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 
 from harness.orders import NORMAL, VIP
 from harness.state import process_is_dead
@@ -52,17 +58,22 @@ def job_timeout(orders_per_job: int, work_ms: float) -> int:
 
 def enqueue_batches(
     queue: Queue, run_id: str, priority: str, seq_batches: Iterable[Sequence[int]], timeout: int,
-    func: str = JOB_FUNC,
+    func: str = JOB_FUNC, epoch: int = 0, retry_intervals: Sequence[float] = (),
 ) -> int:
     """Enqueue one job per batch, up to PIPELINE_JOBS jobs per Redis pipeline.
 
     Bounded pipelines let workers start on the first jobs while later ones are still being
-    sent (with one order per job, a 10,000-id page is 10,000 jobs).
+    sent (with one order per job, a 10,000-id page is 10,000 jobs). A job that fails, or
+    whose worker dies, is tried again after each of ``retry_intervals`` in turn, then
+    dead-lettered (RQ's failed registry).
     """
+    # RQ types intervals as int but schedules with timedelta(seconds=...): floats work.
+    retry = (Retry(max=len(retry_intervals), interval=list(retry_intervals))  # type: ignore[arg-type]
+             if retry_intervals else None)
     datas = [
         Queue.prepare_data(
-            func, args=(run_id, priority, list(batch)), timeout=timeout,
-            result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+            func, args=(run_id, priority, list(batch), epoch), timeout=timeout,
+            result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, retry=retry,
             description=f"{priority} batch of {len(batch)} ({run_id})",
         )
         for batch in seq_batches
@@ -81,15 +92,19 @@ def failed_count(conn: Redis) -> int:
 def last_failure(conn: Redis) -> str | None:
     """The last line of the newest failed job's traceback, for an error message."""
     for q in queues(conn).values():
-        registry = FailedJobRegistry(queue=q)
-        for job_id in registry.get_job_ids()[-1:]:
-            job = q.fetch_job(job_id)
+        for job in Job.fetch_many(FailedJobRegistry(queue=q).get_job_ids()[-1:], connection=conn):
             if job is not None:
-                result = job.latest_result()
-                text = ((result.exc_string if result else None) or "").strip()
-                line = text.splitlines()[-1] if text else (job.description or job.id)
-                return line if len(line) <= 300 else line[:300] + "…"
+                return last_error(job)
     return None
+
+
+def last_error(job: Job) -> str:
+    """The last line of a job's latest traceback (RQ's abandoned-job note, or the job's
+    description when there is none), at most 300 characters."""
+    result = job.latest_result()
+    text = ((result.exc_string if result else None) or job._exc_info or "").strip()
+    line = text.splitlines()[-1] if text else (job.description or job.id)
+    return line if len(line) <= 300 else line[:300] + "…"
 
 
 def empty(conn: Redis) -> None:
@@ -99,14 +114,15 @@ def empty(conn: Redis) -> None:
 
 
 def purge(conn: Redis) -> None:
-    """Empty both queues and their finished and failed registries.
+    """Empty both queues and their finished, failed and scheduled (retry) registries.
 
     Jobs already running are left to finish (RQ cannot take them back); see
     :func:`running_count`.
     """
     empty(conn)
     for q in queues(conn).values():
-        for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q)):
+        for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q),
+                         ScheduledJobRegistry(queue=q)):
             _drop_all(registry)
 
 

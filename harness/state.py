@@ -20,6 +20,12 @@ from redis import Redis
 
 STATE_KEY = "harness:run"
 WORKER_RSS_KEY = "harness:worker-rss"
+# Per job id: how many tries it has had (raised as each try starts), and how many of its
+# orders are counted in the state's processed counters. A retried batch counts only what
+# its earlier tries left uncounted, so no order is counted twice whatever died where.
+ATTEMPTS_KEY = "harness:attempts"
+COUNTED_KEY = "harness:counted"
+RUN_KEYS = (STATE_KEY, WORKER_RSS_KEY, ATTEMPTS_KEY, COUNTED_KEY)
 LOCK_KEY = "harness:lock"
 # A cancel request: JSON naming the run and the cancel's options. Workers and the
 # coordinator read it; it outlives the run so that a job popped late still sees it.
@@ -46,18 +52,29 @@ ACTIVE_PHASES = frozenset({
     Phase.GENERATING, Phase.WAITING_VIP_DRAIN, Phase.ENQUEUE_NORMAL, Phase.WAITING_NORMAL_DRAIN,
 })
 
-# KEYS: state hash, worker RSS hash.
-# ARGV: runId, priority, orders moved, first start, last end, worker name, worker max RSS (KB).
+# KEYS: state hash, worker RSS hash, counted hash.
+# ARGV: runId, epoch, priority, job id, orders of the job now processed in the store
+# (cumulative over its tries), first start, last end ('' when this call moved nothing),
+# worker name, worker max RSS (KB).
+# Returns how many orders it added to the counter, or -1 when the run (or its epoch: a
+# resume starts a new one) is no longer the job's.
 RECORD_BATCH = """
-if redis.call('HGET', KEYS[1], 'runId') ~= ARGV[1] then return -1 end
-local p = ARGV[2]
-local n = redis.call('HINCRBY', KEYS[1], 'processed:' .. p, ARGV[3])
-local s = redis.call('HGET', KEYS[1], 'start:' .. p)
-if (not s) or tonumber(ARGV[4]) < tonumber(s) then redis.call('HSET', KEYS[1], 'start:' .. p, ARGV[4]) end
-local e = redis.call('HGET', KEYS[1], 'end:' .. p)
-if (not e) or tonumber(ARGV[5]) > tonumber(e) then redis.call('HSET', KEYS[1], 'end:' .. p, ARGV[5]) end
-redis.call('HSET', KEYS[2], ARGV[6], ARGV[7])
-return n
+local run = redis.call('HMGET', KEYS[1], 'runId', 'epoch')
+if run[1] ~= ARGV[1] or (run[2] or '0') ~= ARGV[2] then return -1 end
+local p = ARGV[3]
+local delta = tonumber(ARGV[5]) - tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0')
+if delta > 0 then
+  redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+  redis.call('HINCRBY', KEYS[1], 'processed:' .. p, delta)
+end
+if ARGV[6] ~= '' then
+  local s = redis.call('HGET', KEYS[1], 'start:' .. p)
+  if (not s) or tonumber(ARGV[6]) < tonumber(s) then redis.call('HSET', KEYS[1], 'start:' .. p, ARGV[6]) end
+  local e = redis.call('HGET', KEYS[1], 'end:' .. p)
+  if (not e) or tonumber(ARGV[7]) > tonumber(e) then redis.call('HSET', KEYS[1], 'end:' .. p, ARGV[7]) end
+end
+redis.call('HSET', KEYS[2], ARGV[8], ARGV[9])
+return math.max(delta, 0)
 """
 
 RELEASE_LOCK = """
@@ -121,6 +138,16 @@ class RunActive(RuntimeError):
         self.holder = holder
 
 
+@dataclass(frozen=True)
+class JobContext:
+    """What a batch job learns from Redis before it starts and between its groups."""
+
+    current: bool  # the job's run and epoch are the live ones
+    work_ms: float
+    cancelled: bool
+    attempt: int  # which try of this job this is (1 = first); 0 when not counted
+
+
 class RunState:
     """The live state of the current (or last) run."""
 
@@ -161,20 +188,41 @@ class RunState:
         """The cancel request for ``run_id``, if one was made."""
         return _for_run(self.conn.get(ABORT_KEY), run_id)
 
-    def job_context(self, run_id: str) -> tuple[str | None, str | None, bool]:
-        """What a worker checks before and during a batch, in one round trip: the current
-        run id, its simulated work per order, and whether ``run_id`` was cancelled."""
+    def job_context(self, run_id: str, epoch: int, job_id: str | None = None) -> JobContext:
+        """What a worker checks before and during a batch, in one round trip. With
+        ``job_id`` (at the start of a try) it also counts the try."""
         pipe = self.conn.pipeline(transaction=False)
-        pipe.hmget(STATE_KEY, ["runId", "workMs"])
+        pipe.hmget(STATE_KEY, ["runId", "epoch", "workMs"])
         pipe.get(ABORT_KEY)
-        (current, work_ms), abort = pipe.execute()
-        return (_text(current) if current else None, _text(work_ms) if work_ms else None,
-                _for_run(abort, run_id) is not None)
+        if job_id is not None:
+            pipe.hincrby(ATTEMPTS_KEY, job_id, 1)
+        (current, current_epoch, work_ms), abort, *attempt = pipe.execute()
+        return JobContext(
+            current=(_text(current) == run_id and int(current_epoch or 0) == epoch) if current else False,
+            work_ms=float(work_ms or 0),
+            cancelled=_for_run(abort, run_id) is not None,
+            attempt=int(attempt[0]) if attempt else 0,
+        )
+
+    def check(self, run_id: str, epoch: int) -> tuple[bool, dict[str, Any] | None]:
+        """The coordinator's per-tick check, one round trip: is the live state still this
+        run's (a Redis restart or flush loses it), and has a cancel been asked for?"""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.hmget(STATE_KEY, ["runId", "epoch"])
+        pipe.get(ABORT_KEY)
+        (current, current_epoch), abort = pipe.execute()
+        ours = current is not None and _text(current) == run_id and int(current_epoch or 0) == epoch
+        return ours, _for_run(abort, run_id)
+
+    def clear_abort(self, run_id: str) -> None:
+        """Drop a cancel request naming ``run_id`` (a resumed run starts without one)."""
+        if self.abort_request(run_id) is not None:
+            self.conn.delete(ABORT_KEY)
 
     def begin(self, fields: dict[str, Any]) -> None:
         """Replace whatever the last run left with a fresh state."""
         pipe = self.conn.pipeline()
-        pipe.delete(STATE_KEY, WORKER_RSS_KEY)  # not ABORT_KEY: it may already name this run
+        pipe.delete(*RUN_KEYS)  # not ABORT_KEY: it may already name this run
         pipe.hset(STATE_KEY, mapping={k: _encode(v) for k, v in fields.items()})
         pipe.execute()
 
@@ -193,18 +241,21 @@ class RunState:
         return int(value) if value is not None else 0
 
     def record_batch(
-        self, run_id: str, priority: str, moved: int, start: float, end: float,
-        worker: str, rss_kb: int,
+        self, run_id: str, epoch: int, priority: str, job_id: str, done_in_job: int,
+        window: tuple[float, float] | None, worker: str, rss_kb: int,
     ) -> int:
-        """Count a worker's committed batch; -1 when the run is no longer ``run_id``."""
+        """Count a job's committed orders: ``done_in_job`` is how many of its orders the
+        store now holds processed. Returns how many were new to the counter, -1 when the
+        run is no longer the job's."""
+        start, end = (repr(window[0]), repr(window[1])) if window else ("", "")
         return int(self._record_batch(
-            keys=[STATE_KEY, WORKER_RSS_KEY],
-            args=[run_id, priority, moved, repr(start), repr(end), worker, rss_kb],
+            keys=[STATE_KEY, WORKER_RSS_KEY, COUNTED_KEY],
+            args=[run_id, epoch, priority, job_id, done_in_job, start, end, worker, rss_kb],
         ))
 
     def clear(self) -> None:
         """Forget the live state (metrics, counters, cancel request): status shows IDLE."""
-        self.conn.delete(STATE_KEY, WORKER_RSS_KEY, ABORT_KEY)
+        self.conn.delete(*RUN_KEYS, ABORT_KEY)
 
     def worker_rss_kb(self) -> dict[str, int]:
         return {_text(k): int(v) for k, v in self.conn.hgetall(WORKER_RSS_KEY).items()}

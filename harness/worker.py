@@ -25,6 +25,7 @@ from rq.worker_pool import WorkerPool
 
 from harness.config import Settings
 from harness.connection import connect_redis
+from harness.orders import PENDING, PROCESSED
 from harness.queue import LISTEN_ORDER, close_requested_since
 from harness.state import RunState
 from harness.store import Store, open_store
@@ -61,24 +62,37 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def process_batch(run_id: str, priority: str, seqs: list[int]) -> int:
+def process_batch(run_id: str, priority: str, seqs: list[int], epoch: int = 0) -> int:
     """Process one batch: mark its orders processed, then count them in Redis.
 
-    Returns how many orders this job moved from pendente to processado. A job from a run
-    that is no longer current, or that was cancelled, does nothing; a cancel arriving while
-    it runs stops it after its current group, whose orders stay processed and counted.
+    Returns how many orders this try moved from pendente to processado. A job from a run
+    (or a run's epoch: a resume starts a new one) that is no longer current, or that was
+    cancelled, does nothing; a cancel arriving while it runs stops it after its current
+    group, whose orders stay processed and counted.
+
+    A retry (its worker died, or it raised) first reads which of its orders an earlier try
+    already processed: it skips them, and counts any that try committed but did not live
+    to count. So every order is processed once and counted once, however often the batch
+    runs.
     """
     job = get_current_job()
     assert job is not None, "process_batch runs inside an RQ worker"
     state = RunState(job.connection)
-    current, work_ms, cancelled = state.job_context(run_id)
-    if current != run_id or cancelled:
-        log.info("skipping a %s batch of run %s (current run: %s, cancelled: %s)",
-                 priority, run_id, current, cancelled)
+    ctx = state.job_context(run_id, epoch, job.id)
+    if not ctx.current or ctx.cancelled:
+        log.info("skipping a %s batch of run %s (still current: %s, cancelled: %s)",
+                 priority, run_id, ctx.current, ctx.cancelled)
         return 0
-    work = float(work_ms or 0) / 1000
+    batch = _Batch(state, run_id, epoch, priority, job.id, ctx.attempt)
+    if ctx.attempt > 1:
+        docs = _process_store().get_orders(seqs)
+        batch.done_in_job = sum(d["status"] == PROCESSED for d in docs)
+        seqs = [d["seq"] for d in docs if d["status"] == PENDING]
+        log.warning("try %d of a %s batch of run %s: %d order(s) already processed, %d left",
+                    ctx.attempt, priority, run_id, batch.done_in_job, len(seqs))
+    work = ctx.work_ms / 1000
     clock, sleep = time.time, time.sleep
-    moved, done = 0, list[tuple[int, float, float]]()
+    done = list[tuple[int, float, float]]()
     last_check = clock()
     last = len(seqs) - 1
     for i, seq in enumerate(seqs):
@@ -87,25 +101,42 @@ def process_batch(run_id: str, priority: str, seqs: list[int]) -> int:
             sleep(work)
         done.append((seq, start, clock()))
         if work and done[-1][2] - last_check >= ABORT_CHECK_S and i < last:
-            moved += _commit(state, run_id, priority, done)
+            batch.commit(done)
             done = []
-            current, _, cancelled = state.job_context(run_id)
-            if current != run_id or cancelled:
+            ctx = state.job_context(run_id, epoch)
+            if not ctx.current or ctx.cancelled:
                 log.info("%s batch of run %s stopped by a cancel after %d orders",
-                         priority, run_id, moved)
-                return moved
+                         priority, run_id, batch.moved)
+                return batch.moved
             last_check = clock()
-    return moved + _commit(state, run_id, priority, done)
+    batch.commit(done)
+    return batch.moved
 
 
-def _commit(state: RunState, run_id: str, priority: str, done: list[tuple[int, float, float]]) -> int:
-    """Store a group of processed orders, then count them: counters follow the store."""
-    if not done:
-        return 0
-    moved = _process_store().mark_processed(priority, done, worker_name())
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    state.record_batch(run_id, priority, moved, done[0][1], done[-1][2], worker_name(), rss_kb)
-    return moved
+class _Batch:
+    """One try of a batch job, committing its orders group by group."""
+
+    def __init__(self, state: RunState, run_id: str, epoch: int, priority: str, job_id: str,
+                 attempt: int) -> None:
+        self.state, self.run_id, self.epoch = state, run_id, epoch
+        self.priority, self.job_id, self.attempt = priority, job_id, attempt
+        self.moved = 0  # by this try
+        self.done_in_job = 0  # processed in the store, over every try
+
+    def commit(self, done: list[tuple[int, float, float]]) -> None:
+        """Store a group of processed orders, then count them: counters follow the store.
+
+        A try that moved nothing still reports, so that it counts what an earlier try
+        committed and never counted.
+        """
+        moved = (_process_store().mark_processed(self.priority, done, worker_name(), self.attempt)
+                 if done else 0)
+        self.moved += moved
+        self.done_in_job += moved
+        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        window = (done[0][1], done[-1][2]) if moved else None
+        self.state.record_batch(self.run_id, self.epoch, self.priority, self.job_id,
+                                self.done_in_job, window, worker_name(), rss_kb)
 
 
 class HarnessPool(WorkerPool):
@@ -173,6 +204,10 @@ class HarnessWorker(SimpleWorker):
     signal handlers; a stop signal in between killed it still registered (listed for minutes,
     counted by health and close). Stop signals are held until RQ's loop runs, where a
     pending one ends the worker the normal way.
+
+    It runs no RQ scheduler: the coordinator moves retries that are due (see
+    :mod:`harness.retries`). RQ forks its scheduler into a child that a killed worker would
+    leave behind, holding the scheduler lock for a minute.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -182,9 +217,7 @@ class HarnessWorker(SimpleWorker):
         self._signals_held = False
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        # RQ forks its scheduler during start-up: that child must not inherit the hold.
-        os.register_at_fork(
-            after_in_child=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS))
+        kwargs["with_scheduler"] = False
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         self._signals_held = True
         return bool(super().work(*args, **kwargs))

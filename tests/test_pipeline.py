@@ -121,17 +121,19 @@ def test_the_mongodb_backend_end_to_end(settings: Settings, mongo_standin: str) 
 def test_failing_jobs_end_the_run_in_error_with_the_reason(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch that raises (here: every store update, in the forked worker processes) must
-    not leave the coordinator waiting: the run ends ERROR, recorded, naming the failure."""
+    """A batch that raises on every try (here: every store update, in the forked worker
+    processes) must not leave the coordinator waiting: once its retries are spent and
+    nothing else can move, the run ends ERROR, recorded, naming the failure."""
     from harness.store.sqlite import SQLiteStore
 
     def broken(self: SQLiteStore, *args: object) -> int:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(SQLiteStore, "mark_processed", broken)
-    record = run(settings)
+    record = run(settings.replace(job_retries=1, retry_backoff_s=0.1, stuck_after_s=0.5))
     assert record["phase"] == "ERROR"
-    assert "job(s) failed" in record["error"] and "disk on fire" in record["error"]
+    assert "failed 2 time(s) and were dead-lettered" in record["error"]
+    assert "disk on fire" in record["error"]
     assert record["counts"]["processed"] == 0
     store = open_store(settings)
     try:
