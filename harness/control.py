@@ -16,6 +16,7 @@ from typing import Any
 from redis import Redis
 
 from harness import queue as rq_queue
+from harness import retries
 from harness.config import Settings
 from harness.connection import connect_redis
 from harness.logs import event
@@ -32,6 +33,10 @@ HEALTH_EXIT = {"healthy": 0, "error": 1, "degraded": 3, "paused": 4, "aborted": 
 
 class CancelTimeout(RuntimeError):
     """The run did not stop within the cancel timeout."""
+
+
+class NoActiveRun(RuntimeError):
+    """What was asked needs a run in progress; the message says what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,24 @@ def abandon(
     log.warning(event("aborted", run=holder.run_id, reason=reason, removedPending=removed))
 
 
+def retry_failed(settings: Settings, conn: Redis | None = None) -> int:
+    """Requeue the active run's dead-lettered batches, each with a fresh set of tries; return
+    how many. A run that has ended is finished with `harness resume` instead, which enqueues
+    every pending order again, dead-lettered or not."""
+    conn = conn or connect_redis(settings, autostart=False)
+    dead = retries.dead_letter_count(conn)
+    if not dead:
+        return 0
+    holder = RunState(conn).holder()
+    if holder is None or not holder.is_run or holder.is_dead():
+        raise NoActiveRun(
+            f"{dead} dead-lettered batch(es) belong to a run that is no longer active; "
+            "`harness resume` finishes it, enqueueing every pending order again")
+    requeued = retries.retry_failed(conn, settings.retry_intervals)
+    log.warning(event("retry-failed", run=holder.run_id, requeued=requeued))
+    return requeued
+
+
 def reset(settings: Settings, all_runs: bool = False, force: bool = False) -> dict[str, int]:
     """Remove orders, queued jobs, metrics and live state; run history too with ``all_runs``.
 
@@ -246,13 +269,15 @@ def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
     if phase == Phase.ERROR:
         reasons.append(f"last run failed: {doc['error']}")
     if coordinator_dead:
-        reasons.append(f"coordinator of run {holder.run_id if holder else '?'} died")
+        reasons.append(f"coordinator of run {holder.run_id if holder else '?'} died "
+                       "(`harness resume` finishes the run)")
     if paused:
         reasons.append("queues paused")
     if phase == Phase.ABORTED:
         reasons.append(f"last run aborted: {doc['error']}")
     if total["failed"]:
-        reasons.append(f"{total['failed']} failed job(s)")
+        reasons.append(f"{total['failed']} dead-lettered batch(es) (`harness retry-failed` "
+                       "requeues them while the run waits)")
     if stuck:
         reasons.append(f"no progress for {idle_s}s with work pending")
     if phase == Phase.ERROR or coordinator_dead:
@@ -275,6 +300,7 @@ def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
         "aborted": phase == Phase.ABORTED,
         "paused": paused,
         "hasFailedJobs": total["failed"] > 0,
+        "deadLetters": retries.dead_letters(conn, limit=10) if total["failed"] else [],
         "isStuck": stuck,
         "secondsSinceProgress": idle_s,
         "queue": {k: total[k] for k in ("waiting", "active", "completed", "failed", "deferred")},

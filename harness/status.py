@@ -81,5 +81,10 @@ def snapshot(fields: dict[str, str], now: float | None = None) -> dict[str, Any]
 
 
 def get_status(conn: Redis) -> dict[str, Any]:
-    """The status document of the current (or last) run."""
-    return snapshot(RunState(conn).read())
+    """The status document of the current (or last) run, with its dead-lettered batches."""
+    from harness.retries import dead_letter_count, dead_letters
+
+    doc = snapshot(RunState(conn).read())
+    dead = dead_letter_count(conn)
+    doc["deadLetters"] = {"count": dead, "batches": dead_letters(conn, limit=5) if dead else []}
+    return doc

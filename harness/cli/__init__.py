@@ -18,13 +18,15 @@ from harness.bench import BenchFailed
 from harness.cli import control, core, experiments, queue
 from harness.config import ConfigError
 from harness.connection import RedisUnavailable
-from harness.control import CancelTimeout
+from harness.control import CancelTimeout, NoActiveRun
+from harness.pipeline import CannotResume
 from harness.report import NotebookMissing
 from harness.state import RunActive
 from harness.store import StoreError
 
 SERVICE_ERRORS = (
     RedisUnavailable, StoreError, RunActive, CancelTimeout, NotebookMissing, BenchFailed,
+    CannotResume, NoActiveRun,
 )
 
 
@@ -54,7 +56,7 @@ def main(verbose: bool) -> None:
     logging.getLogger(logs.LOGGER).setLevel(logging.INFO)  # for the log file, if one is on
 
 
-for command in (core.run, core.status, core.runs, core.worker, experiments.bench_command,
+for command in (core.run, core.resume, core.status, core.runs, core.worker, experiments.bench_command,
                 experiments.sweep_command, experiments.report_command, control.cancel,
-                control.reset, control.logs_command, control.health, queue.queue_group):
+                control.retry_failed, control.reset, control.logs_command, control.health, queue.queue_group):
     main.add_command(command)

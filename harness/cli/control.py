@@ -50,6 +50,22 @@ def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, as_json: bool
                    f"{info.get('removedPending', 0)}")
 
 
+@click.command("retry-failed")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def retry_failed(as_json: bool, **flags: Any) -> None:
+    """Requeue the active run's dead-lettered batches (RQ's failed jobs), each with a fresh
+    set of tries. For a run that has ended, use `harness resume`."""
+    from harness.control import retry_failed as requeue
+
+    requeued = requeue(settings_from(**flags))
+    if as_json:
+        click.echo(json.dumps({"requeued": requeued}))
+    else:
+        click.echo(f"requeued {requeued} dead-lettered batch(es)" if requeued
+                   else "no dead-lettered batches; nothing changed")
+
+
 @click.command()
 @connection_options
 @click.option("--all", "all_runs", is_flag=True, help="also delete the run history (process_runs)")

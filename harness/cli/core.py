@@ -36,7 +36,6 @@ def run(as_json: bool, no_progress: bool, no_workers: bool, force: bool, **flags
     Exits 0 only when the run reached DONE with its barrier proven.
     """
     from harness.pipeline import run as run_pipeline
-    from harness.runs import format_summary
 
     settings = settings_from(**flags)
     progress, close = (None, lambda: None) if no_progress else _progress_bar(settings.quantity)
@@ -45,21 +44,57 @@ def run(as_json: bool, no_progress: bool, no_workers: bool, force: bool, **flags
                               force=force)
     finally:
         close()
+    _report(record, as_json)
+
+
+@click.command()
+@click.argument("run_id", required=False)
+@click.option("-c", "--concurrency", type=int,
+              help="worker processes (default: as the run was started)")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--no-workers", is_flag=True, help="start no workers; rely on `harness worker`")
+def resume(run_id: str | None, as_json: bool, no_progress: bool, no_workers: bool,
+           **flags: Any) -> None:
+    """Finish the latest run (or RUN_ID, if it is the latest) after it stopped before DONE:
+    coordinator killed, Redis restarted, store gone for a while, batches dead-lettered.
+
+    The store is the truth: only the chunks it lacks are generated again (same seed, same
+    orders), every pending order is enqueued, VIP first, and the run keeps its id. Exits 0
+    only when it reaches DONE with its barrier proven.
+    """
+    from harness.pipeline import resume as resume_run
+
+    settings = settings_from(**flags)
+    progress, close = (None, lambda: None) if no_progress else _progress_bar(None)
+    try:
+        record = resume_run(settings, run_id, progress=progress, start_workers=not no_workers)
+    finally:
+        close()
+    _report(record, as_json)
+
+
+def _report(record: dict[str, Any], as_json: bool) -> None:
+    from harness.runs import format_summary
+
     click.echo(json.dumps(record, indent=2) if as_json else format_summary(record))
     if record["phase"] != "DONE":
         sys.exit(1)
 
 
-def _progress_bar(total: int) -> tuple[Callable[[Any], None], Callable[[], None]]:
-    """A tqdm bar of processed orders, opened on the first report (not before an error)."""
+def _progress_bar(total: int | None) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """A tqdm bar of processed orders, opened on the first report (not before an error);
+    without ``total`` (a resume), the first report gives it."""
     from tqdm import tqdm
 
     bars: list[Any] = []
 
     def update(p: Any) -> None:
         if not bars:
-            bars.append(tqdm(total=total, unit="order", unit_scale=True, dynamic_ncols=True,
-                             mininterval=0.5, file=sys.stderr, desc="processed"))
+            bars.append(tqdm(total=total or p.target, unit="order", unit_scale=True,
+                             dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
+                             desc="processed"))
         bars[0].set_postfix_str(f"{p.phase.value}, generated {p.generated:,}", refresh=False)
         bars[0].update(p.processed - bars[0].n)
 
@@ -92,6 +127,13 @@ def status(as_json: bool, **flags: Any) -> None:
                    f"{(doc['totalTimeMs'] or 0) / 1000:.1f} s")
     if doc["error"]:
         click.echo(f"  error: {doc['error']}")
+    dead = doc["deadLetters"]
+    if dead["count"]:
+        click.echo(f"  dead letters: {dead['count']} batch(es) failed every try; "
+                   "`harness retry-failed` requeues them")
+        for batch in dead["batches"]:
+            click.echo(f"    {batch['priority']} batch {batch['id']} ({batch['orders']} orders, "
+                       f"run {batch['runId']}): {batch['error']}")
 
 
 @click.command()
