@@ -39,6 +39,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
 @pytest.fixture(autouse=True)
 def _no_log_file_outlives_its_test() -> Iterator[None]:
     """A run with file logging adds a handler to the harness logger; take it off again."""
@@ -57,12 +65,14 @@ def unused_port() -> int:
     return free_port()
 
 
-def start_redis(folder: Path, password: str | None = None) -> tuple[subprocess.Popen, str]:
-    """Start a private redis-server on a free port; return it and its URL."""
+def start_redis(
+    folder: Path, password: str | None = None, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start a private redis-server on ``port`` (default: a free one); return it and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not on PATH; .ci/run installs it")
-    port = free_port()
+    port = port or free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(folder)]
     if password:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from redis import Redis
 from rq import Queue
 from rq.worker import SimpleWorker
@@ -68,13 +69,6 @@ class Background:
             raise self.error
         assert self.record is not None
         return self.record
-
-
-def _wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def _orders_consistent(settings: Settings, record: dict[str, Any], generated: int) -> dict[str, int]:
@@ -199,7 +193,7 @@ def test_a_killed_coordinators_lock_is_taken_over_at_once(
 ) -> None:
     coordinator = _harness("run", "-n", "300000", "--no-progress", env=env)
     try:
-        _wait_for(lambda: get_status(redis_conn)["progress"]["generated"] > 0, "the run to start")
+        wait_for(lambda: get_status(redis_conn)["progress"]["generated"] > 0, "the run to start")
         os.kill(coordinator.pid, signal.SIGKILL)  # its own PID: no chance to clean up
         coordinator.wait(10)
     finally:
@@ -261,7 +255,7 @@ def test_health_paused_stuck_degraded_and_healthy(settings: Settings, redis_conn
     # Workers stopped (none started) with work pending: stuck once progress stops.
     impatient = settings.replace(stuck_after_s=0.5)
     bg = Background(impatient, start_workers=False)
-    _wait_for(lambda: control.health(impatient)["isStuck"], "health to report stuck")
+    wait_for(lambda: control.health(impatient)["isStuck"], "health to report stuck")
     doc = control.health(impatient)
     assert doc["status"] == "degraded" and doc["isProcessing"] and doc["queue"]["waiting"] > 0
     assert any("no progress" in r for r in doc["reasons"])
@@ -302,7 +296,7 @@ def test_queue_jobs_status_and_clean(paused_jobs: Redis) -> None:
 def test_queue_close_stops_a_worker_pool(env: dict[str, str], redis_conn: Redis) -> None:
     pool = _harness("worker", "-c", "1", env=env)
     try:
-        _wait_for(lambda: rq_queue.worker_count(redis_conn) == 1, "the worker to register")
+        wait_for(lambda: rq_queue.worker_count(redis_conn) == 1, "the worker to register")
         closer = _harness("queue", "close", env=env)
         out, err = closer.communicate(timeout=30)
         assert closer.returncode == 0, err
@@ -354,12 +348,12 @@ def test_workers_stop_when_their_pool_is_killed(env: dict[str, str], redis_conn:
     try:
         # As soon as they are registered: a stop signal during RQ's start-up must end them
         # the normal way too.
-        _wait_for(lambda: rq_queue.worker_count(redis_conn) == 2, "two workers to register")
+        wait_for(lambda: rq_queue.worker_count(redis_conn) == 2, "two workers to register")
         pids = [w.pid for w in Worker.all(connection=redis_conn)]
         assert all(pid and pid != pool.pid for pid in pids)
         os.kill(pool.pid, signal.SIGKILL)  # the pool's own PID
         pool.wait(10)
     finally:
         pool.kill()
-    _wait_for(lambda: all(_gone(pid) for pid in pids), "the workers to exit")
-    _wait_for(lambda: not Worker.all(connection=redis_conn), "the workers to unregister")
+    wait_for(lambda: all(_gone(pid) for pid in pids), "the workers to exit")
+    wait_for(lambda: not Worker.all(connection=redis_conn), "the workers to unregister")

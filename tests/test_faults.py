@@ -1,0 +1,389 @@
+"""Faults injected into real runs, on real Redis servers and real worker processes, each
+followed by recovery and the same proof: every order generated is stored once and processed
+once, Redis counted each once, and the VIP-first barrier held.
+
+Processes are killed by their own PID only (a worker found through RQ's registry, a
+coordinator through its own os.getpid()). The store is the embedded SQLite one; "store
+unavailable" is another process holding SQLite's write lock, the way a backup or a stray
+`sqlite3` shell would. MongoDB unreachable at start is tested against a port where nothing
+listens (real pymongo, real TCP).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import start_redis, wait_for
+from redis import Redis
+from rq.job import Job
+from rq.worker import Worker
+
+from harness import control, retries
+from harness.cli import main
+from harness.config import Settings
+from harness.orders import NORMAL, PROCESSED, VIP
+from harness.pipeline import Progress, resume, run
+from harness.state import ATTEMPTS_KEY, COUNTED_KEY, LOCK_KEY, STATE_KEY, Phase, RunState
+from harness.status import get_status
+from harness.store import StoreError, open_store, sqlite_path
+
+
+@pytest.fixture
+def slow(settings: Settings) -> Settings:
+    """4,000 orders in jobs of 200 with 1 ms of simulated work each (0.2 s a job, groups
+    committed every 50 ms): long enough to hit any phase and the middle of a batch."""
+    return settings.replace(quantity=4_000, chunk_size=500, orders_per_job=200,
+                            normal_batch_size=300, work_ms=1.0, retry_backoff_s=0.2)
+
+
+class Run:
+    """A run (or resume) in a thread of this process, with a hook on its progress reports."""
+
+    def __init__(self, settings: Settings, on_progress: Callable[[Progress], None] | None = None,
+                 resuming: bool = False) -> None:
+        self.record: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.on_progress = on_progress
+        self.ended_at: float | None = None
+        call = resume if resuming else run
+        self.thread = threading.Thread(target=self._run, args=(call, settings))
+        self.thread.start()
+
+    def _run(self, call: Callable[..., dict[str, Any]], settings: Settings) -> None:
+        try:
+            self.record = call(settings, progress=self.on_progress)
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+        self.ended_at = time.monotonic()
+
+    def join(self, timeout: float = 90) -> dict[str, Any]:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the run did not end"
+        if self.error is not None:
+            raise self.error
+        assert self.record is not None
+        return self.record
+
+
+def assert_complete(settings: Settings, record: dict[str, Any], conn: Redis) -> list[dict[str, Any]]:
+    """The proof after recovery: all generated, all processed once, counted once, barrier held."""
+    assert record["phase"] == "DONE", record["error"]
+    n = settings.quantity
+    assert record["counts"]["generated"] == n == record["counts"]["processed"]
+    assert record["barrier"]["held"] is True
+    store = open_store(settings)
+    try:
+        tally = store.tally()
+        docs = store.get_orders(range(n))
+        stored = store.get_run(record["runId"])
+    finally:
+        store.close()
+    assert stored is not None and stored["phase"] == "DONE"
+    # Stored once: seqs 0..n-1, each once, ids unique; processed: every one, with its times.
+    assert tally.count() == tally.max_seq + 1 == n == len({d["id"] for d in docs})
+    assert tally.count(status=PROCESSED) == n
+    assert all(d["processedAt"] and d["startedAt"] and d["worker"] and d["attempts"] >= 1
+               for d in docs)
+    # Counted once: the live counters and the per-job counts both add up to exactly n.
+    state = RunState(conn)
+    assert state.processed(VIP) == tally.count(VIP) and state.processed(NORMAL) == tally.count(NORMAL)
+    assert sum(int(v) for v in conn.hvals(COUNTED_KEY)) == n
+    # Barrier, from the stored times: no NORMAL order started before the last VIP one ended.
+    vip_end = max(d["processedAt"] for d in docs if d["priority"] == VIP)
+    assert min(d["startedAt"] for d in docs if d["priority"] == NORMAL) >= vip_end
+    return docs
+
+
+def _busy_worker(conn: Redis, priority: str) -> tuple[Worker, Job] | None:
+    for worker in Worker.all(connection=conn):
+        job_id = worker.get_current_job_id()
+        job = Job.fetch(job_id, connection=conn) if job_id else None
+        if job is not None and job.args[1] == priority:
+            return worker, job
+    return None
+
+
+@pytest.mark.parametrize("priority", [VIP, NORMAL])
+def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_lost_or_counted_twice(
+    slow: Settings, redis_conn: Redis, priority: str
+) -> None:
+    running = Run(slow)
+    found: list[tuple[Worker, Job]] = []
+    wait_for(lambda: found.append(b) or True if (b := _busy_worker(redis_conn, priority)) else False,
+             f"a worker busy with a {priority} batch")
+    worker, job = found[0]
+    seqs = job.args[2]
+    store = open_store(slow)
+    try:
+        # Mid-batch: some of its orders committed, not all.
+        wait_for(lambda: 0 < sum(d["status"] == PROCESSED for d in store.get_orders(seqs)) < len(seqs),
+                 "the batch to be part done")
+        os.kill(worker.pid, signal.SIGKILL)  # the worker's own PID, from RQ's registry
+        killed_at = time.time()
+        record = running.join()
+        docs = assert_complete(slow, record, redis_conn)
+    finally:
+        store.close()
+    batch = [d for d in docs if d["seq"] in set(seqs)]
+    first_try = [d for d in batch if d["attempts"] == 1]
+    retried = [d for d in batch if d["attempts"] == 2]
+    assert first_try and retried and len(first_try) + len(retried) == len(seqs)
+    assert all(d["processedAt"] <= killed_at for d in first_try)
+    assert all(d["startedAt"] >= killed_at for d in retried)
+    assert int(redis_conn.hget(ATTEMPTS_KEY, job.id) or 0) == 2
+    recovery = min(d["startedAt"] for d in retried) - killed_at
+    print(f"\n{priority} worker killed mid-batch: {len(first_try)} of {len(seqs)} orders done "
+          f"before the kill; batch retried after {recovery:.2f} s (backoff "
+          f"{slow.retry_backoff_s} s); run {record['totalTimeMs'] / 1000:.2f} s")
+
+
+def test_a_failing_batch_is_retried_with_backoff_then_dead_lettered_and_retry_failed_requeues_it(
+    slow: Settings, redis_conn: Redis
+) -> None:
+    settings = slow.replace(job_retries=2, retry_backoff_s=0.3, stuck_after_s=60)
+    db = sqlite_path(settings)
+    installed = threading.Event()
+
+    def inject(p: Progress) -> None:
+        # After the run recreated the orders table: every update of the first 50 NORMAL
+        # orders fails, in the workers' own SQLite connections.
+        if not installed.is_set():
+            with sqlite3.connect(db) as conn:
+                conn.execute("CREATE TRIGGER fault BEFORE UPDATE OF status ON orders "
+                             "WHEN OLD.priority = 'NORMAL' AND OLD.seq < 200 "
+                             "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+            installed.set()
+
+    running = Run(settings, inject)
+    wait_for(lambda: retries.dead_letter_count(redis_conn) == 1, "the batch to be dead-lettered")
+    dead = retries.dead_letters(redis_conn)
+    assert len(dead) == 1 and "injected fault" in dead[0]["error"] and dead[0]["priority"] == NORMAL
+    job = Job.fetch(dead[0]["id"], connection=redis_conn)
+    # Tried 1 + 2 times, each retry after its backoff (0.3 s, then 0.6 s).
+    assert int(redis_conn.hget(ATTEMPTS_KEY, job.id) or 0) == 3
+    failures = sorted(r.created_at.timestamp() for r in job.results())
+    assert len(failures) == 3
+    assert failures[1] - failures[0] >= 0.3 - 0.05 and failures[2] - failures[1] >= 0.6 - 0.05
+    # Shown where an operator looks, while the run waits for them.
+    status = get_status(redis_conn)
+    assert status["phase"] == Phase.WAITING_NORMAL_DRAIN and status["deadLetters"]["count"] == 1
+    health = control.health(settings, redis_conn)
+    assert health["status"] == "degraded" and health["deadLetters"][0]["id"] == job.id
+    cli = CliRunner()
+    shown = cli.invoke(main, ["status", "--redis-url", settings.redis_address])
+    assert "dead letters: 1 batch(es)" in shown.output and "injected fault" in shown.output
+    # The cause fixed, the batch requeued: the same run finishes.
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER fault")
+    requeued = cli.invoke(main, ["retry-failed", "--redis-url", settings.redis_address,
+                                 "--data-dir", str(settings.data_dir)])
+    assert requeued.exit_code == 0 and "requeued 1" in requeued.output
+    record = running.join()
+    docs = assert_complete(settings, record, redis_conn)
+    assert {d["attempts"] for d in docs if d["seq"] in set(job.args[2])} == {4}
+    assert retries.dead_letter_count(redis_conn) == 0
+
+
+def test_retry_failed_refuses_when_the_run_has_ended(settings: Settings, redis_conn: Redis) -> None:
+    redis_conn.zadd("rq:failed:orders-normal", {"some-job": time.time() + 60})
+    result = CliRunner().invoke(main, ["retry-failed", "--redis-url", settings.redis_address])
+    assert result.exit_code == 1 and "harness resume" in result.output
+
+
+KILL_SELF = """
+import os, signal, sys
+from harness.config import Settings
+from harness.pipeline import run
+
+phase, after = sys.argv[1], int(sys.argv[2])
+
+def progress(p):
+    count = p.generated if phase == "GENERATING" else p.processed
+    if p.phase.value == phase and count >= after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+run(Settings.from_env(), progress=progress)
+"""
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": settings.redis_address, "MONGO_URI": "",
+            "HARNESS_DATA_DIR": str(settings.data_dir), "HARNESS_QUANTITY": str(settings.quantity),
+            "GENERATION_CHUNK_SIZE": str(settings.chunk_size),
+            "HARNESS_ORDERS_PER_JOB": str(settings.orders_per_job),
+            "NORMAL_ENQUEUE_BATCH_SIZE": str(settings.normal_batch_size),
+            "HARNESS_WORK_MS": str(settings.work_ms), "HARNESS_SEED": "3",
+            "HARNESS_RETRY_BACKOFF_S": str(settings.retry_backoff_s)}
+
+
+@pytest.mark.parametrize(("phase", "after"), [
+    ("GENERATING", 2_000), ("WAITING_VIP_DRAIN", 0), ("ENQUEUE_NORMAL", 0),
+    ("WAITING_NORMAL_DRAIN", 1_800),
+])
+def test_a_killed_coordinator_is_resumed_in_any_phase(
+    slow: Settings, redis_conn: Redis, phase: str, after: int
+) -> None:
+    env = _env(slow)
+    coordinator = subprocess.run([sys.executable, "-c", KILL_SELF, phase, str(after)], env=env,
+                                 capture_output=True, text=True, timeout=120)
+    assert coordinator.returncode == -signal.SIGKILL, coordinator.stderr
+    killed_at = time.time()
+    state = RunState(redis_conn)
+    holder = state.holder()
+    assert holder is not None and holder.is_dead()
+    assert state.read()["phase"] == phase
+    t = time.perf_counter()
+    resumed = subprocess.run([sys.executable, "-m", "harness.cli", "resume", "--json",
+                              "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
+    took = time.perf_counter() - t
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads(resumed.stdout)
+    docs = assert_complete(slow.replace(seed=3), record, redis_conn)
+    assert record["runId"] == holder.run_id
+    (again,) = record["resumes"]
+    assert again["fromPhase"] == phase and again["epoch"] == 1
+    # Only what was missing was generated again: orders stored before the kill keep their
+    # creation time, the rest were made by the resume.
+    assert sum(d["createdAt"] < killed_at for d in docs) == again["stored"]
+    if phase == "GENERATING":
+        assert 2_000 <= again["stored"] < slow.quantity
+    else:
+        assert again["stored"] == slow.quantity
+    assert all(record[k] is not None for k in ("generationTimeMs", "enqueueVipTimeMs",
+                                               "enqueueNormalTimeMs", "totalTimeMs"))
+    assert record["throughput"]["overall"] > 0
+    assert redis_conn.get(LOCK_KEY) is None
+    print(f"\ncoordinator killed in {phase}: `harness resume` took {took:.2f} s; "
+          f"{again['processed']} orders were already processed, {again['stored']} stored")
+
+
+def test_resume_refuses_a_done_run_and_a_run_whose_pending_orders_were_deleted(
+    settings: Settings, redis_conn: Redis
+) -> None:
+    assert run(settings)["phase"] == "DONE"
+    with pytest.raises(Exception, match="is DONE; nothing to resume"):
+        resume(settings)
+    result = CliRunner().invoke(main, ["resume", "--redis-url", settings.redis_address,
+                                       "--data-dir", str(settings.data_dir)])
+    assert result.exit_code == 1 and "nothing to resume" in result.output
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A Redis server of this test's own, which it may kill and restart (same port)."""
+    proc, url = start_redis(tmp_path / "redis")
+    server = {"proc": proc, "url": url, "port": int(url.rsplit(":", 1)[1].split("/")[0])}
+    yield server
+    server["proc"].kill()
+    server["proc"].wait(10)
+
+
+def test_redis_restarted_mid_run_stops_it_clearly_and_resume_completes_it(
+    slow: Settings, own_redis: dict[str, Any], tmp_path: Path
+) -> None:
+    settings = slow.replace(redis_url=own_redis["url"])
+    conn = Redis.from_url(own_redis["url"])
+    running = Run(settings)
+    wait_for(lambda: get_status(conn)["phase"] == Phase.WAITING_NORMAL_DRAIN
+             and get_status(conn)["progress"]["processedTotal"] > 1_500, "the NORMAL drain")
+    own_redis["proc"].kill()  # the server's own PID; it keeps nothing on disk
+    own_redis["proc"].wait(10)
+    lost_at = time.monotonic()
+    own_redis["proc"], _ = start_redis(tmp_path / "redis2", port=own_redis["port"])
+    record = running.join()
+    stopped_after = (running.ended_at or 0) - lost_at
+    assert record["phase"] == "ERROR"
+    assert "Redis" in record["error"] and "harness resume" in record["error"]
+    assert not conn.exists(STATE_KEY)  # the new server holds nothing of the run
+    store = open_store(settings)
+    try:
+        tally = store.tally()
+    finally:
+        store.close()
+    assert tally.count() == settings.quantity and tally.count(status=PROCESSED) > 1_500
+    t = time.perf_counter()
+    record = resume(settings)
+    took = time.perf_counter() - t
+    assert_complete(settings, record, conn)
+    print(f"\nRedis killed and restarted empty: run stopped {stopped_after:.2f} s later with "
+          f"\"{record['resumes'][0]['fromError'][:60]}…\"; resume took {took:.2f} s")
+
+
+class ForeignLock:
+    """SQLite's write lock held from another connection, as a foreign process would hold it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+
+    def take(self) -> None:
+        self.conn = sqlite3.connect(self.path, isolation_level=None)
+        self.conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        if self.conn is not None:
+            self.conn.execute("ROLLBACK")
+            self.conn.close()
+            self.conn = None
+
+
+@pytest.fixture
+def foreign_lock(settings: Settings) -> Iterator[ForeignLock]:
+    lock = ForeignLock(sqlite_path(settings))
+    yield lock
+    lock.release()
+
+
+def test_an_unavailable_store_at_start_fails_within_5_seconds_and_writes_nothing(
+    settings: Settings, redis_conn: Redis, foreign_lock: ForeignLock, unused_port: int
+) -> None:
+    open_store(settings).close()  # the file exists; another process now holds it locked
+    foreign_lock.take()
+    t = time.monotonic()
+    with pytest.raises(StoreError, match="database is locked"):
+        run(settings)
+    assert time.monotonic() - t < 5
+    assert redis_conn.dbsize() == 0  # no lock, no state, no job
+    mongo = settings.replace(mongo_uri=f"mongodb://user:secret@127.0.0.1:{unused_port}/h")
+    t = time.monotonic()
+    result = CliRunner().invoke(main, ["run", "-n", "100", "--mongo-uri", mongo.mongo_uri or "",
+                                       "--redis-url", settings.redis_address])
+    assert time.monotonic() - t < 5
+    assert result.exit_code == 1 and "cannot reach MongoDB" in result.output
+    assert "secret" not in result.output
+    assert redis_conn.dbsize() == 0
+
+
+def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_completes_it(
+    slow: Settings, redis_conn: Redis, foreign_lock: ForeignLock
+) -> None:
+    running = Run(slow)
+    wait_for(lambda: get_status(redis_conn)["phase"] == Phase.WAITING_NORMAL_DRAIN,
+             "the NORMAL drain")
+    foreign_lock.take()
+    locked_at = time.monotonic()
+    wait_for(lambda: RunState(redis_conn).read().get("phase") == Phase.ERROR, "the run to fail", 10)
+    failed_after = time.monotonic() - locked_at
+    assert failed_after < 5
+    record = running.join()
+    assert record["phase"] == "ERROR" and "store unavailable" in record["error"]
+    assert "database is locked" in record["error"] and "harness resume" in record["error"]
+    foreign_lock.release()
+    t = time.perf_counter()
+    record = resume(slow)
+    took = time.perf_counter() - t
+    assert_complete(slow, record, redis_conn)
+    print(f"\nstore locked mid-run: run failed {failed_after:.2f} s later; after the lock went, "
+          f"resume took {took:.2f} s")
