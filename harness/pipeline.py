@@ -54,7 +54,7 @@ POOL_STOP_TIMEOUT_S = 30.0
 IDLE_WAIT_S = 10.0
 # The record is saved this often while a run goes: what a resume starts from, and a write
 # that finds an unusable store within the store timeout.
-CHECKPOINT_S = 1.0
+CHECKPOINT_S = 0.5
 # How often, while waiting on a drain, abandoned batches are looked for and due retries moved.
 RETRY_CHECK_S = 0.2
 # Settings that shape a run's orders and work; a resumed run takes them from its record.
@@ -163,6 +163,7 @@ class Pipeline:
         self.state = RunState(self.conn)
         store = open_store(self.settings)  # unreachable store: fail before any write
         try:
+            store.ping()  # reachable but unusable (locked by another process) too
             if self.resume:
                 self._load(store)
         finally:

@@ -11,7 +11,9 @@ while it waits:
   abandoned-job handling retries it or dead-letters it. Workers on other hosts are left to
   RQ's timeout: from here, a slow worker and a dead one look alike.
 - Harness workers run no RQ scheduler (see :class:`harness.worker.HarnessWorker`), so the
-  retries that are due are moved back to their queue here.
+  retries that are due are moved back to their queue here, and on time: RQ keeps a retry's
+  due time in whole seconds, rounded down, which would start a 0.6 s backoff at once. Here
+  a retry is due when its backoff has passed since its try ended.
 
 Running a batch again is safe because an order only ever moves from pendente to processado
 and a job's orders are counted once per job, whatever try counts them
@@ -21,14 +23,16 @@ and a job's orders are counted once per job, whatever try counts them
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
-from rq.utils import as_text, parse_composite_key
+from rq.utils import as_text, now, parse_composite_key, utcformat
 from rq.worker import Worker
 
 from harness.queue import last_error, queues
@@ -55,8 +59,13 @@ def reap_abandoned(conn: Redis) -> list[str]:
             if host is not None and process_is_dead(as_text(host), int(pid or 0)):
                 dead.append((entry, job))
         if dead:
-            # Expired now: RQ's cleanup retries each one with tries left, else dead-letters it.
-            conn.zadd(registry.key, {entry: 0 for entry, _ in dead}, xx=True)
+            # Ended now (the backoff counts from here) and expired: RQ's cleanup retries each
+            # one with tries left, else dead-letters it.
+            with conn.pipeline() as pipe:
+                for entry, job in dead:
+                    pipe.hset(job.key, "ended_at", utcformat(now()))
+                    pipe.zadd(registry.key, {entry: 0}, xx=True)
+                pipe.execute()
             registry.cleanup()
             for _, job in dead:
                 log.warning("batch %s (%s) lost its worker %s; retrying it (%s tries left)",
@@ -67,16 +76,31 @@ def reap_abandoned(conn: Redis) -> list[str]:
 
 def enqueue_due(conn: Redis) -> int:
     """Move retries whose backoff has passed back to their queue; return how many."""
-    moved = 0
+    moved, at = 0, time.time()
     for q in queues(conn).values():
         registry = ScheduledJobRegistry(queue=q)
-        for job_id in registry.get_jobs_to_schedule():
+        ids = registry.get_jobs_to_schedule(int(at) + 1)  # RQ's whole seconds, rounded down
+        for job in Job.fetch_many(ids, connection=conn):
+            if job is None or due_at(job) > at:
+                continue
             try:
-                registry.requeue(job_id)
+                registry.requeue(job)
                 moved += 1
             except (InvalidJobOperation, NoSuchJobError):  # moved or deleted meanwhile
                 pass
     return moved
+
+
+def due_at(job: Job) -> float:
+    """When a scheduled retry is due: its try's end plus the backoff RQ picked for it (0 when
+    that cannot be known; RQ's own due time then stands)."""
+    intervals = job.retry_intervals or []
+    if job.ended_at is None or not intervals:
+        return 0.0
+    # RQ takes interval [len - retries left] before counting the retry down.
+    index = min(max(len(intervals) - (job.retries_left or 0) - 1, 0), len(intervals) - 1)
+    ended = job.ended_at if job.ended_at.tzinfo else job.ended_at.replace(tzinfo=UTC)
+    return datetime.timestamp(ended) + intervals[index]
 
 
 def in_flight(conn: Redis) -> int:

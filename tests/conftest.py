@@ -73,6 +73,7 @@ def start_redis(
     if binary is None:
         pytest.fail("redis-server is not on PATH; .ci/run installs it")
     port = port or free_port()
+    folder.mkdir(parents=True, exist_ok=True)
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(folder)]
     if password:
