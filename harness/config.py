@@ -18,11 +18,35 @@ from typing import Any
 
 TIERS: tuple[str, ...] = ("BRONZE", "PRATA", "OURO", "DIAMANTE")
 DEFAULT_TIER_MIX = "BRONZE=1,PRATA=1,OURO=1,DIAMANTE=1"
-MAX_SEQ = 2**32 - 1
 
 
 class ConfigError(ValueError):
-    """A setting has a value the harness cannot use; the message names it."""
+    """A setting has a value the harness cannot use; the message names it and the value.
+
+    ``field`` is the setting, so that the caller can say where the value came from (an
+    environment variable, a flag, a notebook parameter).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# Integer settings: (lowest, highest). Upper bounds keep one chunk, page or pool within a
+# machine's memory and processes.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "quantity": (1, 2**32 - 1), "chunk_size": (1, 1_000_000), "normal_batch_size": (1, 1_000_000),
+    "concurrency": (1, 256), "orders_per_job": (1, 1_000_000), "max_orders": (1, 2**32 - 1),
+    "redis_port": (1, 65_535), "log_progress_every_ms": (1, 3_600_000), "job_retries": (0, 20),
+    "seed": (0, 2**63 - 1),
+}
+# Number settings: (lowest, highest, unit); those in POSITIVE must also be above 0.
+FLOAT_RANGES: dict[str, tuple[float, float, str]] = {
+    "work_ms": (0, 60_000, " ms"), "stuck_after_s": (0, 86_400, " s"),
+    "cancel_timeout_s": (0, 86_400, " s"), "store_timeout_s": (0, 60, " s"),
+    "retry_backoff_s": (0, 3_600, " s"),
+}
+POSITIVE = frozenset({"stuck_after_s", "cancel_timeout_s", "store_timeout_s"})
 
 
 # field -> (environment variable, what it means). Defaults live on Settings below; CLI help
@@ -123,46 +147,38 @@ class Settings:
     notebooks_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        # Upper bounds keep one chunk, page or pool within a machine's memory and processes.
-        for name, high in (
-            ("quantity", MAX_SEQ), ("chunk_size", 1_000_000), ("normal_batch_size", 1_000_000),
-            ("concurrency", 256), ("orders_per_job", 1_000_000),
-            ("max_orders", MAX_SEQ), ("redis_port", 65535), ("log_progress_every_ms", 3_600_000),
-        ):
+        for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
+            if value is None and name == "seed":
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
+                raise ConfigError(f"{name} must be an integer, got {value!r}", name)
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value}", name)
             if value > high:
-                raise ConfigError(f"{name} must be <= {high:,}, got {value:,}")
+                raise ConfigError(f"{name} must be <= {high:,}, got {value:,}", name)
+        for name, (low, high, unit) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                raise ConfigError(f"{name} must be a number, got {value!r}", name)
+            if not low <= value <= high or (value == 0 and name in POSITIVE):
+                side = "above 0" if name in POSITIVE else f"at least {low:g}"
+                raise ConfigError(f"{name} must be {side} and at most {high:g}{unit}, got {value}", name)
         if self.quantity > self.max_orders:
             raise ConfigError(
                 f"quantity {self.quantity:,} is above MAX_ORDERS ({self.max_orders:,}); "
-                "raise MAX_ORDERS to allow it"
+                "raise MAX_ORDERS to allow it", "quantity",
             )
-        if isinstance(self.job_retries, bool) or not isinstance(self.job_retries, int) or not (
-            0 <= self.job_retries <= 20
-        ):
-            raise ConfigError(f"job_retries must be an integer between 0 and 20, got {self.job_retries!r}")
-        if not 0 <= self.retry_backoff_s <= 3_600:
-            raise ConfigError(
-                f"retry_backoff_s must be between 0 and 3600 seconds, got {self.retry_backoff_s}")
-        if not 0 < self.store_timeout_s <= 60:
-            raise ConfigError(f"store_timeout_s must be between 0 and 60 seconds, got {self.store_timeout_s}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        if not 0 <= self.work_ms < 60_000:
-            raise ConfigError(f"work_ms must be between 0 and 60000, got {self.work_ms}")
-        for name in ("stuck_after_s", "cancel_timeout_s"):
-            value = getattr(self, name)
-            if not 0 < value <= 86_400:
-                raise ConfigError(f"{name} must be between 0 and 86400 seconds, got {value}")
         if self.sweep_id is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.sweep_id):
             raise ConfigError(
-                f"sweep id {self.sweep_id!r} must be 1-64 letters, digits, '.', '_' or '-'"
+                f"sweep id {self.sweep_id!r} must be 1-64 letters, digits, '.', '_' or '-'",
+                "sweep_id",
             )
-        parse_tier_mix(self.tier_mix)
+        try:
+            parse_tier_mix(self.tier_mix)
+        except (ConfigError, AttributeError) as exc:
+            raise ConfigError(str(exc) if isinstance(exc, ConfigError)
+                              else f"tier mix must be text, got {self.tier_mix!r}", "tier_mix") from None
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "reports_dir", Path(self.reports_dir))
         if self.notebooks_dir is not None:
@@ -178,13 +194,23 @@ class Settings:
         environ = os.environ if environ is None else environ
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for name, (var, _doc) in ENV_VARS.items():
             raw = environ.get(var)
             if raw is None or raw.strip() == "":
                 continue
             values[name] = _convert(var, raw.strip(), types[name])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+            sources[name] = f"{var}={raw.strip()!r}"
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+                sources.pop(name, None)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            if exc.field in sources:  # say which variable holds the bad value
+                raise ConfigError(f"{sources[exc.field]}: {exc}", exc.field) from None
+            raise
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""

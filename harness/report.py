@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.config import Settings, redact
+from harness.config import ConfigError, Settings, redact
 from harness.logs import event
 from harness.runs import iso
 from harness.store import open_store
@@ -89,14 +89,16 @@ def sweep(
     """Run every grid point ``repeats`` times through ``run.ipynb``; a failed point is
     recorded as failed and the sweep goes on. Returns the manifest (also saved as JSON).
 
-    Values are checked where each point runs (its notebook builds Settings), so a bad value
-    fails its own points, recorded with the error, and no others; the CLI refuses bad values
-    before anything runs.
+    Every point's values are checked before anything runs or is written: a bad one raises
+    ConfigError naming it. A point that fails as it runs (its run refused, or ending in
+    error) is recorded with its error, and the sweep goes on.
     """
     sweep_id = sweep_id or new_sweep_id()
-    Settings.from_env(environ={}, sweep_id=sweep_id)  # the id names a folder: check it first
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ConfigError(f"repeats must be >= 1, got {repeats}", "repeats")
+    for chunk, per_job, workers in itertools.product(chunk_sizes, orders_per_job, concurrency_levels):
+        settings.replace(quantity=quantity, chunk_size=chunk, orders_per_job=per_job,
+                         concurrency=workers, sweep_id=sweep_id)
     folder = Path(settings.reports_dir) / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
     with _kernel_env(settings):

@@ -13,10 +13,12 @@ from typing import Any
 import nbformat
 import pytest
 from click.testing import CliRunner
+from redis import Redis
 
 from harness.cli import main
-from harness.config import Settings
+from harness.config import ConfigError, Settings
 from harness.report import CHECKOUT_NOTEBOOKS, execute, sweep
+from harness.state import LOCK_KEY, LockHolder
 from harness.store import open_store
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -136,17 +138,34 @@ def _render(html: Path, screenshot: str) -> dict[str, Any]:
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kernel_env: Settings) -> None:
-    # chunk size 0 is refused by the CLI; through the API it fails its own points only.
-    manifest = sweep(kernel_env, [500, 0], [100], [2], repeats=1, quantity=1_500,
-                     sweep_id="t-fail")
-    ok, bad = manifest["points"]
-    assert ok["status"] == "ok" and bad["status"] == "failed"
-    assert "chunk_size must be >= 1" in bad["error"]
+    # The second point collides with another run (a live process holds the run lock, as
+    # when someone starts `harness run` mid-sweep): it fails, the third runs again.
+    conn = Redis.from_url(kernel_env.redis_address)
+    other = LockHolder.mine("someone-elses-run")  # this live process stands for that run
+
+    def collide(line: str) -> None:
+        if line.startswith("point 1/"):
+            conn.set(LOCK_KEY, str(other))
+        elif line.startswith("point 2/"):
+            conn.delete(LOCK_KEY)
+
+    manifest = sweep(kernel_env, [500, 750, 1000], [100], [2], repeats=1, quantity=1_500,
+                     sweep_id="t-fail", report=collide)
+    first, bad, third = manifest["points"]
+    assert first["status"] == third["status"] == "ok" and bad["status"] == "failed"
+    assert "run someone-elses-run" in bad["error"] and "is active" in bad["error"]
     assert (kernel_env.reports_dir / "t-fail" / bad["notebook"]).exists()  # the evidence
     runs = {r["runId"]: r for r in _runs(kernel_env)}
-    assert runs[ok["runId"]]["phase"] == "DONE" and runs[bad["runId"]]["phase"] == "ERROR"
+    assert runs[first["runId"]]["phase"] == runs[third["runId"]]["phase"] == "DONE"
+    assert runs[bad["runId"]]["phase"] == "ERROR"
     rendered = _render(Path(manifest["report"]), "report-failed-point.png")
-    assert len(rendered["failed"]) == 1 and "chunk_size must be >= 1" in rendered["failed"][0]
+    assert len(rendered["failed"]) == 1 and "someone-elses-run" in rendered["failed"][0]
+
+
+def test_a_sweep_with_a_bad_value_is_refused_before_anything_runs(kernel_env: Settings) -> None:
+    with pytest.raises(ConfigError, match="chunk_size must be >= 1, got 0"):
+        sweep(kernel_env, [500, 0], [100], [2], repeats=1, quantity=1_500, sweep_id="t-bad")
+    assert not (kernel_env.reports_dir / "t-bad").exists() and _runs(kernel_env) == []
 
 
 def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None:

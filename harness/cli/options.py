@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from harness import logs
-from harness.config import Settings, option_help
+from harness.config import ConfigError, Settings, option_help
 
 
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -27,8 +27,16 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def settings_from(**flags: Any) -> Settings:
-    """Settings from the environment and flags; starts file logging when they ask for it."""
-    settings = Settings.from_env(**flags)
+    """Settings from the environment and flags; starts file logging when they ask for it.
+
+    A bad value is reported with the flag that carried it (or the environment variable)."""
+    try:
+        settings = Settings.from_env(**flags)
+    except ConfigError as exc:
+        if exc.field is not None and flags.get(exc.field) is not None:
+            flag = "--" + exc.field.replace("_", "-")
+            raise ConfigError(f"{flag} {flags[exc.field]}: {exc}", exc.field) from None
+        raise
     logs.configure(settings)
     return settings
 
