@@ -94,8 +94,8 @@ def sweep(
     error) is recorded with its error, and the sweep goes on.
     """
     sweep_id = sweep_id or new_sweep_id()
-    if repeats < 1:
-        raise ConfigError(f"repeats must be >= 1, got {repeats}", "repeats")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}", "repeats")
     for chunk, per_job, workers in itertools.product(chunk_sizes, orders_per_job, concurrency_levels):
         settings.replace(quantity=quantity, chunk_size=chunk, orders_per_job=per_job,
                          concurrency=workers, sweep_id=sweep_id)

@@ -191,3 +191,23 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
                           (["report", "--sweep", "a b"], "sweep id")):
         result = CliRunner().invoke(main, args, env=env)
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.parametrize(("notebook_name", "parameters", "message"), [
+    ("run.ipynb", {"quantity": -5}, "quantity must be >= 1, got -5"),
+    ("run.ipynb", {"quantity": 1_000, "work_ms": "slow"}, "work_ms must be a number, got 'slow'"),
+    ("sweep.ipynb", {"chunk_sizes": [500, 0], "quantity": 1_000}, "chunk_size must be >= 1, got 0"),
+    ("sweep.ipynb", {"repeats": "2"}, "repeats must be an integer >= 1, got '2'"),
+])
+def test_a_bad_notebook_parameter_is_named_and_nothing_is_written(
+    kernel_env: Settings, redis_conn: Redis, tmp_path: Path, notebook_name: str,
+    parameters: dict[str, Any], message: str,
+) -> None:
+    import papermill
+
+    out = tmp_path / "out" / notebook_name
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        execute(CHECKOUT_NOTEBOOKS / notebook_name, out, parameters)
+    assert info.value.ename == "ConfigError" and message in info.value.evalue
+    assert _runs(kernel_env) == [] and redis_conn.dbsize() == 0
+    assert not kernel_env.reports_dir.exists()

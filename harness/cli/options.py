@@ -34,7 +34,10 @@ def settings_from(**flags: Any) -> Settings:
         settings = Settings.from_env(**flags)
     except ConfigError as exc:
         if exc.field is not None and flags.get(exc.field) is not None:
-            flag = "--" + exc.field.replace("_", "-")
+            ctx = click.get_current_context(silent=True)
+            params = ctx.command.params if ctx is not None else []
+            opts = next((p.opts for p in params if p.name == exc.field), None)
+            flag = "/".join(opts) if opts else "--" + exc.field.replace("_", "-")
             raise ConfigError(f"{flag} {flags[exc.field]}: {exc}", exc.field) from None
         raise
     logs.configure(settings)

@@ -1,0 +1,115 @@
+"""Bad input at every door: each environment variable and each command's flags, given a
+value out of range or of the wrong type, end in one line that names where the value came
+from and the value, exit 2, and write nothing: no data folder, not one Redis key.
+(Notebook parameters: tests/test_notebooks.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+
+from harness.cli import main
+from harness.config import ENV_VARS, Settings
+
+# (variable, bad value, what the message must say besides the variable and the value)
+BAD_ENV = [
+    ("HARNESS_QUANTITY", "-5", "quantity must be >= 1"),
+    ("HARNESS_QUANTITY", "0", "quantity must be >= 1"),
+    ("HARNESS_QUANTITY", "2000000", "above MAX_ORDERS"),
+    ("HARNESS_QUANTITY", "99999999999999", "quantity must be <= 4,294,967,295"),
+    ("HARNESS_QUANTITY", "lots", "must be an integer"),
+    ("MAX_ORDERS", "0", "max_orders must be >= 1"),
+    ("GENERATION_CHUNK_SIZE", "0", "chunk_size must be >= 1"),
+    ("GENERATION_CHUNK_SIZE", "1.5", "must be an integer"),
+    ("NORMAL_ENQUEUE_BATCH_SIZE", "-1", "normal_batch_size must be >= 1"),
+    ("ORDERS_QUEUE_CONCURRENCY", "0", "concurrency must be >= 1"),
+    ("ORDERS_QUEUE_CONCURRENCY", "100000", "concurrency must be <= 256"),
+    ("HARNESS_ORDERS_PER_JOB", "0", "orders_per_job must be >= 1"),
+    ("HARNESS_SEED", "-1", "seed must be >= 0"),
+    ("HARNESS_SEED", "x", "must be an integer"),
+    ("HARNESS_TIER_MIX", "GOLD=1", "is not TIER=WEIGHT"),
+    ("HARNESS_TIER_MIX", "DIAMANTE=0", "gives every tier weight 0"),
+    ("HARNESS_WORK_MS", "-1", "work_ms must be at least 0"),
+    ("HARNESS_WORK_MS", "nan", "work_ms must be a number"),
+    ("HARNESS_WORK_MS", "slow", "must be a number"),
+    ("REDIS_PORT", "70000", "redis_port must be <= 65,535"),
+    ("LOG_PROGRESS_EVERY_MS", "0", "log_progress_every_ms must be >= 1"),
+    ("LOG_MEMORY", "maybe", "must be true or false"),
+    ("BACKEND_LOGS", "2", "must be true or false"),
+    ("HARNESS_STUCK_AFTER_S", "0", "stuck_after_s must be above 0"),
+    ("HARNESS_CANCEL_TIMEOUT_S", "-3", "cancel_timeout_s must be above 0"),
+    ("HARNESS_STORE_TIMEOUT_S", "600", "at most 60 s"),
+    ("HARNESS_JOB_RETRIES", "50", "job_retries must be <= 20"),
+    ("HARNESS_JOB_RETRIES", "-1", "job_retries must be >= 0"),
+    ("HARNESS_RETRY_BACKOFF_S", "-1", "retry_backoff_s must be at least 0"),
+    ("HARNESS_SWEEP_ID", "../etc", "must be 1-64 letters"),
+]
+
+
+@pytest.fixture
+def clean(settings: Settings, redis_conn: Redis, tmp_path: Path) -> dict[str, str]:
+    """An environment pointing at the test Redis and a data folder that does not exist yet."""
+    return {"REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(tmp_path / "data"),
+            "MONGO_URI": "", **{var: "" for var, _ in ENV_VARS.values()
+                                if var not in ("REDIS_URL", "HARNESS_DATA_DIR", "MONGO_URI")}}
+
+
+def _nothing_written(env: dict[str, str], redis_conn: Redis) -> None:
+    assert not Path(env["HARNESS_DATA_DIR"]).exists()
+    assert redis_conn.dbsize() == 0
+
+
+def test_every_checked_variable_has_a_bad_value_here() -> None:
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+    checked = {var for name, (var, _) in ENV_VARS.items()
+               if any(t in kinds[name] for t in ("int", "float", "bool"))
+               or name in ("tier_mix", "sweep_id")}
+    assert checked <= {var for var, _, _ in BAD_ENV}
+
+
+@pytest.mark.parametrize(("var", "value", "message"), BAD_ENV)
+def test_a_bad_environment_variable_is_named_with_its_value_and_nothing_is_written(
+    clean: dict[str, str], redis_conn: Redis, var: str, value: str, message: str
+) -> None:
+    result = CliRunner().invoke(main, ["run", "-n", "1000"] if var != "HARNESS_QUANTITY" else ["run"],
+                                env={**clean, var: value})
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line.startswith("harness: error:") and len(line.splitlines()) == 1
+    assert f"{var}='{value}'" in line or f"{var} must be" in line
+    assert message in line
+    _nothing_written(clean, redis_conn)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "-n", "-5"], "-n/--quantity -5: quantity must be >= 1, got -5"),
+    (["run", "-n", "0"], "-n/--quantity 0: quantity must be >= 1"),
+    (["run", "-n", "5000000000000"], "-n/--quantity 5000000000000: quantity must be <= 4,294,967,295"),
+    (["run", "-n", "1600000"], "-n/--quantity 1600000: quantity 1,600,000 is above MAX_ORDERS"),
+    (["run", "-n", "many"], "'many' is not a valid integer"),
+    (["run", "--chunk-size", "0"], "--chunk-size 0: chunk_size must be >= 1"),
+    (["run", "-j", "0"], "-j/--orders-per-job 0: orders_per_job must be >= 1"),
+    (["run", "-c", "0"], "-c/--concurrency 0: concurrency must be >= 1"),
+    (["run", "--work-ms", "-2"], "--work-ms -2.0: work_ms must be at least 0"),
+    (["run", "--tier-mix", "OURO=x"], "--tier-mix OURO=x: tier mix weight for OURO is not a number"),
+    (["run", "--seed", "-4"], "--seed -4: seed must be >= 0"),
+    (["resume", "-c", "999"], "-c/--concurrency 999: concurrency must be <= 256"),
+    (["worker", "-c", "0"], "-c/--concurrency 0: concurrency must be >= 1"),
+    (["bench", "-n", "0"], "-n/--quantity 0: quantity must be >= 1"),
+    (["sweep", "--chunk-sizes", "500,0"], "every value must be >= 1"),
+    (["sweep", "-r", "0"], "Invalid value for '-r' / '--repeats': 0 is not in the range x>=1"),
+    (["cancel", "--timeout", "-1"], "--timeout -1.0: cancel_timeout_s must be above 0"),
+    (["health", "--stuck-after", "0"], "--stuck-after 0.0: stuck_after_s must be above 0"),
+    (["runs", "--limit", "0"], "Invalid value for '--limit': 0 is not in the range x>=1"),
+])
+def test_a_bad_flag_is_named_with_its_value_and_nothing_is_written(
+    clean: dict[str, str], redis_conn: Redis, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(main, args, env=clean)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    _nothing_written(clean, redis_conn)
