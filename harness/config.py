@@ -158,12 +158,12 @@ class Settings:
             if value > high:
                 raise ConfigError(f"{name} must be <= {high:,}, got {value:,}", name)
         for name, (low, high, unit) in FLOAT_RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-                raise ConfigError(f"{name} must be a number, got {value!r}", name)
-            if not low <= value <= high or (value == 0 and name in POSITIVE):
+            number = getattr(self, name)
+            if isinstance(number, bool) or not isinstance(number, int | float) or number != number:
+                raise ConfigError(f"{name} must be a number, got {number!r}", name)
+            if not low <= number <= high or (number == 0 and name in POSITIVE):
                 side = "above 0" if name in POSITIVE else f"at least {low:g}"
-                raise ConfigError(f"{name} must be {side} and at most {high:g}{unit}, got {value}", name)
+                raise ConfigError(f"{name} must be {side} and at most {high:g}{unit}, got {number}", name)
         if self.quantity > self.max_orders:
             raise ConfigError(
                 f"quantity {self.quantity:,} is above MAX_ORDERS ({self.max_orders:,}); "
