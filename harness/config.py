@@ -157,13 +157,13 @@ class Settings:
                 raise ConfigError(f"{name} must be >= {low}, got {value}", name)
             if value > high:
                 raise ConfigError(f"{name} must be <= {high:,}, got {value:,}", name)
-        for name, (low, high, unit) in FLOAT_RANGES.items():
+        for name, (least, most, unit) in FLOAT_RANGES.items():
             number = getattr(self, name)
             if isinstance(number, bool) or not isinstance(number, int | float) or number != number:
                 raise ConfigError(f"{name} must be a number, got {number!r}", name)
-            if not low <= number <= high or (number == 0 and name in POSITIVE):
-                side = "above 0" if name in POSITIVE else f"at least {low:g}"
-                raise ConfigError(f"{name} must be {side} and at most {high:g}{unit}, got {number}", name)
+            if not least <= number <= most or (number == 0 and name in POSITIVE):
+                side = "above 0" if name in POSITIVE else f"at least {least:g}"
+                raise ConfigError(f"{name} must be {side} and at most {most:g}{unit}, got {number}", name)
         if self.quantity > self.max_orders:
             raise ConfigError(
                 f"quantity {self.quantity:,} is above MAX_ORDERS ({self.max_orders:,}); "
