@@ -117,15 +117,17 @@ class Pipeline:
     def __init__(
         self, settings: Settings, progress: ProgressCallback | None = None,
         start_workers: bool = True, force: bool = False, resume: str | bool = False,
+        concurrency: int | None = None,
     ) -> None:
         """``resume``: True for the latest run, or a run id; that run's record then gives
-        the run id, seed and shape, and ``settings`` only where to connect (and concurrency
-        when it differs from the default)."""
+        the run id, seed and shape, ``settings`` where to connect, and ``concurrency``, if
+        given, a new worker count."""
         self.settings = settings
         self.progress = progress
         self.start_workers = start_workers
         self.force = force
         self.resume = resume
+        self.concurrency = concurrency
         self.run_id = new_run_id()
         self.me = LockHolder.mine(self.run_id)
         self.epoch = 0
@@ -213,9 +215,7 @@ class Pipeline:
                                "start a new run (a cancel with --keep-pending can be resumed)")
         params = record.get("parameters") or {}
         shape = {k: params[k] for k in RUN_SHAPE if params.get(k) is not None}
-        if self.settings.concurrency != Settings.concurrency:
-            shape.pop("concurrency", None)  # asked for on this command line or environment
-        self.settings = self.settings.replace(**shape)
+        self.settings = self.settings.replace(**shape).replace(concurrency=self.concurrency)
         self.seed = int(params["seed"])
         tally = store.tally()
         if tally.count() != tally.max_seq + 1:
@@ -704,9 +704,10 @@ def run(
 
 def resume(
     settings: Settings, run_id: str | None = None, progress: ProgressCallback | None = None,
-    start_workers: bool = True,
+    start_workers: bool = True, concurrency: int | None = None,
 ) -> dict[str, Any]:
     """Finish a run that stopped before DONE (the latest, or ``run_id``, which must be the
-    latest); return its record. Raises CannotResume, before writing anything, when the
-    store no longer holds that run's orders."""
-    return Pipeline(settings, progress, start_workers, resume=run_id or True).run()
+    latest) with its own settings, or ``concurrency`` workers; return its record. Raises
+    CannotResume, before writing anything, when the store no longer holds that run's orders."""
+    return Pipeline(settings, progress, start_workers, resume=run_id or True,
+                    concurrency=concurrency).run()

@@ -55,8 +55,8 @@ def run(as_json: bool, no_progress: bool, no_workers: bool, force: bool, **flags
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @click.option("--no-workers", is_flag=True, help="start no workers; rely on `harness worker`")
-def resume(run_id: str | None, as_json: bool, no_progress: bool, no_workers: bool,
-           **flags: Any) -> None:
+def resume(run_id: str | None, concurrency: int | None, as_json: bool, no_progress: bool,
+           no_workers: bool, **flags: Any) -> None:
     """Finish the latest run (or RUN_ID, if it is the latest) after it stopped before DONE:
     coordinator killed, Redis restarted, store gone for a while, batches dead-lettered.
 
@@ -66,10 +66,11 @@ def resume(run_id: str | None, as_json: bool, no_progress: bool, no_workers: boo
     """
     from harness.pipeline import resume as resume_run
 
-    settings = settings_from(**flags)
+    settings = settings_from(concurrency=concurrency, **flags)  # checks -c
     progress, close = (None, lambda: None) if no_progress else _progress_bar(None)
     try:
-        record = resume_run(settings, run_id, progress=progress, start_workers=not no_workers)
+        record = resume_run(settings, run_id, progress=progress, start_workers=not no_workers,
+                            concurrency=concurrency)
     finally:
         close()
     _report(record, as_json)
