@@ -339,7 +339,8 @@ class Pipeline:
         self.state.set(**fields)
         self.timings["setupMs"] = self._before.get("setupMs", 0) + _ms(time.perf_counter() - setup_start)
         resumed = {
-            "at": iso(time.time()), "epoch": self.epoch, "fromPhase": self.record.get("phase"),
+            "at": iso(time.time()), "epoch": self.epoch,
+            "fromPhase": self.record.get("stoppedInPhase") or self.record.get("phase"),
             "fromError": self.record.get("error"), "lastCheckpointAt": self.record.get("checkpointAt"),
             "stored": self.generated, "truncated": truncated, "processed": done[VIP] + done[NORMAL],
             "pending": {"vip": tally.count(VIP, PENDING), "normal": tally.count(NORMAL, PENDING)},
@@ -348,6 +349,7 @@ class Pipeline:
         self.record.update(phase=Phase.GENERATING.value, error=None,
                            environment=environment(self.settings, self.conn, self.store))
         self.record.pop("cancel", None)
+        self.record.pop("stoppedInPhase", None)
         log.warning(event("resumed", run=self.run_id, epoch=self.epoch, **{
             k: v for k, v in resumed.items() if k in ("fromPhase", "stored", "truncated", "processed")}))
         self.store.save_run(self.record)
@@ -634,6 +636,10 @@ class Pipeline:
         if phase is Phase.DONE and not proof["held"]:
             phase, error = Phase.ERROR, f"VIP-first barrier violated: gap {proof['gapMs']} ms"
         rss: dict[str, int] = self._redis_or(self.state.worker_rss_kb, {})
+        if phase is Phase.DONE:
+            self.record.pop("stoppedInPhase", None)
+        else:
+            self.record["stoppedInPhase"] = self.phase.value  # what a resume reports it from
         figures = self._figures()
         figures["counts"]["processed"] = processed
         self.record.update({

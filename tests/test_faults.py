@@ -327,6 +327,7 @@ def test_redis_restarted_mid_run_stops_it_clearly_and_resume_completes_it(
     record = resume(settings)
     took = time.perf_counter() - t
     assert_complete(settings, record, conn)
+    assert record["resumes"][0]["fromPhase"] == Phase.WAITING_NORMAL_DRAIN
     print(f"\nRedis killed and restarted empty: run stopped {stopped_after:.2f} s later with "
           f"\"{record['resumes'][0]['fromError'][:60]}…\"; resume took {took:.2f} s")
 
@@ -395,5 +396,7 @@ def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_compl
     record = resume(slow)
     took = time.perf_counter() - t
     assert_complete(slow, record, redis_conn)
+    # The run could not record its end: it resumed from its last checkpoint.
+    assert record["resumes"][0]["fromPhase"] == Phase.WAITING_NORMAL_DRAIN
     print(f"\nstore locked mid-run: run failed {failed_after:.2f} s later; after the lock went, "
           f"resume took {took:.2f} s")
