@@ -49,6 +49,7 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("overallPerSec", "throughput.overall"),
     ("barrierHeld", "barrier.held"),
     ("barrierGapMs", "barrier.gapMs"),
+    ("resumes", "resumes"),  # how many times it was resumed: its times include downtime
     ("error", "error"),
 )
 
@@ -56,7 +57,7 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
 # the whole records.
 BRIEF_COLUMNS = (
     "runId", "phase", "backend", "quantity", "ordersPerJob", "concurrency", "totalTimeMs",
-    "overallPerSec", "barrierHeld", "error",
+    "overallPerSec", "barrierHeld", "resumes", "error",
 )
 
 
@@ -150,7 +151,7 @@ def _dig(record: dict[str, Any], path: str) -> Any:
         if not isinstance(value, dict):
             return None
         value = value.get(part)
-    return value
+    return len(value) if isinstance(value, list) else value
 
 
 def runs_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

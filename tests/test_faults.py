@@ -35,6 +35,7 @@ from harness.cli import main
 from harness.config import Settings
 from harness.orders import NORMAL, PROCESSED, VIP
 from harness.pipeline import Progress, resume, run
+from harness.runs import runs_table
 from harness.state import ATTEMPTS_KEY, COUNTED_KEY, LOCK_KEY, STATE_KEY, Phase, RunState
 from harness.status import get_status
 from harness.store import StoreError, open_store, sqlite_path
@@ -328,6 +329,7 @@ def test_redis_restarted_mid_run_stops_it_clearly_and_resume_completes_it(
     took = time.perf_counter() - t
     assert_complete(settings, record, conn)
     assert record["resumes"][0]["fromPhase"] == Phase.WAITING_NORMAL_DRAIN
+    assert runs_table([record])[0]["resumes"] == 1  # `harness runs` says its times include downtime
     print(f"\nRedis killed and restarted empty: run stopped {stopped_after:.2f} s later with "
           f"\"{record['resumes'][0]['fromError'][:60]}…\"; resume took {took:.2f} s")
 
