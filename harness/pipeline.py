@@ -261,7 +261,7 @@ class Pipeline:
         if self.resume:
             # A new epoch before waiting: a job of the stopped run that has not yet checked
             # in will find it and do nothing; one already running is waited for.
-            self.state.begin(self._state_fields(self.record.get("phase", Phase.GENERATING)))
+            self.state.begin(self._state_fields(Phase.GENERATING))
         self._wait_for_running_jobs()
         if self.start_workers:
             # Forked before this process opens its store, so no connection crosses a fork.

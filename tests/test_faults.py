@@ -382,6 +382,9 @@ def test_an_unavailable_store_at_start_fails_within_5_seconds_and_writes_nothing
 def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_completes_it(
     slow: Settings, redis_conn: Redis, foreign_lock: ForeignLock
 ) -> None:
+    # The bound is the issue's, not a speed goal: the run must stop, not hang. It takes the
+    # store timeout plus at most one checkpoint interval; 2 s leaves room on a loaded machine.
+    slow = slow.replace(store_timeout_s=2.0)
     running = Run(slow)
     wait_for(lambda: get_status(redis_conn)["phase"] == Phase.WAITING_NORMAL_DRAIN,
              "the NORMAL drain")
