@@ -32,8 +32,8 @@ from rq.worker import Worker
 
 from harness import control, retries
 from harness.cli import main
-from harness.config import Settings
-from harness.orders import NORMAL, PROCESSED, VIP
+from harness.config import TIERS, Settings
+from harness.orders import NORMAL, PROCESSED, VIP, generate_chunk
 from harness.pipeline import Progress, resume, run
 from harness.runs import runs_table
 from harness.state import ATTEMPTS_KEY, COUNTED_KEY, LOCK_KEY, STATE_KEY, Phase, RunState
@@ -255,6 +255,8 @@ def test_a_killed_coordinator_is_resumed_in_any_phase(
     holder = state.holder()
     assert holder is not None and holder.is_dead()
     assert state.read()["phase"] == phase
+    health = control.health(slow, redis_conn)
+    assert health["status"] == "error" and any("harness resume" in r for r in health["reasons"])
     t = time.perf_counter()
     resumed = subprocess.run([sys.executable, "-m", "harness.cli", "resume", "--json",
                               "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
@@ -405,3 +407,33 @@ def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_compl
     assert record["resumes"][0]["fromPhase"] == Phase.WAITING_NORMAL_DRAIN
     print(f"\nstore locked mid-run: run failed {failed_after:.2f} s later; after the lock went, "
           f"resume took {took:.2f} s")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mongo"])
+def test_resume_drops_a_half_inserted_chunk_and_generates_it_again(
+    settings: Settings, redis_conn: Redis, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """An unordered MongoDB insert cut short leaves part of a chunk: resume must neither
+    trust it nor duplicate it. (MongoDB: a real server if HARNESS_TEST_MONGO_URI is set,
+    else the litemongo stand-in, see conftest.)"""
+    if backend == "mongo":
+        settings = settings.replace(mongo_uri=request.getfixturevalue("mongo_standin"))
+
+    def crash(p: Progress) -> None:
+        if p.phase is Phase.GENERATING and p.generated >= 1_000:
+            raise RuntimeError("coordinator crashed")
+
+    stopped = run(settings, progress=crash)
+    assert stopped["phase"] == "ERROR" and stopped["stoppedInPhase"] == "GENERATING"
+    weights = [settings.tier_weights[t] for t in TIERS]
+    store = open_store(settings)
+    try:
+        store.insert_orders(generate_chunk(stopped["parameters"]["seed"], 1_000, 250, weights))
+        assert store.tally().count() == 1_250
+    finally:
+        store.close()
+    record = resume(settings)
+    assert_complete(settings, record, redis_conn)
+    (again,) = record["resumes"]
+    assert (again["fromPhase"], again["stored"], again["truncated"]) == ("GENERATING", 1_000, 250)
+    assert record["environment"]["store"]["backend"] == backend
