@@ -81,13 +81,8 @@ def enqueue_due(conn: Redis) -> int:
         registry = ScheduledJobRegistry(queue=q)
         ids = registry.get_jobs_to_schedule(int(at) + 1)  # RQ's whole seconds, rounded down
         for job in Job.fetch_many(ids, connection=conn):
-            if job is None or due_at(job) > at:
-                continue
-            try:
-                registry.requeue(job)
-                moved += 1
-            except (InvalidJobOperation, NoSuchJobError):  # moved or deleted meanwhile
-                pass
+            if job is not None and due_at(job) <= at:
+                moved += _requeue(registry, job)
     return moved
 
 
@@ -114,7 +109,7 @@ def in_flight(conn: Redis) -> int:
 def dead_letters(conn: Redis, limit: int | None = None) -> list[dict[str, Any]]:
     """The dead-lettered batches, oldest first: what `harness status` and `health` list."""
     rows: list[dict[str, Any]] = []
-    for name, q in ((n, q) for n, q in queues(conn).items()):
+    for name, q in queues(conn).items():
         registry = FailedJobRegistry(queue=q)
         ids = registry.get_job_ids(0, -1 if limit is None else limit - 1)
         for job in Job.fetch_many(ids, connection=conn):
@@ -144,9 +139,14 @@ def retry_failed(conn: Redis, retry_intervals: Sequence[float]) -> int:
                 continue
             job.retries_left = len(retry_intervals) or None
             job.retry_intervals = list(retry_intervals)  # type: ignore[arg-type]  # see enqueue_batches
-            try:
-                registry.requeue(job)
-                requeued += 1
-            except (InvalidJobOperation, NoSuchJobError):  # requeued or deleted meanwhile
-                pass
+            requeued += _requeue(registry, job)
     return requeued
+
+
+def _requeue(registry: ScheduledJobRegistry | FailedJobRegistry, job: Job) -> bool:
+    """Put ``job`` back on its queue; False if another process moved or deleted it first."""
+    try:
+        registry.requeue(job)
+    except (InvalidJobOperation, NoSuchJobError):
+        return False
+    return True
