@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness import queue as rq_queue
+from harness import retries
 from harness.config import TIERS, Settings, redact
 from harness.connection import connect_redis
 from harness.control import take_lock
@@ -119,7 +120,7 @@ def queue_overhead(settings: Settings, n: int) -> dict[str, Any]:
         enqueue_s = time.perf_counter() - t
         finished = q.finished_job_registry
         while finished.count < jobs:
-            if rq_queue.failed_count(conn):
+            if retries.dead_letter_count(conn):
                 raise BenchFailed(f"empty job failed: {rq_queue.last_failure(conn)}")
             time.sleep(0.005)
         total_s = time.perf_counter() - t

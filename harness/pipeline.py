@@ -136,7 +136,6 @@ class Pipeline:
         self.vip_total = self.normal_total = self.generated = 0
         self.jobs = {VIP: 0, NORMAL: 0}
         self.timings: dict[str, float] = {}
-        self._before: dict[str, float] = {}  # a resumed run's timings from before the resume
         self._pool: multiprocessing.process.BaseProcess | None = None
         self._last_refresh = self._last_log = self._last_checkpoint = self._last_retry_check = 0.0
         self._stopping = False
@@ -229,10 +228,9 @@ class Pipeline:
         self.epoch = len(record.get("resumes") or []) + 1
         self.started = datetime.fromisoformat(record["startedAt"]).timestamp()
         self.t0 = time.perf_counter() - (time.time() - self.started)
-        self._before = {k: float(v) for k, v in {
+        self.timings = {k: float(v) for k, v in {  # this run adds its times to these
             **{k: record.get(k) for k in TIMING_KEYS}, **(record.get("breakdown") or {}),
         }.items() if v is not None}
-        self.timings = dict(self._before)
         jobs = (record.get("counts") or {}).get("jobs") or {}
         self.jobs = {VIP: int(jobs.get("vip") or 0), NORMAL: int(jobs.get("normal") or 0)}
 
@@ -337,7 +335,7 @@ class Pipeline:
             if w.first_started is not None:
                 fields.update({f"start:{p}": w.first_started, f"end:{p}": w.last_processed})
         self.state.set(**fields)
-        self.timings["setupMs"] = self._before.get("setupMs", 0) + _ms(time.perf_counter() - setup_start)
+        self._add_time("setupMs", time.perf_counter() - setup_start, dict(self.timings))
         resumed = {
             "at": iso(time.time()), "epoch": self.epoch,
             "fromPhase": self.record.get("stoppedInPhase") or self.record.get("phase"),
@@ -408,6 +406,7 @@ class Pipeline:
         timeout = rq_queue.job_timeout(s.orders_per_job, s.work_ms)
         gen_s = insert_s = enqueue_s = 0.0
         vip_buffer: list[int] = []
+        base = dict(self.timings)  # times from before a resume, and this run's VIP backlog
         start = time.perf_counter()
         chunks = generate(self.seed, s.quantity, s.chunk_size, weights, first=self.generated)
         while True:
@@ -429,15 +428,15 @@ class Pipeline:
             self.vip_total += full
             del vip_buffer[:full]
             self.normal_total = self.generated - self.vip_total - len(vip_buffer)
-            self._add_time("generationTimeMs", time.perf_counter() - start - enqueue_s)
-            self._add_time("enqueueVipTimeMs", enqueue_s)
+            self._add_time("generationTimeMs", time.perf_counter() - start - enqueue_s, base)
+            self._add_time("enqueueVipTimeMs", enqueue_s, base)
             self.state.set(
                 generated=self.generated, vipTotal=self.vip_total, normalTotal=self.normal_total,
                 progressAt=time.time(), **self._timing_fields(),
             )
             self._tick(Phase.GENERATING)
-        self._add_time("generateMs", gen_s)
-        self._add_time("insertMs", insert_s)
+        self._add_time("generateMs", gen_s, base)
+        self._add_time("insertMs", insert_s, base)
 
     def _enqueue(self, priority: str, queue: Any, seqs: list[int], timeout: int) -> int:
         return rq_queue.enqueue_batches(
@@ -445,9 +444,10 @@ class Pipeline:
             timeout, epoch=self.epoch, retry_intervals=self.settings.retry_intervals,
         )
 
-    def _add_time(self, key: str, seconds: float) -> None:
-        """This stretch's time for ``key``, on top of any from before a resume."""
-        self.timings[key] = round(self._before.get(key, 0.0) + _ms(seconds), 3)
+    def _add_time(self, key: str, seconds: float, base: dict[str, float]) -> None:
+        """``key`` = its time before this stretch began (``base``: a resumed run's earlier
+        times) + this stretch's ``seconds``; set as the stretch goes, for status."""
+        self.timings[key] = round(base.get(key, 0.0) + _ms(seconds), 3)
 
     def _timing_fields(self) -> dict[str, float]:
         return {k: v for k, v in self.timings.items() if k in TIMING_KEYS}
@@ -456,6 +456,7 @@ class Pipeline:
         """Block until ``total`` orders of ``priority`` are processed, looking after batches
         that fail or lose their worker meanwhile."""
         self._enter(phase)
+        base = dict(self.timings)
         start = time.perf_counter()
         stalled_since: float | None = None
         while self.state.processed(priority) < total:
@@ -467,7 +468,7 @@ class Pipeline:
             self._tick(phase)
             time.sleep(POLL_S)
         self._add_time("waitVipDrainMs" if priority == VIP else "waitNormalDrainMs",
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, base)
 
     def _look_after_batches(self, priority: str, total: int, stalled_since: float | None) -> float | None:
         """Retry batches whose worker died and those whose backoff is over; end the run when
@@ -504,16 +505,16 @@ class Pipeline:
         queue = rq_queue.queues(self.conn)[priority]
         timeout = rq_queue.job_timeout(s.orders_per_job, s.work_ms)
         key = "enqueueVipTimeMs" if priority == VIP else "enqueueNormalTimeMs"
+        base = dict(self.timings)
         start = time.perf_counter()
         after = -1
         while seqs := self.store.pending_seqs(priority, after, s.normal_batch_size):
             self.jobs[priority] += self._enqueue(priority, queue, seqs, timeout)
             after = seqs[-1]
-            self._add_time(key, time.perf_counter() - start)
+            self._add_time(key, time.perf_counter() - start, base)
             self.state.set(progressAt=time.time(), **self._timing_fields())
             self._tick(phase)
-        self._add_time(key, time.perf_counter() - start)
-        self._before[key] = self.timings[key]  # generation adds its VIP enqueueing after this
+        self._add_time(key, time.perf_counter() - start, base)
         self.state.set(**self._timing_fields())
 
     def _enter(self, phase: Phase) -> None:

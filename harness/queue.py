@@ -85,10 +85,6 @@ def enqueue_batches(
     return len(datas)
 
 
-def failed_count(conn: Redis) -> int:
-    return sum(FailedJobRegistry(queue=q).count for q in queues(conn).values())
-
-
 def last_failure(conn: Redis) -> str | None:
     """The last line of the newest failed job's traceback, for an error message."""
     for q in queues(conn).values():

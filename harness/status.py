@@ -13,7 +13,7 @@ from redis import Redis
 
 from harness.orders import NORMAL, VIP
 from harness.runs import window_figures
-from harness.state import ACTIVE_PHASES, Phase, RunState
+from harness.state import ACTIVE_PHASES, STATE_KEY, Phase
 
 
 def _float(fields: dict[str, str], key: str) -> float | None:
@@ -81,10 +81,20 @@ def snapshot(fields: dict[str, str], now: float | None = None) -> dict[str, Any]
 
 
 def get_status(conn: Redis) -> dict[str, Any]:
-    """The status document of the current (or last) run, with its dead-lettered batches."""
-    from harness.retries import dead_letter_count, dead_letters
+    """The status document of the current (or last) run, with its dead-lettered batches:
+    one round trip (state hash and dead-letter counts), a second only when there are some."""
+    from rq.registry import FailedJobRegistry
+    from rq.utils import as_text
 
-    doc = snapshot(RunState(conn).read())
-    dead = dead_letter_count(conn)
+    from harness.queue import queues
+    from harness.retries import dead_letters
+
+    pipe = conn.pipeline(transaction=False)
+    pipe.hgetall(STATE_KEY)
+    for q in queues(conn).values():
+        pipe.zcard(FailedJobRegistry(queue=q).key)
+    raw, *failed = pipe.execute()
+    doc = snapshot({as_text(k): as_text(v) for k, v in raw.items()})
+    dead = sum(failed)
     doc["deadLetters"] = {"count": dead, "batches": dead_letters(conn, limit=5) if dead else []}
     return doc
