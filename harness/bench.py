@@ -10,12 +10,8 @@ while the largest run goes on.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +20,11 @@ from typing import Any
 
 from harness import queue as rq_queue
 from harness import retries
-from harness.config import TIERS, Settings, redact
+from harness.config import TIERS, Settings
 from harness.connection import connect_redis
 from harness.control import take_lock
+from harness.errors import BenchFailed, HarnessError
+from harness.launch import run_in_child
 from harness.orders import VIP, generate
 from harness.runs import environment
 from harness.state import LockHolder, RunState
@@ -43,10 +41,6 @@ STATUS_EVERY_S = 0.05
 BENCH_SEED = 1
 
 Report = Callable[[str], None]
-
-
-class BenchFailed(RuntimeError):
-    """A measurement could not complete; the message says which and why."""
 
 
 def empty_job(run_id: str, priority: str, seqs: list[int], epoch: int = 0) -> int:
@@ -165,21 +159,13 @@ class StatusSampler:
 
 
 def full_run(settings: Settings, n: int, concurrency: int) -> dict[str, Any]:
-    """One ``harness run`` in its own process; its record."""
-    s = settings
-    args = [sys.executable, "-m", "harness.cli", "run", "--json", "--no-progress",
-            "-n", str(n), "-c", str(concurrency), "--chunk-size", str(s.chunk_size),
-            "-j", str(s.orders_per_job), "--normal-batch-size", str(s.normal_batch_size),
-            "--seed", str(BENCH_SEED), "--max-orders", str(max(n, s.max_orders)),
-            "--work-ms", str(s.work_ms), "--tier-mix", s.tier_mix,
-            "--data-dir", str(s.data_dir), "--redis-url", s.redis_address]
-    env = {**os.environ, "MONGO_URI": s.mongo_uri or "", "MONGO_DB": s.mongo_db}
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    """One ``harness run`` in its own process (see :mod:`harness.launch`); its record."""
+    point = settings.replace(quantity=n, concurrency=concurrency, seed=BENCH_SEED,
+                             max_orders=max(n, settings.max_orders))
     try:
-        record: dict[str, Any] = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        raise BenchFailed(f"harness run -n {n} -c {concurrency} failed: "
-                           f"{redact(done.stderr.strip()[-500:])}") from None
+        record = run_in_child(point)
+    except HarnessError as exc:
+        raise BenchFailed(f"harness run -n {n} -c {concurrency} failed: {exc}") from None
     if record.get("phase") != "DONE":
         raise BenchFailed(f"harness run -n {n} -c {concurrency} ended {record.get('phase')}: "
                            f"{record.get('error')}")

@@ -16,20 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import ConfigError
+
 TIERS: tuple[str, ...] = ("BRONZE", "PRATA", "OURO", "DIAMANTE")
 DEFAULT_TIER_MIX = "BRONZE=1,PRATA=1,OURO=1,DIAMANTE=1"
-
-
-class ConfigError(ValueError):
-    """A setting has a value the harness cannot use; the message names it and the value.
-
-    ``field`` is the setting, so that the caller can say where the value came from (an
-    environment variable, a flag, a notebook parameter).
-    """
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 # Integer settings: (lowest, highest). Upper bounds keep one chunk, page or pool within a
@@ -211,6 +201,35 @@ class Settings:
             if exc.field in sources:  # say which variable holds the bad value
                 raise ConfigError(f"{sources[exc.field]}: {exc}", exc.field) from None
             raise
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that :meth:`from_env` turns back into these settings, exactly.
+
+        How settings cross a process boundary (a run's child process, a notebook kernel):
+        every variable of ``ENV_VARS`` whose setting is not None, and nothing else. It holds
+        the connection strings as they are, passwords included: for a child's environment,
+        never for output (that is :meth:`public_dict`).
+        """
+        out: dict[str, str] = {}
+        for name, (var, _doc) in ENV_VARS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                out[var] = "true" if value else "false"
+            elif isinstance(value, float):
+                out[var] = repr(value)
+            else:
+                out[var] = str(value)
+        return out
+
+    def with_absolute_paths(self) -> Settings:
+        """A copy whose folders and files are absolute: what a child process started in
+        another working directory (a notebook kernel starts in ``notebooks/``) must get."""
+        paths: dict[str, Any] = {f.name: getattr(self, f.name).resolve()
+                                 for f in dataclasses.fields(self)
+                                 if isinstance(getattr(self, f.name), Path)}
+        return dataclasses.replace(self, **paths)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""

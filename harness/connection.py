@@ -18,13 +18,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from harness.config import Settings, redact
+from harness.errors import RedisUnavailable
 
 log = logging.getLogger("harness")
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
-
-
-class RedisUnavailable(RuntimeError):
-    """No Redis answers at the configured address (message redacted)."""
 
 
 def _ping(conn: Redis) -> Exception | None:

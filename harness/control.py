@@ -19,6 +19,7 @@ from harness import queue as rq_queue
 from harness import retries
 from harness.config import Settings
 from harness.connection import connect_redis
+from harness.errors import CancelTimeout, NoActiveRun
 from harness.logs import event
 from harness.runs import iso, window_of
 from harness.state import ACTIVE_PHASES, LockHolder, Phase, RunActive, RunState
@@ -29,14 +30,6 @@ log = logging.getLogger("harness")
 POLL_S = 0.02
 # Exit codes of `harness health`, for scripts; 2 stays "bad command line" as everywhere.
 HEALTH_EXIT = {"healthy": 0, "error": 1, "degraded": 3, "paused": 4, "aborted": 5}
-
-
-class CancelTimeout(RuntimeError):
-    """The run did not stop within the cancel timeout."""
-
-
-class NoActiveRun(RuntimeError):
-    """What was asked needs a run in progress; the message says what to do instead."""
 
 
 @dataclass(frozen=True)

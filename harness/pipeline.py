@@ -39,6 +39,7 @@ from harness import control, logs, retries
 from harness import queue as rq_queue
 from harness.config import TIERS, Settings, redact
 from harness.connection import connect_redis
+from harness.errors import CannotResume, RunFailed
 from harness.logs import event
 from harness.orders import NORMAL, PENDING, PROCESSED, VIP, generate, id_prefix
 from harness.runs import barrier_proof, environment, iso, window_of
@@ -64,14 +65,6 @@ TIMING_KEYS = ("generationTimeMs", "enqueueVipTimeMs", "enqueueNormalTimeMs", "w
                "waitNormalDrainMs", "setupMs")
 REDIS_LOST = ("Redis lost this run's live state (restarted or flushed?); every order is safe "
               "in the store: `harness resume` finishes the run")
-
-
-class RunFailed(RuntimeError):
-    """The run could not reach DONE; the record says why."""
-
-
-class CannotResume(RuntimeError):
-    """The run asked for cannot be resumed; the message says why."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -117,7 +110,7 @@ class Pipeline:
     def __init__(
         self, settings: Settings, progress: ProgressCallback | None = None,
         start_workers: bool = True, force: bool = False, resume: str | bool = False,
-        concurrency: int | None = None,
+        concurrency: int | None = None, run_id: str | None = None,
     ) -> None:
         """``resume``: True for the latest run, or a run id; that run's record then gives
         the run id, seed and shape, ``settings`` where to connect, and ``concurrency``, if
@@ -128,7 +121,7 @@ class Pipeline:
         self.force = force
         self.resume = resume
         self.concurrency = concurrency
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
         self.me = LockHolder.mine(self.run_id)
         self.epoch = 0
         self.phase = Phase.GENERATING
@@ -703,10 +696,11 @@ class Pipeline:
 
 def run(
     settings: Settings, progress: ProgressCallback | None = None, start_workers: bool = True,
-    force: bool = False,
+    force: bool = False, run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Run the whole pipeline once and return its ``process_runs`` record."""
-    return Pipeline(settings, progress, start_workers, force).run()
+    """Run the whole pipeline once and return its ``process_runs`` record. ``run_id``, when
+    given, names the run (a launcher that must know it before the run starts)."""
+    return Pipeline(settings, progress, start_workers, force, run_id=run_id).run()
 
 
 def resume(

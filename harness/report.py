@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, Settings, redact
+from harness.config import Settings, redact
+from harness.errors import ConfigError, NotebookMissing
+from harness.launch import child_env
 from harness.logs import event
 from harness.runs import iso
 from harness.store import open_store
@@ -29,10 +31,6 @@ from harness.store import open_store
 log = logging.getLogger("harness")
 CHECKOUT_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "python3"
-
-
-class NotebookMissing(RuntimeError):
-    """The notebooks folder does not hold the notebook asked for."""
 
 
 def notebook(settings: Settings, name: str) -> Path:
@@ -50,21 +48,17 @@ def new_sweep_id() -> str:
 
 @contextmanager
 def _kernel_env(settings: Settings) -> Iterator[None]:
-    """Where the kernels find Redis and the store: this process's environment, which
-    papermill hands to every kernel it starts; restored afterwards."""
-    values = {"REDIS_URL": settings.redis_address, "MONGO_URI": settings.mongo_uri or "",
-              "MONGO_DB": settings.mongo_db,
-              "HARNESS_DATA_DIR": str(Path(settings.data_dir).resolve())}
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    """Every setting, for the kernels: papermill hands this process's environment to each
+    kernel it starts, so it becomes :func:`harness.launch.child_env` for the duration (the
+    kernel's own parameters then override the run's shape); restored afterwards."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(child_env(settings))
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:

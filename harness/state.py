@@ -18,6 +18,8 @@ from typing import Any
 
 from redis import Redis
 
+from harness.errors import RunActive
+
 STATE_KEY = "harness:run"
 WORKER_RSS_KEY = "harness:worker-rss"
 # Per job id: how many tries it has had (raised as each try starts), and how many of its
@@ -128,14 +130,6 @@ def process_is_dead(host: str | None, pid: int | None) -> bool:
     except PermissionError:
         return False
     return False
-
-
-class RunActive(RuntimeError):
-    """Another run holds the lock; the message names it."""
-
-    def __init__(self, message: str, holder: LockHolder | None = None) -> None:
-        super().__init__(message)
-        self.holder = holder
 
 
 @dataclass(frozen=True)

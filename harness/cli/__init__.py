@@ -14,35 +14,20 @@ from typing import Any
 import click
 
 from harness import logs
-from harness.bench import BenchFailed
 from harness.cli import control, core, experiments, queue
-from harness.config import ConfigError
-from harness.connection import RedisUnavailable
-from harness.control import CancelTimeout, NoActiveRun
-from harness.pipeline import CannotResume
-from harness.report import NotebookMissing
-from harness.state import RunActive
-from harness.store import StoreError
-
-SERVICE_ERRORS = (
-    RedisUnavailable, StoreError, RunActive, CancelTimeout, NotebookMissing, BenchFailed,
-    CannotResume, NoActiveRun,
-)
+from harness.errors import HarnessError
 
 
 class HarnessGroup(click.Group):
-    """Turns the harness's own errors into one clear line and an exit code."""
+    """Turns the harness's own errors into one clear line and the exit code of their branch
+    of the error tree (2 for bad input, 1 for everything else)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
+        except HarnessError as exc:
             click.echo(f"harness: error: {exc}", err=True)
-            ctx.exit(2)
-        except SERVICE_ERRORS as exc:
-            click.echo(f"harness: error: {exc}", err=True)
-            ctx.exit(1)
-
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -38,10 +38,11 @@ def run(as_json: bool, no_progress: bool, no_workers: bool, force: bool, **flags
     from harness.pipeline import run as run_pipeline
 
     settings = settings_from(**flags)
+    run_id = launched_run_id()
     progress, close = (None, lambda: None) if no_progress else _progress_bar(settings.quantity)
     try:
         record = run_pipeline(settings, progress=progress, start_workers=not no_workers,
-                              force=force)
+                              force=force, run_id=run_id)
     finally:
         close()
     _report(record, as_json)
@@ -74,6 +75,21 @@ def resume(run_id: str | None, concurrency: int | None, as_json: bool, no_progre
     finally:
         close()
     _report(record, as_json)
+
+
+def launched_run_id() -> str | None:
+    """The run id a launcher chose for this run (HARNESS_RUN_ID), checked."""
+    import os
+    import re
+
+    from harness.errors import ConfigError
+    from harness.launch import RUN_ID_VAR
+
+    value = os.environ.get(RUN_ID_VAR)
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        raise ConfigError(f"{RUN_ID_VAR}={value!r}: a run id is 1-64 letters, digits, '.', '_' "
+                          "or '-'", "run_id")
+    return value
 
 
 def _report(record: dict[str, Any], as_json: bool) -> None:

@@ -11,11 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from harness.errors import StoreError
 from harness.orders import Order
-
-
-class StoreError(RuntimeError):
-    """The store cannot be reached or refused an operation; the message says which."""
 
 
 class DuplicateOrderError(StoreError):

@@ -1,0 +1,128 @@
+"""Every error the harness raises on purpose, in one tree (as httpx keeps its own).
+
+Each branch says how a front end reports it: the CLI exits with ``exit_code`` and prints one
+line, the HTTP API answers ``http_status`` with the message as JSON. A new error picks its
+branch here and every front end handles it without a change of its own.
+
+    HarnessError
+    ├── BadInput            exit 2, HTTP 400   a value the harness cannot use
+    │   ├── ConfigError                        a setting (flag, variable, parameter, query)
+    │   ├── NotFound        HTTP 404           a run, sweep or file named that does not exist
+    │   └── MissingExtra                       an optional dependency is not installed
+    ├── ServiceUnavailable  exit 1, HTTP 503   Redis or the store cannot be reached or used
+    │   ├── RedisUnavailable
+    │   └── StoreError
+    ├── Conflict            exit 1, HTTP 409   the state of things forbids it now
+    │   ├── RunActive                          another run holds the lock
+    │   ├── NoActiveRun                        it needs a run in progress
+    │   └── CannotResume                       the store no longer holds that run as it was
+    └── Failed              exit 1, HTTP 500   the work itself failed
+        ├── RunFailed                          a run could not reach DONE
+        ├── CancelTimeout
+        ├── BenchFailed
+        └── NotebookMissing
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from harness.state import LockHolder
+
+
+class HarnessError(Exception):
+    """Root of the harness's own errors; the message is meant for a person, one line."""
+
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+
+
+class BadInput(HarnessError, ValueError):
+    """A value the harness cannot use; nothing was written."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class ConfigError(BadInput):
+    """A setting has a value the harness cannot use; the message names it and the value.
+
+    ``field`` is the setting, so that the caller can say where the value came from (an
+    environment variable, a flag, a notebook parameter, a query parameter).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(BadInput):
+    """A run, sweep or file that was named does not exist."""
+
+    http_status = 404
+
+
+class MissingExtra(BadInput):
+    """A command needs an optional dependency group that is not installed."""
+
+    def __init__(self, extra: str, module: str) -> None:
+        super().__init__(f"this needs the [{extra}] extra ({module} is not installed): "
+                         f"pip install 'harness[{extra}]'")
+        self.extra = extra
+
+
+class ServiceUnavailable(HarnessError):
+    """Redis or the store cannot be reached, or cannot be used now."""
+
+    http_status = 503
+
+
+class RedisUnavailable(ServiceUnavailable):
+    """No Redis answers at the configured address (message redacted)."""
+
+
+class StoreError(ServiceUnavailable):
+    """The store cannot be reached or refused an operation; the message says which."""
+
+
+class Conflict(HarnessError):
+    """What was asked conflicts with the state of things now (a run is active, or is not)."""
+
+    http_status = 409
+
+
+class RunActive(Conflict):
+    """Another run holds the lock; the message names it and ``holder`` is who holds it."""
+
+    def __init__(self, message: str, holder: LockHolder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class NoActiveRun(Conflict):
+    """What was asked needs a run in progress; the message says what to do instead."""
+
+
+class CannotResume(Conflict):
+    """The run asked for cannot be resumed; the message says why."""
+
+
+class Failed(HarnessError):
+    """The work itself failed; the message says what and, where one exists, the remedy."""
+
+
+class RunFailed(Failed):
+    """The run could not reach DONE; the record says why."""
+
+
+class CancelTimeout(Failed):
+    """The run did not stop within the cancel timeout."""
+
+
+class BenchFailed(Failed):
+    """A measurement could not complete; the message says which and why."""
+
+
+class NotebookMissing(Failed):
+    """The notebooks folder does not hold the notebook asked for."""
