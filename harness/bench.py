@@ -20,16 +20,18 @@ from typing import Any
 
 from harness import queue as rq_queue
 from harness import retries
+from harness.codec import to_json
 from harness.config import TIERS, Settings
 from harness.connection import connect_redis
-from harness.control import take_lock
 from harness.errors import BenchFailed, HarnessError
 from harness.launch import run_in_child
+from harness.lock import LockHolder, RunLock
 from harness.orders import VIP, generate
+from harness.record import RunRecord
 from harness.runs import environment
-from harness.state import LockHolder, RunState
 from harness.status import get_status
 from harness.store import open_store
+from harness.takeover import take_lock
 from harness.worker import run_pool
 
 # The issue's targets on this machine, for N = 1,000,000 with default settings.
@@ -58,6 +60,7 @@ def store_floor(settings: Settings, n: int) -> dict[str, Any]:
     weights = [settings.tier_weights[t] for t in TIERS]
     store = open_store(settings)
     try:
+        store.claim(f"bench-floor-{int(time.time())}")  # writes like a run's, fenced like one
         store.clear_orders()
         insert_s = update_s = 0.0
         for chunk in generate(BENCH_SEED, n, settings.chunk_size, weights):
@@ -158,31 +161,32 @@ class StatusSampler:
                 "p95": round(s[min(len(s) - 1, int(len(s) * 0.95))], 3), "max": round(s[-1], 3)}
 
 
-def full_run(settings: Settings, n: int, concurrency: int) -> dict[str, Any]:
+def full_run(settings: Settings, n: int, concurrency: int) -> RunRecord:
     """One ``harness run`` in its own process (see :mod:`harness.launch`); its record."""
     point = settings.replace(quantity=n, concurrency=concurrency, seed=BENCH_SEED,
                              max_orders=max(n, settings.max_orders))
     try:
-        record = run_in_child(point)
+        record = RunRecord.from_json(run_in_child(point))
     except HarnessError as exc:
         raise BenchFailed(f"harness run -n {n} -c {concurrency} failed: {exc}") from None
-    if record.get("phase") != "DONE":
-        raise BenchFailed(f"harness run -n {n} -c {concurrency} ended {record.get('phase')}: "
-                           f"{record.get('error')}")
+    if not record.is_done:
+        raise BenchFailed(f"harness run -n {n} -c {concurrency} ended {record.phase}: "
+                          f"{record.error}")
     return record
 
 
-def _run_row(record: dict[str, Any]) -> dict[str, Any]:
-    workers = record["memory"]["workerMaxRssMb"]
+def _run_row(record: RunRecord) -> dict[str, Any]:
+    assert record.memory and record.throughput and record.processing and record.barrier
+    workers = record.memory.worker_max_rss_mb
     return {
-        "n": record["counts"]["generated"], "c": record["parameters"]["concurrency"],
-        "totalS": round(record["totalTimeMs"] / 1000, 3),
-        "ordersPerSec": record["throughput"]["overall"],
-        "generationS": round(record["generationTimeMs"] / 1000, 3),
-        "normalWindowS": round((record["processing"]["normal"]["timeMs"] or 0) / 1000, 3),
-        "coordinatorMaxRssMb": record["memory"]["coordinatorMaxRssMb"],
+        "n": record.counts.generated, "c": record.param("concurrency"),
+        "totalS": round((record.total_time_ms or 0) / 1000, 3),
+        "ordersPerSec": record.throughput.overall,
+        "generationS": round((record.generation_time_ms or 0) / 1000, 3),
+        "normalWindowS": round((record.processing.normal.time_ms or 0) / 1000, 3),
+        "coordinatorMaxRssMb": record.memory.coordinator_max_rss_mb,
         "workerMaxRssMb": max(workers.values()) if workers else None,
-        "barrierHeld": record["barrier"]["held"], "runId": record["runId"],
+        "barrierHeld": record.barrier.held, "runId": record.run_id,
     }
 
 
@@ -198,7 +202,7 @@ def bench(
     try:
         store = open_store(settings)
         try:
-            env = environment(settings, conn, store)
+            env = to_json(environment(settings, conn, store))
         finally:
             store.close()
         report(f"store floor, {n:,} orders ...")
@@ -208,7 +212,7 @@ def bench(
         report(f"queue overhead, {n:,} orders in empty jobs ...")
         queue = queue_overhead(settings, n)
     finally:
-        RunState(conn).release(me)
+        RunLock(conn).release(me)
     runs = []
     for size in sorted(set(sizes)):
         report(f"harness run -n {size:,} -c {settings.concurrency} ...")
@@ -225,7 +229,7 @@ def bench(
         report(f"harness run -n {n:,} -c {c} ...")
         scaling.append(_run_row(full_run(settings, n, c)))
     scaling.sort(key=lambda row: row["c"])
-    total_s = main["totalTimeMs"] / 1000
+    total_s = (main.total_time_ms or 0) / 1000
     ratio = round(total_s / floor["totalS"], 2) if floor["totalS"] else None
     max_rss = max(max(r["coordinatorMaxRssMb"], r["workerMaxRssMb"] or 0) for r in runs)
     return {
@@ -235,8 +239,9 @@ def bench(
             "chunk_size", "orders_per_job", "normal_batch_size", "concurrency", "work_ms")},
         "environment": env,
         "storeFloor": floor,
-        "endToEnd": {"totalS": round(total_s, 3), "ordersPerSec": main["throughput"]["overall"],
-                     "ratioToFloor": ratio, "runId": main["runId"]},
+        "endToEnd": {"totalS": round(total_s, 3),
+                     "ordersPerSec": main.throughput.overall if main.throughput else None,
+                     "ratioToFloor": ratio, "runId": main.run_id},
         "generator": gen,
         "queueOverhead": queue,
         "statusLatencyMs": status,

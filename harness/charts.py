@@ -7,10 +7,12 @@ a notebook lays figures out as it likes and a test can draw without a screen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from harness.record import RunRecord
 from harness.runs import runs_table
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ PHASES = (
 POINT = ["quantity", "chunkSize", "ordersPerJob", "concurrency"]
 
 
-def table(records: list[dict[str, Any]]) -> pd.DataFrame:
+def table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Run records as the flat table, oldest first (charts read left to right in time)."""
     frame = pd.DataFrame(runs_table(records))
     if frame.empty:
@@ -35,9 +37,10 @@ def table(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.sort_values("startedAt", kind="stable").reset_index(drop=True)
 
 
-def run_timeline(record: dict[str, Any], ax: Axes) -> None:
+def run_timeline(run: RunRecord, ax: Axes) -> None:
     """Generation, then the VIP window, then the NORMAL window, in seconds from the start:
     the barrier is the gap between the last two."""
+    record = run.to_json()
     t0 = pd.Timestamp(record["startedAt"])
 
     def span(start: str | None, end: str | None) -> tuple[float, float] | None:
@@ -49,12 +52,12 @@ def run_timeline(record: dict[str, Any], ax: Axes) -> None:
     rows: list[tuple[str, tuple[float, float] | None, str]] = [
         ("generation", (0.0, (record.get("generationTimeMs") or 0) / 1000), "tab:gray")]
     for key, color in (("vip", "tab:orange"), ("normal", "tab:blue")):
-        window = record.get("processing", {}).get(key, {})
+        window = (record.get("processing") or {}).get(key) or {}
         rows.append((f"{key.upper()} window", span(window.get("start"), window.get("end")), color))
     for y, (_label, bar, color) in enumerate(rows):
         if bar is not None:
             ax.broken_barh([bar], (y - 0.35, 0.7), color=color)
-    last_vip = record.get("barrier", {}).get("lastVipProcessedAt")
+    last_vip = (record.get("barrier") or {}).get("lastVipProcessedAt")
     if last_vip:
         x = (pd.Timestamp(last_vip) - t0).total_seconds()
         ax.axvline(x, color="black", linestyle="--", linewidth=1, label="last VIP processed")
@@ -62,7 +65,7 @@ def run_timeline(record: dict[str, Any], ax: Axes) -> None:
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the run started")
-    ax.set_title(f"run {record['runId']}: {record.get('counts', {}).get('generated', 0):,} orders")
+    ax.set_title(f"run {run.run_id}: {run.counts.generated:,} orders")
 
 
 def phase_times(runs: pd.DataFrame, ax: Axes) -> None:

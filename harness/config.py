@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,11 @@ FLOAT_RANGES: dict[str, tuple[float, float, str]] = {
     "retry_backoff_s": (0, 3_600, " s"),
 }
 POSITIVE = frozenset({"stuck_after_s", "cancel_timeout_s", "store_timeout_s"})
+# Settings that shape a run's orders and work: a resumed run takes them from its record, and
+# a sweep may vary any of them (`harness sweep --param NAME=A,B`).
+RUN_SHAPE = ("max_orders", "quantity", "chunk_size", "normal_batch_size", "orders_per_job",
+             "concurrency", "seed", "tier_mix", "work_ms", "sweep_id")
+SWEEPABLE = tuple(name for name in RUN_SHAPE if name not in ("max_orders", "sweep_id"))
 
 
 # field -> (environment variable, what it means). Defaults live on Settings below; CLI help
@@ -295,6 +300,34 @@ def _convert(var: str, raw: str, type_name: Any) -> Any:
     if "Path" in kind:
         return Path(raw)
     return raw
+
+
+def parse_grid(specs: Sequence[str], flag: str = "--param") -> dict[str, list[Any]]:
+    """``["chunk_size=5000,10000", "tier_mix=BRONZE=3,DIAMANTE=1"]`` as a sweep grid.
+
+    Numeric settings take comma-separated values; a text setting (``tier_mix``, whose value
+    holds commas) takes one value per occurrence, so repeat it for more. Values are
+    converted to the setting's type here; ranges are checked when each point's Settings is
+    built (:func:`harness.report.grid_points`).
+    """
+    types = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        name = name.strip()
+        if not sep or name not in SWEEPABLE:
+            raise ConfigError(f"{flag} {spec!r}: expected NAME=VALUES with NAME one of "
+                              f"{', '.join(SWEEPABLE)}", name or None)
+        kind = types[name]
+        parts = [text] if kind.startswith("str") else text.split(",")
+        try:
+            values = [_convert(f"{flag} {name}", part.strip(), kind) for part in parts]
+        except ConfigError as exc:
+            raise ConfigError(str(exc), name) from None
+        if not values or any(v == "" for v in values):
+            raise ConfigError(f"{flag} {spec!r}: no value for {name}", name)
+        grid.setdefault(name, []).extend(values)
+    return grid
 
 
 def option_help(name: str) -> str:

@@ -1,9 +1,10 @@
-"""Controlling runs from outside: the one-run lock, cancel, reset and health.
+"""Controlling runs from outside: cancel, reset, retry-failed and health.
 
 These are the original service's /pedidos/cancel, /reset and /health/queue. A cancel is
 cooperative: it leaves a request in Redis that the coordinator and every worker read, so
 nothing is interrupted half way and nothing already processed is rolled back. Only when a
-run's coordinator is gone does the caller finish the run itself (:func:`abandon`).
+run's coordinator is gone does the caller finish the run itself
+(:func:`harness.takeover.abandon`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from harness import queue as rq_queue
 from harness import retries
 from harness.config import Settings
 from harness.connection import connect_redis
-from harness.errors import CancelTimeout, NoActiveRun
+from harness.errors import NoActiveRun, RunActive
+from harness.lock import LockHolder, RunLock
 from harness.logs import event
-from harness.runs import iso, window_of
-from harness.state import ACTIVE_PHASES, LockHolder, Phase, RunActive, RunState
+from harness.record import RunRecord
+from harness.state import CancelRequest, Phase, RunState
 from harness.status import snapshot
 from harness.store import open_store
+from harness.takeover import stop, take_lock
 
 log = logging.getLogger("harness")
 POLL_S = 0.02
@@ -34,53 +37,17 @@ HEALTH_EXIT = {"healthy": 0, "error": 1, "degraded": 3, "paused": 4, "aborted": 
 
 @dataclass(frozen=True)
 class CancelResult:
-    """What a cancel did; ``record`` is the run's stored record once it is ABORTED."""
+    """What a cancel did. ``request`` is the request in effect for the run: this call's, or
+    an earlier one's (``won`` False), whose options then decided what happened to the
+    run's queued jobs and pending orders. ``record`` is the run's record once ABORTED."""
 
     cancelled: bool
     run_id: str | None
     message: str
     elapsed_ms: float = 0.0
-    record: dict[str, Any] | None = None
-
-
-def take_lock(
-    settings: Settings, conn: Redis, me: LockHolder, force: bool = False,
-    resume_of: str | None = None,
-) -> None:
-    """Take the run lock for ``me``. A holder that provably died is cleaned up and replaced
-    (left as it is when it is the run being resumed, ``resume_of``); a live one is cancelled
-    first with ``force``, else RunActive names it."""
-    state = RunState(conn)
-    for _ in range(3):
-        try:
-            state.acquire(me)
-            return
-        except RunActive as exc:
-            holder = exc.holder
-            if holder is None:  # freed between our SET and GET: try again
-                continue
-            if holder.is_dead() and holder.run_id == resume_of:
-                log.warning(event("stale-lock", run=holder.run_id,
-                                  coordinator=f"{holder.host}:{holder.pid}",
-                                  action="resuming: its coordinator died"))
-                state.release(holder)
-            elif holder.is_dead():
-                log.warning(event("stale-lock", run=holder.run_id,
-                                  coordinator=f"{holder.host}:{holder.pid}",
-                                  action="taking over: its coordinator died"))
-                abandon(settings, conn, holder, "its coordinator died", _request(holder, True, False))
-            elif force and holder.is_run:
-                log.warning(event("force", run=holder.run_id, action="cancelling it first"))
-                cancel(settings, conn=conn, remove_pending=False)
-            else:
-                raise
-    state.acquire(me)
-
-
-def _request(holder: LockHolder, purge: bool, remove_pending: bool,
-             reset_metrics: bool = False) -> dict[str, Any]:
-    return {"runId": holder.run_id, "purge": purge, "removePending": remove_pending,
-            "resetMetrics": reset_metrics, "requestedAt": time.time()}
+    record: RunRecord | None = None
+    request: CancelRequest | None = None
+    won: bool = True
 
 
 def cancel(
@@ -91,43 +58,26 @@ def cancel(
 
     Defaults are the original's: purge queued jobs, remove pending orders, keep metrics.
     The queues are paused meanwhile so that idle workers take nothing new, then restored.
+    Of two cancels of one run, the first one's options win; the second says so.
     """
     conn = conn or connect_redis(settings, autostart=False)
-    state = RunState(conn)
-    holder = state.holder()
+    holder = RunLock(conn).holder()
     if holder is None:
         return CancelResult(False, None, "no run is active; nothing changed")
     if not holder.is_run:
         return CancelResult(False, None, f"no run is active ({holder.run_id.split('-')[0]} holds "
                             f"the lock, pid {holder.pid}, briefly); nothing changed")
     t0 = time.perf_counter()
-    request = _request(holder, purge, remove_pending, reset_metrics)
-    state.request_abort(request)
+    mine = CancelRequest(holder.run_id, purge=purge, remove_pending=remove_pending,
+                         reset_metrics=reset_metrics)
     log.info(event("cancel-requested", run=holder.run_id, purge=purge,
-                      removePending=remove_pending, resetMetrics=reset_metrics))
+                   removePending=remove_pending, resetMetrics=reset_metrics))
     was_paused = rq_queue.is_paused(conn)
     rq_queue.pause(conn)
     try:
         if purge:  # queued jobs only; the coordinator clears finished ones once all stopped
             rq_queue.empty(conn)
-        if holder.is_dead():
-            abandon(settings, conn, holder, "cancelled after its coordinator died", request)
-        else:
-            # The coordinator waits up to cancel_timeout_s for running batches, then records.
-            deadline = time.monotonic() + settings.cancel_timeout_s + 10
-            while state.holder() == holder:
-                if time.monotonic() > deadline:
-                    raise CancelTimeout(
-                        f"run {holder.run_id} did not stop within "
-                        f"{settings.cancel_timeout_s + 10:.0f}s; its coordinator "
-                        f"{holder.host}:{holder.pid} may be hung or on another host "
-                        "(`harness reset --force` takes over once its lock expires)"
-                    )
-                time.sleep(POLL_S)
-            fields = state.read()
-            if fields.get("runId") == holder.run_id and fields.get("phase") in ACTIVE_PHASES:
-                # The lock expired under a coordinator that never answered: finish for it.
-                abandon(settings, conn, holder, "cancelled; its coordinator did not answer", request)
+        request = stop(settings, conn, holder, mine)
     finally:
         if not was_paused:
             rq_queue.resume(conn)
@@ -137,44 +87,13 @@ def cancel(
     finally:
         store.close()
     elapsed = round((time.perf_counter() - t0) * 1000, 1)
-    return CancelResult(True, holder.run_id, f"run {holder.run_id} cancelled", elapsed, record)
-
-
-def abandon(
-    settings: Settings, conn: Redis, holder: LockHolder, reason: str, request: dict[str, Any]
-) -> None:
-    """Finish, in its coordinator's place, a run whose coordinator is gone: purge, wait for
-    running batches (workers elsewhere may still hold some), record it ABORTED, free its lock."""
-    state = RunState(conn)
-    state.request_abort(request)
-    if request["purge"]:
-        rq_queue.purge(conn)
-    rq_queue.wait_idle(conn, settings.cancel_timeout_s, POLL_S)
-    store = open_store(settings)
-    try:
-        removed = store.delete_pending() if request["removePending"] else 0
-        fields = state.read()
-        record = store.get_run(holder.run_id)
-        if record is None and fields.get("runId") == holder.run_id:  # died before its first save
-            started = float(fields.get("startedAt") or time.time())
-            record = {"runId": holder.run_id, "startedAt": iso(started), "phase": fields.get("phase")}
-        if record is not None and record.get("phase") in ACTIVE_PHASES:
-            windows = store.windows()
-            vip, normal = window_of(windows.get("VIP")), window_of(windows.get("NORMAL"))
-            record["processing"] = {"vip": vip, "normal": normal}
-            record.setdefault("counts", {})["processed"] = vip["count"] + normal["count"]
-            record.update(phase=Phase.ABORTED.value, error=reason, finishedAt=iso(time.time()),
-                          cancel={**request, "requestedAt": iso(request["requestedAt"]),
-                                  "removedPending": removed, "byCoordinator": False})
-            store.save_run(record)
-    finally:
-        store.close()
-    if fields.get("runId") == holder.run_id and fields.get("phase") in ACTIVE_PHASES:
-        state.set(phase=Phase.ABORTED, error=reason, finishedAt=time.time())
-    if request.get("resetMetrics"):
-        state.clear()
-    state.release(holder)
-    log.warning(event("aborted", run=holder.run_id, reason=reason, removedPending=removed))
+    won = request == mine
+    message = f"run {holder.run_id} cancelled"
+    if not won:
+        message += (f" by an earlier request (purge={request.purge}, removePending="
+                    f"{request.remove_pending}, resetMetrics={request.reset_metrics}), whose "
+                    "options applied; this request's did not")
+    return CancelResult(True, holder.run_id, message, elapsed, record, request, won)
 
 
 def retry_failed(settings: Settings, conn: Redis | None = None) -> int:
@@ -185,7 +104,7 @@ def retry_failed(settings: Settings, conn: Redis | None = None) -> int:
     dead = retries.dead_letter_count(conn)
     if not dead:
         return 0
-    holder = RunState(conn).holder()
+    holder = RunLock(conn).holder()
     if holder is None or not holder.is_run or holder.is_dead():
         raise NoActiveRun(
             f"{dead} dead-lettered batch(es) belong to a run that is no longer active; "
@@ -202,7 +121,7 @@ def reset(settings: Settings, all_runs: bool = False, force: bool = False) -> di
     """
     conn = connect_redis(settings, autostart=False)
     state = RunState(conn)
-    holder = state.holder()
+    holder = RunLock(conn).holder()
     if holder is not None:
         if not force:
             raise RunActive(
@@ -221,6 +140,7 @@ def reset(settings: Settings, all_runs: bool = False, force: bool = False) -> di
         store = open_store(settings)
         try:
             orders = store.count_orders()
+            store.claim(me.run_id)  # a paused coordinator waking up later writes nothing
             store.clear_orders()
             runs = len(store.list_runs()) if all_runs else 0
             if all_runs:
@@ -228,7 +148,7 @@ def reset(settings: Settings, all_runs: bool = False, force: bool = False) -> di
         finally:
             store.close()
     finally:
-        state.release(me)
+        RunLock(conn).release(me)
     log.warning(event("reset", orders=orders, jobs=jobs, runs=runs))
     return {"orders": orders, "jobs": jobs, "runs": runs}
 
@@ -249,7 +169,7 @@ def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
     total = counts["total"]
     phase, active = doc["phase"], doc["isProcessing"]
     paused = rq_queue.is_paused(conn)
-    holder = state.holder()
+    holder = RunLock(conn).holder()
     coordinator_dead = bool(holder and holder.is_dead())
     last_progress = max((float(fields[k]) for k in ("progressAt", "end:VIP", "end:NORMAL")
                          if fields.get(k)), default=None)

@@ -15,6 +15,7 @@ branch here and every front end handles it without a change of its own.
     ├── Conflict            exit 1, HTTP 409   the state of things forbids it now
     │   ├── RunActive                          another run holds the lock
     │   ├── NoActiveRun                        it needs a run in progress
+    │   ├── StaleRun                           another run (or epoch) now owns the store
     │   └── CannotResume                       the store no longer holds that run as it was
     └── Failed              exit 1, HTTP 500   the work itself failed
         ├── RunFailed                          a run could not reach DONE
@@ -28,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from harness.state import LockHolder
+    from harness.lock import LockHolder
 
 
 class HarnessError(Exception):
@@ -102,6 +103,12 @@ class RunActive(Conflict):
 
 class NoActiveRun(Conflict):
     """What was asked needs a run in progress; the message says what to do instead."""
+
+
+class StaleRun(Conflict):
+    """This process writes for a run (or an epoch of it) that no longer owns the store: a
+    later run or a resume claimed it (see :meth:`harness.store.Store.claim`). Nothing was
+    written."""
 
 
 class CannotResume(Conflict):

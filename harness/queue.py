@@ -23,8 +23,8 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
+from harness.lock import process_is_dead
 from harness.orders import NORMAL, VIP
-from harness.state import process_is_dead
 
 T = TypeVar("T")
 QUEUE_NAMES = {VIP: "orders-vip", NORMAL: "orders-normal"}
@@ -117,6 +117,8 @@ def purge(conn: Redis) -> None:
     """
     empty(conn)
     for q in queues(conn).values():
+        # Ids a dead worker left between RQ's lists (see harness.retries.rescue_stranded).
+        conn.delete(q.intermediate_queue_key, "harness:stranded")
         for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q),
                          ScheduledJobRegistry(queue=q)):
             _drop_all(registry)

@@ -15,17 +15,19 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.config import Settings, redact
+from harness.codec import to_json
+from harness.config import SWEEPABLE, Settings, redact
 from harness.errors import ConfigError, NotebookMissing
 from harness.launch import child_env
 from harness.logs import event
-from harness.runs import iso
+from harness.record import failed_point, new_run_id
 from harness.store import open_store
 
 log = logging.getLogger("harness")
@@ -74,109 +76,133 @@ def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
                                config=Config({"KernelManager": {"transport": "ipc"}}))
 
 
-def sweep(
-    settings: Settings, chunk_sizes: Sequence[int], orders_per_job: Sequence[int],
-    concurrency_levels: Sequence[int], repeats: int, quantity: int,
-    sweep_id: str | None = None, with_report: bool = True, baseline: str | None = None,
-    report: Callable[[str], None] = lambda line: None,
-) -> dict[str, Any]:
-    """Run every grid point ``repeats`` times through ``run.ipynb``; a failed point is
-    recorded as failed and the sweep goes on. Returns the manifest (also saved as JSON).
+@dataclass
+class SweepPoint:
+    """One run of a sweep: its grid values, repeat and seed, and how it went."""
 
-    Every point's values are checked before anything runs or is written: a bad one raises
-    ConfigError naming it. A point that fails as it runs (its run refused, or ending in
-    error) is recorded with its error, and the sweep goes on.
-    """
-    sweep_id = sweep_id or new_sweep_id()
+    values: dict[str, Any]
+    repeat: int
+    seed: int
+    run_id: str
+    notebook: str
+    status: str = "pending"
+    error: str | None = None
+    wall_s: float | None = None
+
+
+@dataclass
+class SweepManifest:
+    """What a sweep ran: saved as ``sweep.json`` beside its notebooks."""
+
+    sweep_id: str
+    grid: dict[str, list[Any]]
+    repeats: int
+    points: list[SweepPoint] = field(default_factory=list)
+    wall_time_s: float | None = None
+    report: str | None = None
+
+    @property
+    def failed(self) -> int:
+        return sum(p.status == "failed" for p in self.points)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**to_json(self), "failed": self.failed}
+
+
+def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: int,
+                sweep_id: str) -> list[tuple[dict[str, Any], int, Settings]]:
+    """Every (values, repeat, settings) of the sweep, repeats interleaved across points (so
+    a slow minute of the machine does not land on one point), each point's settings built
+    and so validated before anything runs: a bad value raises ConfigError naming it."""
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}", "repeats")
-    for chunk, per_job, workers in itertools.product(chunk_sizes, orders_per_job, concurrency_levels):
-        settings.replace(quantity=quantity, chunk_size=chunk, orders_per_job=per_job,
-                         concurrency=workers, sweep_id=sweep_id)
+    if unknown := [name for name in grid if name not in SWEEPABLE]:
+        raise ConfigError(f"cannot sweep {', '.join(map(repr, unknown))}; sweepable settings: "
+                          f"{', '.join(SWEEPABLE)}", unknown[0])
+    if empty := [name for name, values in grid.items() if not values]:
+        raise ConfigError(f"the grid gives {empty[0]} no values", empty[0])
+    names = list(grid)
+    out = []
+    for repeat in range(repeats):
+        for combo in itertools.product(*(grid[n] for n in names)):
+            values = dict(zip(names, combo, strict=True))
+            seed = values.get("seed", settings.seed if settings.seed is not None else repeat + 1)
+            out.append((values, repeat, settings.replace(**values, seed=seed, sweep_id=sweep_id)))
+    return out
+
+
+def sweep(
+    settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: int,
+    sweep_id: str | None = None, with_report: bool = True, baseline: str | None = None,
+    report: Callable[[str], None] = lambda line: None,
+) -> SweepManifest:
+    """Run every point of ``grid`` (setting name -> values; the other settings as
+    ``settings`` say) ``repeats`` times through ``run.ipynb``. Returns the manifest, also
+    saved as ``sweep.json``.
+
+    Every point is checked before anything runs or is written: a bad one raises ConfigError
+    naming it. A point that fails as it runs (its run refused, or ending in error) is
+    recorded with its error, and the sweep goes on.
+    """
+    sweep_id = sweep_id or new_sweep_id()
+    points = grid_points(settings, grid, repeats, sweep_id)
     folder = Path(settings.reports_dir) / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
-    with _kernel_env(settings):
-        manifest = _sweep(settings, folder, sweep_id, chunk_sizes, orders_per_job,
-                          concurrency_levels, repeats, quantity, report)
-    if with_report:
-        manifest["report"] = str(build_report(settings, [sweep_id], baseline=baseline,
-                                              output=folder / "report.html"))
-    return manifest
-
-
-def _sweep(
-    settings: Settings, folder: Path, sweep_id: str, chunk_sizes: Sequence[int],
-    orders_per_job: Sequence[int], concurrency_levels: Sequence[int], repeats: int, quantity: int,
-    report: Callable[[str], None],
-) -> dict[str, Any]:
-    grid = list(itertools.product(chunk_sizes, orders_per_job, concurrency_levels))
-    points: list[dict[str, Any]] = []
+    manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats)
     started = time.perf_counter()
-    for k, (repeat, (chunk, per_job, workers)) in enumerate(
-        itertools.product(range(repeats), grid)
-    ):
-        params = {"quantity": quantity, "chunk_size": chunk, "orders_per_job": per_job,
-                  "concurrency": workers, "seed": settings.seed if settings.seed is not None
-                  else repeat + 1, "tier_mix": settings.tier_mix, "work_ms": settings.work_ms,
-                  "sweep_id": sweep_id}
-        output = folder / f"run-{k:03d}-chunk{chunk}-job{per_job}-c{workers}-r{repeat}.ipynb"
-        log.info(event("sweep-point", sweep=sweep_id, point=k + 1, of=len(grid) * repeats,
-                       chunk=chunk, perJob=per_job, concurrency=workers, repeat=repeat))
-        before = _newest_run_id(settings)
-        point: dict[str, Any] = {**params, "repeat": repeat, "notebook": output.name}
-        t = time.perf_counter()
-        try:
-            execute(notebook(settings, "run.ipynb"), output, params)
-            point["status"] = "ok"
-        except Exception as exc:
-            point["status"] = "failed"
-            point["error"] = redact(_short_error(exc))
-        run_id = _newest_run_id(settings)
-        point["runId"] = run_id if run_id != before else None
-        if point["status"] == "failed" and point["runId"] is None:
-            point["runId"] = _record_failed_point(settings, sweep_id, k, params, point["error"])
-        points.append(point)
-        report(f"point {k + 1}/{len(grid) * repeats}: chunk {chunk}, {per_job}/job, {workers} "
-               f"worker(s), repeat {repeat}: {point['status']} in {time.perf_counter() - t:.1f} s"
-               + (f" ({point['error']})" if point["status"] == "failed" else ""))
-    manifest = {
-        "sweepId": sweep_id, "quantity": quantity, "repeats": repeats,
-        "grid": {"chunkSizes": list(chunk_sizes), "ordersPerJob": list(orders_per_job),
-                 "concurrency": list(concurrency_levels)},
-        "wallTimeS": round(time.perf_counter() - started, 1),
-        "failed": sum(p["status"] == "failed" for p in points), "points": points,
-    }
-    (folder / "sweep.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for k, (values, repeat, point_settings) in enumerate(points):
+        point = SweepPoint(values, repeat, int(point_settings.seed or 0), new_run_id(),
+                           f"run-{k:03d}-{_label(values)}-r{repeat}.ipynb")
+        log.info(event("sweep-point", sweep=sweep_id, point=k + 1, of=len(points),
+                       repeat=repeat, **values))
+        _run_point(point_settings, folder, point)
+        manifest.points.append(point)
+        report(f"point {k + 1}/{len(points)}: {_describe(values)}, repeat {repeat}: "
+               f"{point.status} in {point.wall_s:.1f} s"
+               + (f" ({point.error})" if point.error else ""))
+    manifest.wall_time_s = round(time.perf_counter() - started, 1)
+    (folder / "sweep.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    if with_report:
+        manifest.report = str(build_report(settings, [sweep_id], baseline=baseline,
+                                           output=folder / "report.html"))
+        (folder / "sweep.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
     return manifest
 
 
-def _newest_run_id(settings: Settings) -> str | None:
-    store = open_store(settings)
+def _run_point(settings: Settings, folder: Path, point: SweepPoint) -> None:
+    """Run one point's notebook; a point whose run never recorded itself gets a record."""
+    params = {**point.values, "quantity": settings.quantity, "seed": point.seed,
+              "sweep_id": settings.sweep_id, "run_id": point.run_id}
+    t = time.perf_counter()
     try:
-        runs = store.list_runs(1)
-    finally:
-        store.close()
-    return runs[0]["runId"] if runs else None
+        with _kernel_env(settings):
+            execute(notebook(settings, "run.ipynb"), folder / point.notebook, params)
+        point.status = "ok"
+    except Exception as exc:
+        point.status, point.error = "failed", redact(_short_error(exc))
+    point.wall_s = round(time.perf_counter() - t, 3)
+    if point.status == "failed":
+        store = open_store(settings)
+        try:
+            if store.get_run(point.run_id) is None:
+                store.save_run(failed_point(point.run_id, {**settings.public_dict(),
+                                                           "seed": point.seed},
+                                            point.error or "failed"), fenced=False)
+        finally:
+            store.close()
+
+
+def _label(values: Mapping[str, Any]) -> str:
+    return "-".join(f"{name}{re.sub(r'[^A-Za-z0-9.]+', '_', str(v))}" for name, v in values.items())
+
+
+def _describe(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name} {v}" for name, v in values.items())
 
 
 def _short_error(exc: Exception) -> str:
     name, value = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
     return f"{name}: {value}".strip()[:500]
-
-
-def _record_failed_point(
-    settings: Settings, sweep_id: str, k: int, params: dict[str, Any], error: str
-) -> str:
-    """A point that failed before its run could record itself still leaves a record, so the
-    report lists it."""
-    run_id = f"{sweep_id}-point{k:03d}-failed"
-    store = open_store(settings)
-    try:
-        store.save_run({"runId": run_id, "startedAt": iso(time.time()), "phase": "ERROR",
-                        "error": error, "parameters": params})
-    finally:
-        store.close()
-    return run_id
 
 
 def build_report(

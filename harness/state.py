@@ -10,15 +10,14 @@ a job from an older run changes nothing.
 from __future__ import annotations
 
 import json
-import os
-import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from redis import Redis
 
-from harness.errors import RunActive
+from harness.codec import from_json, to_json
 
 STATE_KEY = "harness:run"
 WORKER_RSS_KEY = "harness:worker-rss"
@@ -28,15 +27,10 @@ WORKER_RSS_KEY = "harness:worker-rss"
 ATTEMPTS_KEY = "harness:attempts"
 COUNTED_KEY = "harness:counted"
 RUN_KEYS = (STATE_KEY, WORKER_RSS_KEY, ATTEMPTS_KEY, COUNTED_KEY)
-LOCK_KEY = "harness:lock"
 # A cancel request: JSON naming the run and the cancel's options. Workers and the
 # coordinator read it; it outlives the run so that a job popped late still sees it.
 ABORT_KEY = "harness:abort"
 ABORT_TTL_S = 24 * 3_600
-# Lock holders that are not runs: their ids start with these.
-MAINTENANCE_HOLDERS = ("reset-", "bench-")
-# A coordinator refreshes its lock every few seconds; one that died frees it after this.
-LOCK_TTL_S = 30
 
 
 class Phase(StrEnum):
@@ -79,57 +73,22 @@ redis.call('HSET', KEYS[2], ARGV[8], ARGV[9])
 return math.max(delta, 0)
 """
 
-RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-REFRESH_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-
 @dataclass(frozen=True)
-class LockHolder:
-    """Who holds the run lock: the run and its coordinator process."""
+class CancelRequest:
+    """What `harness cancel` (or a takeover) asked of a run, with the original's switches."""
 
     run_id: str
-    host: str
-    pid: int
+    purge: bool = True
+    remove_pending: bool = True
+    reset_metrics: bool = False
+    requested_at: float = field(default_factory=time.time)
+
+    def dumps(self) -> str:
+        return json.dumps(to_json(self))
 
     @classmethod
-    def mine(cls, run_id: str) -> LockHolder:
-        return cls(run_id, socket.gethostname(), os.getpid())
-
-    @classmethod
-    def parse(cls, value: str) -> LockHolder:
-        run_id, _, rest = value.partition(" ")
-        host, _, pid = rest.rpartition(":")
-        return cls(run_id, host or "?", int(pid) if pid.isdigit() else 0)
-
-    def __str__(self) -> str:
-        return f"{self.run_id} {self.host}:{self.pid}"
-
-    @property
-    def is_run(self) -> bool:
-        """False for the short holds of `harness reset` and `harness bench`: not cancellable."""
-        return not self.run_id.startswith(MAINTENANCE_HOLDERS)
-
-    def is_dead(self) -> bool:
-        return process_is_dead(self.host, self.pid)
-
-
-def process_is_dead(host: str | None, pid: int | None) -> bool:
-    """True only when provably dead: on this host, and no such process."""
-    if host != socket.gethostname() or not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    def loads(cls, value: bytes | str) -> CancelRequest:
+        return from_json(cls, json.loads(value))
 
 
 @dataclass(frozen=True)
@@ -148,37 +107,21 @@ class RunState:
     def __init__(self, conn: Redis) -> None:
         self.conn = conn
         self._record_batch = conn.register_script(RECORD_BATCH)
-        self._release = conn.register_script(RELEASE_LOCK)
-        self._refresh = conn.register_script(REFRESH_LOCK)
 
-    def acquire(self, me: LockHolder) -> None:
-        """Take the one-run-at-a-time lock or raise RunActive naming the holder."""
-        if self.conn.set(LOCK_KEY, str(me), nx=True, ex=LOCK_TTL_S):
-            return
-        holder = self.holder()
-        name = f"run {holder.run_id} (coordinator {holder.host}:{holder.pid})" if holder else "a run"
-        raise RunActive(
-            f"{name} is active; wait for it, stop it with `harness cancel`, or take over with "
-            f"--force (a lock whose coordinator died expires within {LOCK_TTL_S}s)",
-            holder,
-        )
+    def request_abort(self, request: CancelRequest) -> CancelRequest:
+        """Leave a cancel request for its run; return the one in effect. The first request
+        for a run wins: a second cancel of the same run (say with other options) changes
+        nothing and learns what the first asked for."""
+        for _ in range(5):
+            if self.conn.set(ABORT_KEY, request.dumps(), nx=True, ex=ABORT_TTL_S):
+                return request
+            existing = self.abort_request(request.run_id)
+            if existing is not None:
+                return existing
+            self.conn.delete(ABORT_KEY)  # a request left by an older run
+        raise RuntimeError("could not leave a cancel request")  # five races in a row
 
-    def holder(self) -> LockHolder | None:
-        value = self.conn.get(LOCK_KEY)
-        return LockHolder.parse(_text(value)) if value else None
-
-    def refresh(self, me: LockHolder) -> bool:
-        """Extend our lock; False if it is no longer ours."""
-        return bool(self._refresh(keys=[LOCK_KEY], args=[str(me), LOCK_TTL_S]))
-
-    def release(self, holder: LockHolder) -> bool:
-        """Free the lock if ``holder`` still has it (also used to break a dead one's)."""
-        return bool(self._release(keys=[LOCK_KEY], args=[str(holder)]))
-
-    def request_abort(self, request: dict[str, Any]) -> None:
-        self.conn.set(ABORT_KEY, json.dumps(request), ex=ABORT_TTL_S)
-
-    def abort_request(self, run_id: str) -> dict[str, Any] | None:
+    def abort_request(self, run_id: str) -> CancelRequest | None:
         """The cancel request for ``run_id``, if one was made."""
         return _for_run(self.conn.get(ABORT_KEY), run_id)
 
@@ -198,7 +141,7 @@ class RunState:
             attempt=int(attempt[0]) if attempt else 0,
         )
 
-    def check(self, run_id: str, epoch: int) -> tuple[bool, dict[str, Any] | None]:
+    def check(self, run_id: str, epoch: int) -> tuple[bool, CancelRequest | None]:
         """The coordinator's per-tick check, one round trip: is the live state still this
         run's (a Redis restart or flush loses it), and has a cancel been asked for?"""
         pipe = self.conn.pipeline(transaction=False)
@@ -255,9 +198,9 @@ class RunState:
         return {_text(k): int(v) for k, v in self.conn.hgetall(WORKER_RSS_KEY).items()}
 
 
-def _for_run(value: bytes | str | None, run_id: str) -> dict[str, Any] | None:
-    request = json.loads(value) if value else None
-    return request if request and request.get("runId") == run_id else None
+def _for_run(value: bytes | str | None, run_id: str) -> CancelRequest | None:
+    request = CancelRequest.loads(value) if value else None
+    return request if request is not None and request.run_id == run_id else None
 
 
 def _text(value: bytes | str) -> str:

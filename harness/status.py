@@ -12,7 +12,7 @@ from typing import Any
 from redis import Redis
 
 from harness.orders import NORMAL, VIP
-from harness.runs import window_figures
+from harness.record import WindowFigures
 from harness.state import ACTIVE_PHASES, STATE_KEY, Phase
 
 
@@ -26,6 +26,12 @@ def _int(fields: dict[str, str], key: str) -> int:
     return int(value) if value not in (None, "") else 0
 
 
+def _window(figures: WindowFigures) -> dict[str, Any]:
+    """A window as the original's status shows it: start, end, timeMs, count."""
+    return {"start": figures.start, "end": figures.end, "timeMs": figures.time_ms,
+            "count": figures.count}
+
+
 def snapshot(fields: dict[str, str], now: float | None = None) -> dict[str, Any]:
     """Turn the raw state hash into the status document."""
     now = time.time() if now is None else now
@@ -33,11 +39,11 @@ def snapshot(fields: dict[str, str], now: float | None = None) -> dict[str, Any]
     active = phase in ACTIVE_PHASES
     target, generated = _int(fields, "target"), _int(fields, "generated")
     windows = {
-        p: window_figures(_int(fields, f"processed:{p}"), _float(fields, f"start:{p}"),
-                          _float(fields, f"end:{p}"))
+        p: WindowFigures.of(_int(fields, f"processed:{p}"), _float(fields, f"start:{p}"),
+                            _float(fields, f"end:{p}"))
         for p in (VIP, NORMAL)
     }
-    processed = windows[VIP]["count"] + windows[NORMAL]["count"]
+    processed = windows[VIP].count + windows[NORMAL].count
     started = _float(fields, "startedAt")
     total_ms = _float(fields, "totalTimeMs")
     if total_ms is None and started is not None:
@@ -59,16 +65,16 @@ def snapshot(fields: dict[str, str], now: float | None = None) -> dict[str, Any]
         "enqueueVipTimeMs": _float(fields, "enqueueVipTimeMs"),
         "enqueueNormalTimeMs": _float(fields, "enqueueNormalTimeMs"),
         "processing": {
-            "vip": {k: windows[VIP][k] for k in ("start", "end", "timeMs", "count")},
-            "normal": {k: windows[NORMAL][k] for k in ("start", "end", "timeMs", "count")},
+            "vip": _window(windows[VIP]),
+            "normal": _window(windows[NORMAL]),
         },
         "totalTimeMs": total_ms,
-        "counts": {"vip": windows[VIP]["count"], "normal": windows[NORMAL]["count"],
+        "counts": {"vip": windows[VIP].count, "normal": windows[NORMAL].count,
                    "vipGenerated": _int(fields, "vipTotal"),
                    "normalGenerated": _int(fields, "normalTotal")},
         "throughput": {
-            "vip": windows[VIP]["perSec"],
-            "normal": windows[NORMAL]["perSec"],
+            "vip": windows[VIP].per_sec,
+            "normal": windows[NORMAL].per_sec,
             "overall": round(processed / (total_ms / 1000), 1) if total_ms else None,
         },
         "eta": {

@@ -25,10 +25,11 @@ from rq.worker_pool import WorkerPool
 
 from harness.config import Settings
 from harness.connection import connect_redis
+from harness.errors import StaleRun
 from harness.orders import PENDING, PROCESSED
 from harness.queue import LISTEN_ORDER, close_requested_since
 from harness.state import RunState
-from harness.store import Store, open_store
+from harness.store import Fence, Store, open_store
 
 log = logging.getLogger("harness.worker")
 PR_SET_PDEATHSIG = 1
@@ -83,14 +84,26 @@ def process_batch(run_id: str, priority: str, seqs: list[int], epoch: int = 0) -
         log.info("skipping a %s batch of run %s (still current: %s, cancelled: %s)",
                  priority, run_id, ctx.current, ctx.cancelled)
         return 0
-    batch = _Batch(state, run_id, epoch, priority, job.id, ctx.attempt)
+    _process_store().bind(Fence(run_id, epoch))  # a write after another run claimed the store fails
+    batch = _Batch(state, run_id, epoch, priority, job.id, ctx.attempt, seqs)
     if ctx.attempt > 1:
         docs = _process_store().get_orders(seqs)
         batch.done_in_job = sum(d["status"] == PROCESSED for d in docs)
         seqs = [d["seq"] for d in docs if d["status"] == PENDING]
         log.warning("try %d of a %s batch of run %s: %d order(s) already processed, %d left",
                     ctx.attempt, priority, run_id, batch.done_in_job, len(seqs))
-    work = ctx.work_ms / 1000
+    try:
+        return _work(batch, seqs, ctx.work_ms)
+    except StaleRun as exc:  # this job's run no longer owns the store: nothing to retry
+        log.warning("%s batch of run %s stopped: %s", priority, run_id, exc)
+        return batch.moved
+
+
+def _work(batch: _Batch, seqs: list[int], work_ms: float) -> int:
+    """Process ``seqs``, committing (and checking for a cancel) every ABORT_CHECK_S of
+    simulated work; return how many orders this try moved."""
+    state, run_id, epoch, priority = batch.state, batch.run_id, batch.epoch, batch.priority
+    work = work_ms / 1000
     clock, sleep = time.time, time.sleep
     done = list[tuple[int, float, float]]()
     last_check = clock()
@@ -117,9 +130,10 @@ class _Batch:
     """One try of a batch job, committing its orders group by group."""
 
     def __init__(self, state: RunState, run_id: str, epoch: int, priority: str, job_id: str,
-                 attempt: int) -> None:
+                 attempt: int, seqs: list[int]) -> None:
         self.state, self.run_id, self.epoch = state, run_id, epoch
         self.priority, self.job_id, self.attempt = priority, job_id, attempt
+        self.seqs = seqs  # every order of the job
         self.moved = 0  # by this try
         self.done_in_job = 0  # processed in the store, over every try
 
@@ -127,12 +141,18 @@ class _Batch:
         """Store a group of processed orders, then count them: counters follow the store.
 
         A try that moved nothing still reports, so that it counts what an earlier try
-        committed and never counted.
+        committed and never counted. A retry counts what the store holds for the whole job
+        (one read of at most a job's orders): another try of the same job may be running at
+        the same time (a worker RQ believed dead, a job requeued from RQ's intermediate
+        list), and a running sum of its own would then undercount.
         """
-        moved = (_process_store().mark_processed(self.priority, done, worker_name(), self.attempt)
-                 if done else 0)
+        store = _process_store()
+        moved = store.mark_processed(self.priority, done, worker_name(), self.attempt) if done else 0
         self.moved += moved
-        self.done_in_job += moved
+        if self.attempt > 1:
+            self.done_in_job = sum(d["status"] == PROCESSED for d in store.get_orders(self.seqs))
+        else:
+            self.done_in_job += moved
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         window = (done[0][1], done[-1][2]) if moved else None
         self.state.record_batch(self.run_id, self.epoch, self.priority, self.job_id,

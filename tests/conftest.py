@@ -1,5 +1,11 @@
-"""Shared fixtures: a real redis-server per test session on a free port, settings pointing
-at it, and the store backends the contract suite runs over.
+"""Shared fixtures: a real redis-server per test on a free port, settings pointing at it, the
+store backends the contract suite runs over, a run in the background, and the proof that a
+run is complete.
+
+Isolation: each test has a redis-server of its own, stopped when the test ends, so a
+process a failing test leaves behind (a coordinator, a worker pool) loses its Redis with it
+and cannot take a later test's jobs; and every child process a test started must be gone
+when it ends (checked, then killed, so one failure does not cascade).
 
 MongoDB: when HARNESS_TEST_MONGO_URI is set, the MongoDB backend runs against that real
 server. Otherwise it runs against litemongo, the most faithful in-process stand-in we have
@@ -9,22 +15,30 @@ test ids say which (`mongo-server` or `mongo-litemongo-standin`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pymongo
 import pytest
 from redis import Redis
 
 from harness.config import Settings
-from harness.store import Store
+from harness.orders import NORMAL, PROCESSED, VIP
+from harness.pipeline import Progress, resume, run
+from harness.record import RunRecord
+from harness.state import ABORT_KEY, COUNTED_KEY, Phase, RunState
+from harness.store import Store, open_store
 from harness.store import mongo as mongo_module
 from harness.store.mongo import MongoStore
 from harness.store.sqlite import SQLiteStore
@@ -110,20 +124,49 @@ def redis_factory() -> Iterator[Callable[..., str]]:
         proc.wait(10)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server for this test session; its URL."""
+@pytest.fixture
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for this test alone (about 20 ms to start); its URL."""
     proc, url = start_redis(tmp_path_factory.mktemp("redis"))
     yield url
-    proc.terminate()
+    proc.kill()
     proc.wait(10)
 
 
-@pytest.fixture
-def redis_url(redis_server: str) -> str:
-    """The session's Redis, emptied for this test."""
-    Redis.from_url(redis_server).flushall()
-    return redis_server
+@pytest.fixture(autouse=True)
+def _no_child_process_outlives_its_test() -> Iterator[None]:
+    """Every process a test started (a run's worker pool, a `harness` subprocess, a server)
+    is gone when it ends: a leftover fails the test that left it, and is killed so that it
+    cannot disturb the next one. Redis servers the fixtures stop themselves are not
+    counted: this runs before their teardown, so they are excluded by name."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    deadline = time.monotonic() + 15  # a pool told to stop is given time to exit
+    while True:
+        left = [p for p in me.children(recursive=True) if p.pid not in before
+                and _is_leftover(p)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    assert not left, f"processes outlived the test: {[_describe(p) for p in left]}"
+
+
+def _is_leftover(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE and "redis-server" not in proc.name()
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {' '.join(proc.cmdline())[:120]}"
+    except psutil.Error:
+        return str(proc.pid)
 
 
 @pytest.fixture
@@ -176,13 +219,105 @@ def _with_database(uri: str, database: str) -> str:
 
 @pytest.fixture(params=["sqlite", MONGO_KIND])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each backend in turn, empty."""
-    if request.param == "sqlite":
-        opened: Store = SQLiteStore(tmp_path / "contract.sqlite3")
-    else:
-        uri = request.getfixturevalue("mongo_standin")
-        opened = MongoStore(uri)
+    """Each backend in turn, empty, claimed by a run named "contract"."""
+    opened = _open_contract_store(request, tmp_path)
+    opened.claim("contract")
     opened.clear_orders()
     opened.clear_runs()
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def other_handle(store: Store, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A second handle on the same store, as another process would hold."""
+    opened = _open_contract_store(request, tmp_path)
+    yield opened
+    opened.close()
+
+
+def _open_contract_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.node.callspec.params["store"] == "sqlite":
+        return SQLiteStore(tmp_path / "contract.sqlite3")
+    return MongoStore(request.getfixturevalue("mongo_standin"))
+
+
+class BackgroundRun:
+    """A run (or resume) in a thread of this process. ``on_progress`` sees every progress
+    report; with ``hold``, the coordinator is kept in that phase (inside its progress
+    report) until a cancel request exists, so that a cancel lands in that phase."""
+
+    def __init__(self, settings: Settings, on_progress: Callable[[Progress], None] | None = None,
+                 resuming: bool = False, hold: Phase | None = None, **kwargs: Any) -> None:
+        self.conn = Redis.from_url(settings.redis_address)
+        self.hold, self.reached = hold, threading.Event()
+        self.on_progress = on_progress
+        self.record: RunRecord | None = None
+        self.error: BaseException | None = None
+        self.ended_at: float | None = None
+        call = resume if resuming else run
+        self.thread = threading.Thread(target=self._run, args=(call, settings), kwargs=kwargs)
+        self.thread.start()
+
+    def _progress(self, p: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(p)
+        if p.phase is self.hold and not self.reached.is_set():
+            self.reached.set()
+            deadline = time.monotonic() + 30
+            while not self.conn.exists(ABORT_KEY) and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+    def _run(self, call: Callable[..., RunRecord], settings: Settings, **kwargs: Any) -> None:
+        try:
+            self.record = call(settings, progress=self._progress, **kwargs)
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+        self.ended_at = time.monotonic()
+
+    def join(self, timeout: float = 90) -> RunRecord:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the run did not end"
+        if self.error is not None:
+            raise self.error
+        assert self.record is not None
+        return self.record
+
+
+def assert_complete(settings: Settings, record: RunRecord, conn: Redis | None = None) -> list[dict[str, Any]]:
+    """The proof of a complete run, from the store itself: recorded DONE; generated =
+    processed = N; seqs 0..N-1 each once with unique ids; every order processed with its
+    times, worker and try; the live counters (and, with ``conn``, the per-job counts plus
+    what a resume found processed) equal N; the barrier recomputed from the raw orders."""
+    assert record.phase == "DONE", record.error
+    assert record.error is None
+    n = settings.quantity
+    assert record.counts.generated == n == record.counts.processed
+    assert record.barrier is not None and record.barrier.held is True
+    assert record.processing is not None
+    assert record.processing.vip.count + record.processing.normal.count == n
+    store = open_store(settings)
+    try:
+        tally = store.tally()
+        docs = store.get_orders(range(n))
+        stored = store.get_run(record.run_id)
+    finally:
+        store.close()
+    assert stored is not None and stored.phase == "DONE"
+    assert stored.parameters["quantity"] == n and stored.environment is not None
+    assert tally.count() == tally.max_seq + 1 == n == len({d["id"] for d in docs})
+    assert tally.count(status=PROCESSED) == n
+    assert record.counts.vip == tally.count(VIP) and record.counts.normal == tally.count(NORMAL)
+    assert all(d["processedAt"] and d["startedAt"] and d["worker"] and d["attempts"] >= 1
+               and d["startedAt"] <= d["processedAt"] for d in docs)
+    if conn is not None:
+        state = RunState(conn)
+        assert state.processed(VIP) == tally.count(VIP)
+        assert state.processed(NORMAL) == tally.count(NORMAL)
+        before = record.resumes[-1].processed if record.resumes else 0
+        assert sum(int(v) for v in conn.hvals(COUNTED_KEY)) + before == n
+    vip_end = max((d["processedAt"] for d in docs if d["priority"] == VIP), default=None)
+    normal_start = min((d["startedAt"] for d in docs if d["priority"] == NORMAL), default=None)
+    if vip_end is not None and normal_start is not None:
+        assert normal_start >= vip_end
+    return docs

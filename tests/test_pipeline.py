@@ -4,75 +4,36 @@ VIP strictly first (proven from the stored timestamps), and the run recorded."""
 from __future__ import annotations
 
 import pytest
+from conftest import assert_complete
 from redis import Redis
 
 from harness.config import Settings
-from harness.orders import NORMAL, PENDING, PROCESSED, VIP
+from harness.orders import PENDING, PROCESSED, VIP
 from harness.pipeline import run
 from harness.state import Phase
 from harness.status import get_status
-from harness.store import Store, open_store
-
-
-def _check_run(settings: Settings, record: dict, store: Store) -> None:
-    """The invariants every successful run must satisfy, checked against the store."""
-    n = settings.quantity
-    assert record["phase"] == "DONE", record.get("error")
-    assert record["error"] is None
-    # Every order is in the store, processed, and counted once.
-    assert store.count_orders() == n
-    assert store.count_orders(status=PENDING) == 0
-    assert store.count_orders(status=PROCESSED) == n
-    counts = record["counts"]
-    assert counts["generated"] == counts["processed"] == n
-    assert counts["vip"] == store.count_orders(VIP) and counts["normal"] == store.count_orders(NORMAL)
-    assert record["processing"]["vip"]["count"] + record["processing"]["normal"]["count"] == n
-    per_job = settings.orders_per_job
-    assert counts["jobs"]["normal"] >= -(-counts["normal"] // per_job)
-    # Every order has a worker and processing times in order.
-    docs = store.get_orders(range(n))
-    assert len(docs) == n
-    assert all(d["worker"] and d["startedAt"] <= d["processedAt"] for d in docs)
-    # The barrier, recomputed here from the raw documents rather than trusted.
-    last_vip = max(d["processedAt"] for d in docs if d["priority"] == VIP)
-    first_normal = min(d["startedAt"] for d in docs if d["priority"] == NORMAL)
-    assert last_vip <= first_normal
-    assert record["barrier"]["held"] is True and record["barrier"]["gapMs"] >= 0
-    # The record was stored, with its parameters and environment.
-    stored = store.get_run(record["runId"])
-    assert stored is not None and stored["phase"] == "DONE"
-    assert stored["parameters"]["quantity"] == n
-    assert stored["parameters"]["seed"] == settings.seed
-    assert stored["environment"]["redis"]["version"]
-    assert stored["environment"]["packages"]["rq"]
-    assert stored["totalTimeMs"] > 0 and stored["throughput"]["overall"] > 0
-    assert len(stored["memory"]["workerMaxRssMb"]) >= 1
+from harness.store import open_store
 
 
 @pytest.mark.parametrize("concurrency", [4, 1])
-def test_20000_orders_processed_once_vip_first(settings: Settings, concurrency: int) -> None:
+def test_20000_orders_processed_once_vip_first(
+    settings: Settings, redis_conn: Redis, concurrency: int
+) -> None:
     settings = settings.replace(quantity=20_000, chunk_size=3_000, orders_per_job=250,
                                 normal_batch_size=2_000, concurrency=concurrency)
     record = run(settings)
-    store = open_store(settings)
-    try:
-        _check_run(settings, record, store)
-        workers = {d["worker"] for d in store.get_orders(range(20_000))}
-        assert len(record["memory"]["workerMaxRssMb"]) == len(workers) <= concurrency
-    finally:
-        store.close()
+    docs = assert_complete(settings, record, redis_conn)
+    workers = {d["worker"] for d in docs}
+    assert record.memory is not None
+    assert len(record.memory.worker_max_rss_mb) == len(workers) <= concurrency
 
 
 def test_one_order_per_job_like_the_original(settings: Settings) -> None:
     settings = settings.replace(quantity=300, orders_per_job=1, chunk_size=100, concurrency=2)
     record = run(settings)
-    assert record["counts"]["jobs"]["vip"] == record["counts"]["vip"]
-    assert record["counts"]["jobs"]["normal"] == record["counts"]["normal"]
-    store = open_store(settings)
-    try:
-        _check_run(settings, record, store)
-    finally:
-        store.close()
+    assert record.counts.jobs.vip == record.counts.vip
+    assert record.counts.jobs.normal == record.counts.normal
+    assert_complete(settings, record)
 
 
 def test_status_after_a_run_has_the_original_shape(settings: Settings, redis_conn: Redis) -> None:
@@ -81,11 +42,11 @@ def test_status_after_a_run_has_the_original_shape(settings: Settings, redis_con
     assert set(doc) >= {
         "generationTimeMs", "enqueueVipTimeMs", "enqueueNormalTimeMs", "processing",
         "totalTimeMs", "counts", "phase", "lastRunId", "throughput", "eta", "progress"}
-    assert doc["phase"] == Phase.DONE and doc["lastRunId"] == record["runId"]
+    assert doc["phase"] == Phase.DONE and doc["lastRunId"] == record.run_id
     assert set(doc["processing"]["vip"]) == {"start", "end", "timeMs", "count"}
     assert doc["progress"] == {"target": settings.quantity, "generated": settings.quantity,
                                "processedTotal": settings.quantity}
-    assert doc["counts"]["vip"] == record["counts"]["vip"]
+    assert doc["counts"]["vip"] == record.counts.vip
     assert doc["eta"] == {"estimatedMs": 0, "progressPercent": 100.0}
     assert set(doc["throughput"]) == {"vip", "normal", "overall"}
 
@@ -109,13 +70,9 @@ def test_the_mongodb_backend_end_to_end(settings: Settings, mongo_standin: str) 
     settings = settings.replace(quantity=1_500, chunk_size=400, orders_per_job=100,
                                 mongo_uri=mongo_standin)
     record = run(settings)
-    assert record["environment"]["store"]["backend"] == "mongo"
-    assert "s3cret-pw" not in repr(record)
-    store = open_store(settings)
-    try:
-        _check_run(settings, record, store)
-    finally:
-        store.close()
+    assert record.backend == "mongo"
+    assert "s3cret-pw" not in repr(record.to_json())
+    assert_complete(settings, record)
 
 
 def test_failing_jobs_end_the_run_in_error_with_the_reason(
@@ -131,14 +88,14 @@ def test_failing_jobs_end_the_run_in_error_with_the_reason(
 
     monkeypatch.setattr(SQLiteStore, "mark_processed", broken)
     record = run(settings.replace(job_retries=1, retry_backoff_s=0.1, stuck_after_s=0.5))
-    assert record["phase"] == "ERROR"
-    assert "failed 2 time(s) and were dead-lettered" in record["error"]
-    assert "disk on fire" in record["error"]
-    assert record["counts"]["processed"] == 0
+    assert record.phase == "ERROR" and record.error is not None
+    assert "failed 2 time(s) and were dead-lettered" in record.error
+    assert "disk on fire" in record.error
+    assert record.counts.processed == 0
     store = open_store(settings)
     try:
-        stored = store.get_run(record["runId"])
-        assert stored is not None and stored["phase"] == "ERROR"
+        stored = store.get_run(record.run_id)
+        assert stored is not None and stored.phase == "ERROR"
         assert store.count_orders(status=PENDING) == settings.quantity
     finally:
         store.close()
@@ -155,14 +112,21 @@ def test_phases_run_in_order_and_status_follows_them(
              Phase.WAITING_NORMAL_DRAIN]
     seen: list[dict] = []
 
+    last: list[Progress] = []
+
     def watch(p: Progress) -> None:
         doc = get_status(redis_conn)
+        last[:] = [p]
+        if p.phase is Phase.DONE:  # the last report, once the run is recorded
+            return
         assert doc["isProcessing"] is True and doc["phase"] == p.phase
         seen.append(doc)
 
     settings = settings.replace(quantity=6_000, chunk_size=1_000)
     record = run(settings, progress=watch)
-    assert record["phase"] == "DONE"
+    assert record.phase == "DONE"
+    # The last report says DONE with every order processed: a progress bar reaches 100 %.
+    assert last == [Progress(Phase.DONE, 6_000, 6_000, 6_000)]
     phases = [order.index(Phase(d["phase"])) for d in seen]
     assert phases == sorted(phases) and phases[0] == 0
     assert {Phase.GENERATING, Phase.ENQUEUE_NORMAL} <= {order[i] for i in phases}
@@ -171,21 +135,21 @@ def test_phases_run_in_order_and_status_follows_them(
     assert generated == sorted(generated) and processed == sorted(processed)
     assert generated[0] == 1_000 and generated[-1] == 6_000
     normal_started = [d for d in seen if d["counts"]["normal"] > 0]
-    assert all(d["counts"]["vip"] == record["counts"]["vip"] for d in normal_started)
+    assert all(d["counts"]["vip"] == record.counts.vip for d in normal_started)
 
 
 def test_simulated_work_reaches_the_workers(settings: Settings) -> None:
     """--work-ms travels with the run (through Redis) to every worker, order by order."""
     settings = settings.replace(quantity=200, chunk_size=100, orders_per_job=20, work_ms=2.0)
     record = run(settings)
-    assert record["phase"] == "DONE"
+    assert record.phase == "DONE"
     store = open_store(settings)
     try:
         docs = store.get_orders(range(200))
     finally:
         store.close()
     assert all(d["processedAt"] - d["startedAt"] >= 0.0019 for d in docs)
-    assert record["parameters"]["work_ms"] == 2.0
+    assert record.parameters["work_ms"] == 2.0
 
 
 @pytest.mark.parametrize(("mix", "vip"), [("BRONZE=1,OURO=1", False), ("DIAMANTE=1", True)])
@@ -193,10 +157,11 @@ def test_runs_with_only_one_priority(settings: Settings, mix: str, vip: bool) ->
     """No VIP order (nothing to wait for) or no NORMAL order (nothing to page): still DONE."""
     settings = settings.replace(quantity=700, tier_mix=mix)
     record = run(settings)
-    assert record["phase"] == "DONE", record["error"]
-    assert record["counts"]["vip"] == (700 if vip else 0)
-    assert record["counts"]["processed"] == 700
-    assert record["barrier"]["held"] is True and record["barrier"]["gapMs"] is None
+    assert record.phase == "DONE", record.error
+    assert record.counts.vip == (700 if vip else 0)
+    assert record.counts.processed == 700
+    assert record.barrier is not None
+    assert record.barrier.held is True and record.barrier.gap_ms is None
 
 
 def test_a_job_still_running_from_an_earlier_run_blocks_the_next_run(
@@ -213,8 +178,8 @@ def test_a_job_still_running_from_an_earlier_run_blocks_the_next_run(
     from rq.registry import StartedJobRegistry
 
     from harness import pipeline
+    from harness.errors import RunActive
     from harness.queue import queues
-    from harness.state import RunActive
 
     first = run(settings)
     vip_q = queues(redis_conn)[VIP]
@@ -235,6 +200,6 @@ def test_a_job_still_running_from_an_earlier_run_blocks_the_next_run(
     store = open_store(settings)
     try:
         assert store.count_orders(status=PROCESSED) == settings.quantity
-        assert [r["runId"] for r in store.list_runs()] == [first["runId"]]
+        assert [r.run_id for r in store.list_runs()] == [first.run_id]
     finally:
         store.close()

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from harness.orders import NORMAL, PENDING, PROCESSED, VIP, Order, generate_chunk
-from harness.runs import barrier_proof
-from harness.store import DuplicateOrderError, Store
+from harness.errors import StaleRun
+from harness.record import BarrierProof, RunRecord
+from harness.store import DuplicateOrderError, Fence, Store
 
 EQUAL = [1.0, 1.0, 1.0, 1.0]
 
@@ -89,6 +90,7 @@ def test_tally_counts_by_priority_and_status_and_truncate_drops_a_tail(store: St
 
 
 def test_ping_answers_when_the_store_is_usable(store: Store) -> None:
+    store.verify()
     store.ping()  # raises StoreError otherwise; the unusable cases are in test_faults.py
 
 
@@ -128,8 +130,8 @@ def test_windows_and_barrier_proof(store: Store) -> None:
     assert windows[VIP].first_started == pytest.approx(10.0)
     assert windows[VIP].last_processed == pytest.approx(20.0)
     assert windows[NORMAL].first_started == pytest.approx(21.0)
-    proof = barrier_proof(windows)
-    assert proof["held"] is True and proof["gapMs"] == pytest.approx(1000.0)
+    proof = BarrierProof.of(windows)
+    assert proof.held is True and proof.gap_ms == pytest.approx(1000.0)
 
 
 def test_barrier_proof_catches_a_normal_order_that_started_too_early(store: Store) -> None:
@@ -140,18 +142,22 @@ def test_barrier_proof_catches_a_normal_order_that_started_too_early(store: Stor
     # One NORMAL order started at 19.5, before the last VIP order was done at 20.0.
     store.mark_processed(NORMAL, [(normal[0], 19.5, 25.0)] + [(s, 21.0, 22.0) for s in normal[1:]],
                          "w")
-    proof = barrier_proof(store.windows())
-    assert proof["held"] is False
-    assert proof["gapMs"] == pytest.approx(-500.0)
+    proof = BarrierProof.of(store.windows())
+    assert proof.held is False
+    assert proof.gap_ms == pytest.approx(-500.0)
+
+
+def _record(run_id: str, day: str, phase: str, **extra: object) -> RunRecord:
+    return RunRecord(run_id=run_id, phase=phase, started_at=f"2026-01-{day}T00:00:00.000+00:00",
+                     extra=dict(extra))
 
 
 def test_clear_orders_keeps_run_history(store: Store) -> None:
     store.insert_orders(generate_chunk(1, 0, 50, EQUAL))
-    store.save_run({"runId": "r1", "startedAt": "2026-01-01T00:00:00.000+00:00", "phase": "DONE"})
+    store.save_run(_record("r1", "01", "DONE"))
     store.clear_orders()
     assert store.count_orders() == 0
-    assert store.get_run("r1") == {
-        "runId": "r1", "startedAt": "2026-01-01T00:00:00.000+00:00", "phase": "DONE"}
+    assert store.get_run("r1") == _record("r1", "01", "DONE")
     store.insert_orders(generate_chunk(1, 0, 50, EQUAL))  # indexes still there after clear
     with pytest.raises(DuplicateOrderError):
         store.insert_orders(generate_chunk(1, 0, 1, EQUAL))
@@ -159,14 +165,58 @@ def test_clear_orders_keeps_run_history(store: Store) -> None:
 
 def test_runs_upsert_and_list_newest_first(store: Store) -> None:
     for run_id, day in (("a", "01"), ("c", "03"), ("b", "02")):
-        store.save_run({"runId": run_id, "startedAt": f"2026-01-{day}T00:00:00.000+00:00",
-                        "phase": "GENERATING", "nested": {"x": [1, 2]}})
-    store.save_run({"runId": "a", "startedAt": "2026-01-01T00:00:00.000+00:00",
-                    "phase": "DONE", "nested": {"x": [3]}})
-    assert [r["runId"] for r in store.list_runs()] == ["c", "b", "a"]
-    assert [r["runId"] for r in store.list_runs(limit=2)] == ["c", "b"]
-    assert store.get_run("a") == {"runId": "a", "startedAt": "2026-01-01T00:00:00.000+00:00",
-                                  "phase": "DONE", "nested": {"x": [3]}}
+        store.save_run(_record(run_id, day, "GENERATING", nested={"x": [1, 2]}))
+    store.save_run(_record("a", "01", "DONE", nested={"x": [3]}))
+    assert [r.run_id for r in store.list_runs()] == ["c", "b", "a"]
+    assert [r.run_id for r in store.list_runs(limit=2)] == ["c", "b"]
+    stored = store.get_run("a")
+    assert stored == _record("a", "01", "DONE", nested={"x": [3]})  # unknown keys kept
+    assert stored is not None and stored.to_json()["nested"] == {"x": [3]}
     assert store.get_run("zzz") is None
     store.clear_runs()
     assert store.list_runs() == []
+
+
+def test_a_claim_fences_out_every_earlier_writer(store: Store, other_handle: Store) -> None:
+    """A process paused past its lock wakes up holding a handle bound to its old fence:
+    every write it tries after another run claimed the store fails and changes nothing."""
+    assert store.fence() == Fence("contract", 0)
+    store.insert_orders(generate_chunk(1, 0, 100, EQUAL))
+    # Another run claims the store through its own handle and starts over.
+    assert other_handle.claim("next-run") == Fence("next-run", 0)
+    other_handle.clear_orders()
+    other_handle.insert_orders(generate_chunk(2, 0, 50, EQUAL))
+    other_handle.save_run(_record("next-run", "02", "GENERATING"))
+    before = other_handle.get_orders(range(50))
+    vip = [d["seq"] for d in before if d["priority"] == VIP]
+    stale_writes = [
+        lambda: store.insert_orders(generate_chunk(1, 100, 20, EQUAL)),
+        lambda: store.mark_processed(VIP, [(s, 1.0, 2.0) for s in vip], "stale"),
+        lambda: store.truncate_from(10),
+        lambda: store.delete_pending(),
+        lambda: store.clear_orders(),
+        lambda: store.save_run(_record("contract", "01", "GENERATING")),
+    ]
+    for write in stale_writes:
+        with pytest.raises(StaleRun):
+            write()
+    assert other_handle.get_orders(range(200)) == before  # nothing changed, nothing added
+    assert store.get_run("contract") is None
+    # A worker of the new run binds its job's fence and writes.
+    store.bind(Fence("next-run", 0))
+    assert store.mark_processed(VIP, [(s, 1.0, 2.0) for s in vip], "w") == len(vip)
+
+
+def test_claiming_again_for_the_same_run_starts_a_new_epoch(store: Store) -> None:
+    assert store.claim("contract") == Fence("contract", 1)  # a resume
+    assert store.claim("other") == Fence("other", 0)
+    assert store.claim("contract") == Fence("contract", 0)
+
+
+def test_close_run_never_overwrites_a_final_record(store: Store) -> None:
+    assert store.close_run(_record("x", "01", "ABORTED"))  # none stored: saved
+    assert not store.close_run(_record("x", "01", "ERROR"))  # final one stored: kept
+    assert store.get_run("x") == _record("x", "01", "ABORTED")
+    store.save_run(_record("y", "01", "GENERATING"))
+    assert store.close_run(_record("y", "01", "ABORTED"))  # an open one is closed
+    assert store.get_run("y") == _record("y", "01", "ABORTED")

@@ -21,6 +21,7 @@ def seeded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(worker, "_settings", settings)
     monkeypatch.setattr(worker, "_store", None)
     store = open_store(settings)
+    store.claim("run-a")
     orders = generate_chunk(1, 0, 500, [1, 1, 1, 1])
     store.insert_orders(orders)
     store.close()
@@ -64,3 +65,24 @@ def test_a_job_from_another_run_changes_nothing(
         assert store.count_orders(status=PROCESSED) == 0
     finally:
         store.close()
+
+
+def test_a_job_whose_run_lost_the_store_writes_nothing_and_is_not_retried(
+    settings: Settings, redis_conn: Redis, seeded: list[int]
+) -> None:
+    """Redis still calls run-a current (its check passed, as for a worker paused between the
+    check and the write), but run-b has claimed the store meanwhile: the fence refuses."""
+    state = RunState(redis_conn)
+    state.begin({"runId": "run-a", "workMs": 0})
+    store = open_store(settings)
+    try:
+        store.claim("run-b")
+        rq_queue.enqueue_batches(rq_queue.queues(redis_conn)[VIP], "run-a", VIP, [seeded],
+                                 timeout=60, retry_intervals=[0.1])
+        _work(redis_conn)
+        assert store.count_orders(status=PROCESSED) == 0
+    finally:
+        store.close()
+    assert state.processed(VIP) == 0
+    assert rq_queue.counts(redis_conn)["total"]["failed"] == 0  # ended quietly, not retried
+    assert rq_queue.counts(redis_conn)["total"]["scheduled"] == 0

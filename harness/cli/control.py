@@ -29,25 +29,29 @@ def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, as_json: bool
            **flags: Any) -> None:
     """Cancel the active run: nothing new starts, running batches stop at their next check,
     processed orders stay; the run is recorded ABORTED with its partial figures."""
+    from harness.codec import to_json
     from harness.control import cancel as cancel_run
+    from harness.record import CancelInfo
 
     settings = settings_from(**flags)
     result = cancel_run(settings, purge=purge, remove_pending=remove_pending,
                         reset_metrics=reset_metrics)
-    info = (result.record or {}).get("cancel") or {}
+    record = result.record
     if as_json:
-        click.echo(json.dumps({"cancelled": result.cancelled, "runId": result.run_id,
-                               "message": result.message, "elapsedMs": result.elapsed_ms,
-                               "record": result.record}, indent=2))
+        click.echo(json.dumps({
+            "cancelled": result.cancelled, "runId": result.run_id, "message": result.message,
+            "elapsedMs": result.elapsed_ms, "won": result.won,
+            "request": to_json(result.request) if result.request else None,
+            "record": record.to_json() if record else None}, indent=2))
         return
     click.echo(result.message)
-    if result.cancelled:
-        processed = ((result.record or {}).get("counts") or {}).get("processed")
-        click.echo(f"  during {info.get('phase', '?')}; last job stopped "
-                   f"{info.get('lastJobStoppedMs')} ms after the request; cancel took "
+    if result.cancelled and record is not None:
+        info = record.cancel or CancelInfo()
+        click.echo(f"  during {info.phase or '?'}; last job stopped "
+                   f"{info.last_job_stopped_ms} ms after the request; cancel took "
                    f"{result.elapsed_ms} ms")
-        click.echo(f"  processed orders kept: {processed}; pending orders removed: "
-                   f"{info.get('removedPending', 0)}")
+        click.echo(f"  processed orders kept: {record.counts.processed}; pending orders "
+                   f"removed: {info.removed_pending}")
 
 
 @click.command("retry-failed")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from harness.cli.options import connection_options, settings_from
 from harness.config import option_help
+
+if TYPE_CHECKING:
+    from harness.record import RunRecord
 
 
 @click.command()
@@ -92,11 +95,11 @@ def launched_run_id() -> str | None:
     return value
 
 
-def _report(record: dict[str, Any], as_json: bool) -> None:
+def _report(record: RunRecord, as_json: bool) -> None:
     from harness.runs import format_summary
 
-    click.echo(json.dumps(record, indent=2) if as_json else format_summary(record))
-    if record["phase"] != "DONE":
+    click.echo(json.dumps(record.to_json(), indent=2) if as_json else format_summary(record))
+    if not record.is_done:
         sys.exit(1)
 
 
@@ -162,18 +165,15 @@ def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
     """Run history from process_runs, newest first."""
     import pandas as pd
 
-    from harness.runs import BRIEF_COLUMNS, RUN_COLUMNS, runs_table
-    from harness.store import open_store
+    from harness.history import list_runs
+    from harness.record import BRIEF_COLUMNS, COLUMN_NAMES
+    from harness.runs import runs_table
 
-    store = open_store(settings_from(**flags))
-    try:
-        records = store.list_runs(limit)
-    finally:
-        store.close()
+    records = list_runs(settings_from(**flags), limit)
     if as_json:
-        click.echo(json.dumps(records, indent=2))
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
-    table = pd.DataFrame(runs_table(records), columns=[c for c, _ in RUN_COLUMNS])
+    table = pd.DataFrame(runs_table(records), columns=list(COLUMN_NAMES))
     if as_csv:
         click.echo(table.to_csv(index=False), nl=False)
     elif table.empty:

@@ -10,6 +10,7 @@ import click
 
 from harness.cli.options import connection_options, int_list, settings_from
 from harness.config import option_help
+from harness.errors import ConfigError
 
 
 @click.command(name="bench")
@@ -52,13 +53,17 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
 # -- experiments: sweeps and reports (notebooks run by papermill) ---------------------------
 
 @click.command(name="sweep")
-@click.option("-n", "--quantity", type=click.IntRange(min=1), default=200_000, show_default=True,
-              help="orders per run")
-@click.option("--chunk-sizes", default="10000", show_default=True, help="comma-separated grid")
+@click.option("-n", "--quantity", default="200000", show_default=True,
+              help="orders per run; comma-separated for a grid (shorthand for --param quantity=...)")
+@click.option("--chunk-sizes", default="10000", show_default=True,
+              help="comma-separated grid (--param chunk_size=...)")
 @click.option("-j", "--orders-per-job", "per_job", default="1000", show_default=True,
-              help="comma-separated grid")
+              help="comma-separated grid (--param orders_per_job=...)")
 @click.option("-c", "--concurrency-levels", default="1,2", show_default=True,
-              help="comma-separated grid")
+              help="comma-separated grid (--param concurrency=...)")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=A,B",
+              help="a grid over any run setting, e.g. normal_batch_size=5000,20000 (repeatable; "
+                   "tier_mix takes one value per --param); wins over the shorthands")
 @click.option("-r", "--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--sweep-id", help="name of the sweep (default: sweep-<UTC time>)")
 @click.option("--baseline", help="sweep id to compare against in the report")
@@ -67,40 +72,41 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
 @click.option("--work-ms", type=float, help=option_help("work_ms"))
 @click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
 @connection_options
-def sweep_command(quantity: int, chunk_sizes: str, per_job: str, concurrency_levels: str,
-                  repeats: int, sweep_id: str | None, baseline: str | None, no_report: bool,
-                  **flags: Any) -> None:
+def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_levels: str,
+                  params: tuple[str, ...], repeats: int, sweep_id: str | None,
+                  baseline: str | None, no_report: bool, **flags: Any) -> None:
     """Run run.ipynb for every grid point and repeat (papermill), then the HTML report.
 
     Executed notebooks and the report go to reports/<sweep id>/; a failed point is
     recorded and the sweep goes on (exit 1 if any failed)."""
-    from harness.report import sweep
+    from harness.config import parse_grid
+    from harness.report import grid_points, sweep
 
-    settings = settings_from(**flags)
-    grids = {name: int_list(text, f"--{name}") for name, text in (
-        ("chunk-sizes", chunk_sizes), ("orders-per-job", per_job),
-        ("concurrency-levels", concurrency_levels))}
-    for c in grids["chunk-sizes"]:  # every point valid before the first runs
-        for j in grids["orders-per-job"]:
-            for w in grids["concurrency-levels"]:
-                settings.replace(quantity=quantity, chunk_size=c, orders_per_job=j, concurrency=w,
-                                 sweep_id=sweep_id)
-    total = repeats * len(grids["chunk-sizes"]) * len(grids["orders-per-job"]) * len(
-        grids["concurrency-levels"])
-    click.echo(f"harness: sweep of {total} runs of {quantity:,} orders", err=True)
-    manifest = sweep(settings, grids["chunk-sizes"], grids["orders-per-job"],
-                     grids["concurrency-levels"], repeats, quantity, sweep_id=sweep_id,
-                     with_report=not no_report, baseline=baseline,
-                     report=lambda line: click.echo(f"harness: {line}", err=True))
-    folder = settings.reports_dir / manifest["sweepId"]
-    click.echo(f"sweep {manifest['sweepId']}: {len(manifest['points'])} runs, "
-               f"{manifest['failed']} failed, {manifest['wallTimeS']} s; notebooks in {folder}")
-    for point in manifest["points"]:
-        if point["status"] == "failed":
-            click.echo(f"  failed: {point['notebook']}: {point['error']}")
-    if manifest.get("report"):
-        click.echo(f"report: {manifest['report']}")
-    if manifest["failed"]:
+    settings = settings_from(sweep_id=sweep_id, **flags)
+    shorthands = {"quantity": ("-n/--quantity", quantity), "chunk_size": ("--chunk-sizes", chunk_sizes),
+                  "orders_per_job": ("-j/--orders-per-job", per_job),
+                  "concurrency": ("-c/--concurrency-levels", concurrency_levels)}
+    grid = {name: parse_grid([f"{name}={text}"], flag)[name]
+            for name, (flag, text) in shorthands.items()}
+    grid.update(parse_grid(params))
+    try:  # every point valid before the first runs
+        total = len(grid_points(settings, grid, repeats, settings.sweep_id or "check"))
+    except ConfigError as exc:
+        flag = "--param" if any(p.startswith(f"{exc.field}=") for p in params) else (
+            shorthands[exc.field][0] if exc.field in shorthands else "--param")
+        raise ConfigError(f"{flag}: {exc}", exc.field) from None
+    click.echo(f"harness: sweep of {total} runs", err=True)
+    manifest = sweep(settings, grid, repeats, sweep_id=sweep_id, with_report=not no_report,
+                     baseline=baseline, report=lambda line: click.echo(f"harness: {line}", err=True))
+    folder = settings.reports_dir / manifest.sweep_id
+    click.echo(f"sweep {manifest.sweep_id}: {len(manifest.points)} runs, {manifest.failed} "
+               f"failed, {manifest.wall_time_s} s; notebooks in {folder}")
+    for point in manifest.points:
+        if point.status == "failed":
+            click.echo(f"  failed: {point.notebook}: {point.error}")
+    if manifest.report:
+        click.echo(f"report: {manifest.report}")
+    if manifest.failed:
         sys.exit(1)
 
 

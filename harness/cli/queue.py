@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from harness.cli.options import connection_options, settings_from
-from harness.state import RunActive
+from harness.errors import RunActive
 
 
 @click.group(name="queue")
@@ -52,10 +52,10 @@ def resume(**flags: Any) -> None:
 def clean(state: str, force: bool, **flags: Any) -> None:
     """Delete every job in STATE from both queues (running jobs cannot be taken back)."""
     from harness import queue as q
-    from harness.state import RunState
+    from harness.lock import RunLock
 
     conn = _queue_conn(flags)
-    if state in ("waiting", "all") and not force and (holder := RunState(conn).holder()):
+    if state in ("waiting", "all") and not force and (holder := RunLock(conn).holder()):
         raise RunActive(f"run {holder.run_id} is active and needs its waiting jobs; "
                         "use `harness cancel`, or --force", holder)
     states = [s for s in q.STATES if s != "active"] if state == "all" else [state]
@@ -117,10 +117,10 @@ def close(timeout: float, **flags: Any) -> None:
     import time
 
     from harness import queue as q
-    from harness.state import RunState
+    from harness.lock import RunLock
 
     conn = _queue_conn(flags)
-    if holder := RunState(conn).holder():
+    if holder := RunLock(conn).holder():
         raise RunActive(f"run {holder.run_id} is active; `harness cancel` it first", holder)
     before = q.worker_count(conn)
     q.request_close(conn)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from harness.config import Settings
-from harness.store.base import DuplicateOrderError, Store, StoreError, Tally, Window
+from harness.store.base import DuplicateOrderError, Fence, Store, StoreError, Tally, Window
 
-__all__ = ["DuplicateOrderError", "Store", "StoreError", "Tally", "Window", "open_store", "sqlite_path"]
+__all__ = ["DuplicateOrderError", "Fence", "Store", "StoreError", "Tally", "Window", "open_store",
+           "sqlite_path"]
 
 
 def sqlite_path(settings: Settings) -> str:

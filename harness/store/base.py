@@ -3,16 +3,27 @@
 Times cross this interface as Unix seconds (floats); each backend stores them in its
 natural form (SQLite REAL, BSON dates in MongoDB). Orders are addressed by ``seq``, their
 position in the run, because an integer key is what makes batched updates cheap on both.
+
+**The fence.** The ``orders`` collection holds one run at a time, and a process that was
+paused past its lock (SIGSTOP, a frozen VM) wakes up believing it still owns it. So the
+store keeps a fence: the run (and epoch: a resume starts a new one) that owns the orders.
+A writer claims it (:meth:`Store.claim`), and every write to the orders, and every record
+write of a coordinator, checks it in the same transaction (SQLite) or the same
+single-document operation (MongoDB updates carry the run in their filter); a writer whose
+fence is no longer current gets StaleRun and writes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.errors import StoreError
+from harness.errors import StaleRun, StoreError
 from harness.orders import Order
+
+if TYPE_CHECKING:
+    from harness.record import RunRecord
 
 
 class DuplicateOrderError(StoreError):
@@ -33,6 +44,26 @@ class Window:
     last_started: float | None
     first_processed: float | None
     last_processed: float | None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who owns the orders: a run and its epoch."""
+
+    run_id: str
+    epoch: int
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} (epoch {self.epoch})"
+
+
+def stale(mine: Fence | None, current: Fence | None) -> StaleRun:
+    """The error of a write refused by the fence."""
+    if mine is None:
+        return StaleRun("this store handle has claimed no fence; a writer claims one first "
+                        "(Store.claim)")
+    return StaleRun(f"{mine} no longer owns the store: "
+                    f"{current if current is not None else 'nobody'} does; nothing was written")
 
 
 # A processed order as a worker reports it: (seq, started_at, processed_at).
@@ -59,16 +90,29 @@ class Store(Protocol):
     def describe(self) -> dict[str, Any]:
         """Backend name, server version and location (passwords redacted)."""
 
+    def claim(self, run_id: str) -> Fence:
+        """Make ``run_id`` the owner of the orders, atomically, and bind this handle to it.
+
+        The epoch is the current one + 1 when ``run_id`` already owns them (a resume, or a
+        takeover finishing that run: either way its older processes are fenced out), else 0.
+        """
+
+    def bind(self, fence: Fence) -> None:
+        """Write for ``fence`` from now on (a worker, for the job it runs); claims nothing."""
+
+    def fence(self) -> Fence | None:
+        """Who owns the orders now."""
+
     def clear_orders(self) -> None:
-        """Drop every order: a run starts from an empty ``orders`` collection."""
+        """Drop every order: a run starts from an empty ``orders`` collection. Fenced."""
 
     def insert_orders(self, orders: Sequence[Order]) -> None:
-        """Insert unordered; raise DuplicateOrderError after inserting all the others."""
+        """Insert unordered; raise DuplicateOrderError after inserting all the others. Fenced."""
 
     def mark_processed(
         self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1
     ) -> int:
-        """Move the given orders from pendente to processado; return how many moved.
+        """Move the given orders from pendente to processado; return how many moved. Fenced.
 
         Orders already processed are left alone, so a batch run twice counts once. Each
         moved order keeps ``attempt``: which try of its batch processed it (1 = the first).
@@ -79,16 +123,21 @@ class Store(Protocol):
 
     def delete_pending(self) -> int:
         """Delete every order still pendente (a cancelled run's unprocessed orders); return
-        how many went. Processed orders stay."""
+        how many went. Processed orders stay. Fenced."""
 
     def truncate_from(self, seq: int) -> int:
-        """Delete orders from ``seq`` on (a chunk a crash left half-inserted); return how many."""
+        """Delete orders from ``seq`` on (a chunk a crash left half-inserted); return how
+        many. Fenced."""
 
     def tally(self) -> Tally:
         """Orders per (priority, status) and the highest seq; a scan, so never on a status path."""
 
     def ping(self) -> None:
         """Raise StoreError, within the store timeout, unless the store can take a write now."""
+
+    def verify(self) -> None:
+        """Raise StoreError if this handle no longer reaches the store it opened (SQLite:
+        the database file was removed or replaced while the run went on)."""
 
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         """Count orders; a scan, so never on a status path."""
@@ -99,12 +148,20 @@ class Store(Protocol):
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
         """Orders as documents (``createdAt``, ``processedAt`` ... as Unix seconds)."""
 
-    def save_run(self, record: dict[str, Any]) -> None:
-        """Insert or replace the ``process_runs`` record with this ``runId``."""
+    def save_run(self, record: RunRecord, fenced: bool = True) -> None:
+        """Insert or replace the record with its ``runId``. ``fenced``: only while this
+        handle's fence is current (a coordinator's checkpoints and its end); unfenced is for
+        records no run's coordinator writes (a sweep point that failed to start)."""
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+    def close_run(self, record: RunRecord) -> bool:
+        """Save ``record`` only if the stored one is missing or not final (still in an
+        active phase), atomically; return whether it was saved. How a run's end is written
+        by someone other than its owner (a stale coordinator closing its own record, or a
+        takeover), so that a final record is never overwritten."""
 
-    def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         """Run records, newest first."""
 
     def clear_runs(self) -> None: ...

@@ -1,9 +1,18 @@
-"""MongoDB through pymongo: collections ``orders`` and ``process_runs``.
+"""MongoDB through pymongo: collections ``orders``, ``process_runs`` and ``fence``.
 
 An order's ``_id`` is its ``seq`` (an int), so workers update by the default index; ``id``
 (the UUID) has a unique index as in the original service. Inserts are unordered, so one
 duplicate does not stop the rest of a chunk; updates are one unordered ``bulk_write`` per
 batch, each filtered on ``status: pendente`` so a batch run twice changes nothing.
+
+The fence (see :mod:`harness.store.base`) without multi-document transactions (they need a
+replica set): every order carries its run (``run``) and every update and delete of orders
+filters on it, so a stale process's write matches nothing of another run's, atomically per
+document. An insert cannot filter: it checks the fence before and after, and takes back its
+own documents when the fence moved meanwhile. What remains open is a stale process of the
+*same* run (an older epoch, after a resume) updating that run's orders between the worker's
+check in Redis and its write: harmless to the data (an order still moves once), it can leave
+a processed order uncounted, which the run reports as unaccounted-for and a resume finishes.
 """
 
 from __future__ import annotations
@@ -15,11 +24,14 @@ from typing import Any, TypeVar, cast
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from harness.config import redact
+from harness.errors import StaleRun
 from harness.orders import PENDING, PROCESSED, Order, processed_note
-from harness.store.base import Done, DuplicateOrderError, StoreError, Tally, Window
+from harness.record import RunRecord
+from harness.state import ACTIVE_PHASES
+from harness.store.base import Done, DuplicateOrderError, Fence, StoreError, Tally, Window, stale
 
 # How a client is made from a URI. Tests swap in an in-process stand-in when no MongoDB
 # server is configured; production always uses pymongo's own client.
@@ -44,7 +56,7 @@ def _translated(method: F) -> F:
     def wrapper(self: MongoStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except (StoreError, BulkWriteError):
+        except (StoreError, StaleRun, BulkWriteError):
             raise
         except PyMongoError as exc:
             raise StoreError(f"MongoDB at {redact(self.uri)}: {_reason(exc)}") from exc
@@ -71,6 +83,7 @@ class MongoStore:
 
     def __init__(self, uri: str, database: str = "orders_harness", timeout: float = 3.0) -> None:
         self.uri = uri
+        self._fence: Fence | None = None
         timeout_ms = int(timeout * 1000)
         try:
             self._client = client_factory(
@@ -83,6 +96,7 @@ class MongoStore:
             raise StoreError(f"cannot reach MongoDB at {redact(uri)}: {_reason(exc)}") from exc
         self.orders = self._db["orders"]
         self.runs = self._db["process_runs"]
+        self.fences = self._db["fence"]
 
     def _ensure_indexes(self) -> None:
         orders = self._db["orders"]
@@ -101,24 +115,66 @@ class MongoStore:
         return {"backend": self.backend, "version": self._server_version,
                 "location": redact(self.uri), "database": self._db.name}
 
+    def _read_fence(self) -> Fence | None:
+        doc = self.fences.find_one({"_id": "orders"})
+        return Fence(doc["runId"], int(doc["epoch"])) if doc else None
+
+    def _check(self) -> Fence:
+        """The fence this handle writes for, if it is still current; else StaleRun."""
+        current = self._read_fence()
+        if self._fence is None or current != self._fence:
+            raise stale(self._fence, current)
+        return self._fence
+
+    @_translated
+    def claim(self, run_id: str) -> Fence:
+        for _ in range(100):  # compare-and-set: retried only when another claim came between
+            current = self._read_fence()
+            fence = Fence(run_id, current.epoch + 1 if current and current.run_id == run_id else 0)
+            new = {"runId": fence.run_id, "epoch": fence.epoch}
+            if current is None:
+                try:
+                    self.fences.insert_one({"_id": "orders", **new})
+                except DuplicateKeyError:
+                    continue
+            elif not self.fences.update_one(
+                {"_id": "orders", "runId": current.run_id, "epoch": current.epoch}, {"$set": new}
+            ).matched_count:
+                continue
+            self._fence = fence
+            return fence
+        raise StoreError(f"MongoDB at {redact(self.uri)}: could not claim the fence")
+
+    def bind(self, fence: Fence) -> None:
+        self._fence = fence
+
+    @_translated
+    def fence(self) -> Fence | None:
+        return self._read_fence()
+
+    def verify(self) -> None:
+        """A server keeps its database whatever happens to files here: nothing to check."""
+
     @_translated
     def clear_orders(self) -> None:
+        self._check()
         self.orders.drop()
         self._ensure_indexes()
 
     @_translated
     def insert_orders(self, orders: Sequence[Order]) -> None:
+        fence = self._check()
         created = {t: _dt(t) for t in {o.created_at for o in orders}}  # one per chunk
         documents = [
             {
                 "_id": o.seq, "id": o.id, "cliente": o.cliente, "valor": o.valor, "tier": o.tier,
                 "priority": o.priority, "observacoes": o.observacoes, "status": o.status,
-                "createdAt": created[o.created_at],
+                "createdAt": created[o.created_at], "run": fence.run_id,
             }
             for o in orders
         ]
         try:
-            self.orders.insert_many(documents, ordered=False)
+            self._insert_fenced(documents)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
@@ -129,17 +185,31 @@ class MongoStore:
                 ) from None
             raise DuplicateOrderError(exc.details.get("nInserted", 0), len(errors)) from None
 
+    def _insert_fenced(self, documents: list[dict[str, Any]]) -> None:
+        """Insert, then check that the fence did not move meanwhile; if it did, take back
+        what this insert put in (its run's documents among these seqs) and refuse."""
+        fence = self._fence
+        try:
+            self.orders.insert_many(documents, ordered=False)
+        finally:
+            if self._read_fence() != fence:
+                assert fence is not None
+                self.orders.delete_many({"_id": {"$in": [d["_id"] for d in documents]},
+                                         "run": fence.run_id})
+                raise stale(fence, self._read_fence())
+
     @_translated
     def mark_processed(
         self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1
     ) -> int:
         if not done:
             return 0
+        fence = self._check()
         note = processed_note(priority)
         result = self.orders.bulk_write(
             [
                 UpdateOne(
-                    {"_id": seq, "status": PENDING},
+                    {"_id": seq, "status": PENDING, "run": fence.run_id},
                     {"$set": {"status": PROCESSED, "observacoes": note, "worker": worker,
                               "startedAt": _dt(start), "processedAt": _dt(end),
                               "attempts": attempt}},
@@ -163,11 +233,13 @@ class MongoStore:
 
     @_translated
     def delete_pending(self) -> int:
-        return int(self.orders.delete_many({"status": PENDING}).deleted_count)
+        run = self._check().run_id
+        return int(self.orders.delete_many({"status": PENDING, "run": run}).deleted_count)
 
     @_translated
     def truncate_from(self, seq: int) -> int:
-        return int(self.orders.delete_many({"_id": {"$gte": seq}}).deleted_count)
+        run = self._check().run_id
+        return int(self.orders.delete_many({"_id": {"$gte": seq}, "run": run}).deleted_count)
 
     @_translated
     def tally(self) -> Tally:
@@ -223,23 +295,39 @@ class MongoStore:
         return out
 
     @_translated
-    def save_run(self, record: dict[str, Any]) -> None:
-        self.runs.replace_one({"_id": record["runId"]}, {**record, "_id": record["runId"]},
+    def save_run(self, record: RunRecord, fenced: bool = True) -> None:
+        if fenced:
+            self._check()
+        self.runs.replace_one({"_id": record.run_id}, {**record.to_json(), "_id": record.run_id},
                               upsert=True)
 
     @_translated
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
-        doc = self.runs.find_one({"_id": run_id})
-        if doc is not None:
-            doc.pop("_id")
-        return doc
+    def close_run(self, record: RunRecord) -> bool:
+        # One document: a replace filtered on "not final" is atomic; the upsert covers a
+        # record never saved (a DuplicateKeyError then means a final one came between).
+        active = [p.value for p in ACTIVE_PHASES]
+        try:
+            result = self.runs.replace_one(
+                {"_id": record.run_id, "phase": {"$in": active}},
+                {**record.to_json(), "_id": record.run_id}, upsert=True)
+        except DuplicateKeyError:
+            return False
+        return bool(result.matched_count or result.upserted_id is not None)
 
     @_translated
-    def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def get_run(self, run_id: str) -> RunRecord | None:
+        doc = self.runs.find_one({"_id": run_id})
+        if doc is None:
+            return None
+        doc.pop("_id")
+        return RunRecord.from_json(doc)
+
+    @_translated
+    def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         cursor = self.runs.find({}, {"_id": 0}).sort("startedAt", DESCENDING)
         if limit is not None:
             cursor = cursor.limit(limit)
-        return list(cursor)
+        return [RunRecord.from_json(doc) for doc in cursor]
 
     @_translated
     def clear_runs(self) -> None:

@@ -1,0 +1,116 @@
+"""The run history, kept honest: a run's last record is never lost.
+
+A run's end is written once, at the end, to a store that may be busy (SQLite's single
+writer taken by a stalled process, a MongoDB primary stepping down) or gone. Measured: on a
+busy machine a SIGTERM-ed run's ABORTED record did not get through within the 3 s store
+timeout, and its history said GENERATING forever. So the last write is retried until a
+generous deadline and, if the store still refuses, the record is put aside as a JSON file in
+the data folder; the next command that opens the store (`harness run`, `resume`, `runs`, the
+HTTP API ...) saves it through :func:`reconcile` and says so. A final record already stored
+is never overwritten by one put aside (``close_run``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from harness.config import Settings, redact
+from harness.errors import StaleRun, StoreError
+from harness.logs import event
+from harness.record import RunRecord
+from harness.store import Store, open_store
+
+log = logging.getLogger("harness")
+# How long the last record write of a run is retried before it is put aside.
+FINAL_DEADLINE_S = 30.0
+RETRY_EVERY_S = 0.5
+
+
+def aside_dir(settings: Settings) -> Path:
+    return settings.data_dir / "pending-records"
+
+
+def save_final(settings: Settings, store: Store | None, record: RunRecord,
+               deadline_s: float = FINAL_DEADLINE_S) -> str:
+    """Save a run's last record; return where it went: "store", "store (closed)" or the
+    file it was put aside in.
+
+    Written fenced while this coordinator still owns the store; a coordinator that lost it
+    (StaleRun: it was paused past its lock and another run or a takeover claimed the store)
+    may still close its own record if nobody closed it, never overwrite a final one.
+    ``store`` None: the store already failed this run; try a fresh connection.
+    """
+    deadline = time.monotonic() + deadline_s
+    error: Exception | None = None
+    while True:
+        try:
+            if store is None:
+                store = open_store(settings)
+            try:
+                store.save_run(record)
+                return "store"
+            except StaleRun:
+                return "store (closed)" if store.close_run(record) else "store (already closed)"
+        except StoreError as exc:
+            error = exc
+            store = None  # the handle may be what is broken; the next try opens a fresh one
+        if time.monotonic() + RETRY_EVERY_S > deadline:
+            break
+        time.sleep(RETRY_EVERY_S)
+    path = put_aside(settings, record)
+    log.error(event("record-aside", run=record.run_id, phase=record.phase, file=str(path),
+                    error=redact(str(error)), action="the next harness command saves it"))
+    return str(path)
+
+
+def put_aside(settings: Settings, record: RunRecord) -> Path:
+    folder = aside_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{record.run_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record.to_json()))
+    tmp.replace(path)  # whole or not at all
+    return path
+
+
+def reconcile(settings: Settings, store: Store) -> list[str]:
+    """Save the records put aside by runs whose store was unavailable at their end; return
+    the run ids saved. A record stored final meanwhile wins over the one put aside."""
+    folder = aside_dir(settings)
+    if not folder.is_dir():
+        return []
+    saved = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = RunRecord.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s, which is not a run record: %s", path, exc)
+            continue
+        if store.close_run(record):
+            saved.append(record.run_id)
+            log.warning(event("record-reconciled", run=record.run_id, phase=record.phase,
+                              file=str(path)))
+        path.unlink(missing_ok=True)
+    return saved
+
+
+def list_runs(settings: Settings, limit: int | None = None) -> list[RunRecord]:
+    """The run history, newest first, with any record put aside saved first."""
+    store = open_store(settings)
+    try:
+        reconcile(settings, store)
+        return store.list_runs(limit)
+    finally:
+        store.close()
+
+
+def get_run(settings: Settings, run_id: str) -> RunRecord | None:
+    store = open_store(settings)
+    try:
+        reconcile(settings, store)
+        return store.get_run(run_id)
+    finally:
+        store.close()
