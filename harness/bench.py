@@ -24,6 +24,7 @@ from harness.codec import to_json
 from harness.config import TIERS, Settings
 from harness.connection import connect_redis
 from harness.errors import BenchFailed, HarnessError
+from harness.extras import require
 from harness.launch import run_in_child
 from harness.lock import LockHolder, RunLock
 from harness.orders import VIP, generate
@@ -263,7 +264,7 @@ def _target(name: str, value: float | None, limit: float) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     """The result as the plain-text tables BENCHMARKS.md shows."""
-    import pandas as pd
+    pd = require("pandas")
 
     f, e, g, q, st = (result[k] for k in ("storeFloor", "endToEnd", "generator", "queueOverhead",
                                           "statusLatencyMs"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.config import Settings, redact
@@ -76,9 +77,11 @@ def put_aside(settings: Settings, record: RunRecord) -> Path:
     return path
 
 
-def reconcile(settings: Settings, store: Store) -> list[str]:
+def reconcile(settings: Settings, store: Store,
+              report: Callable[[str], None] = lambda line: None) -> list[str]:
     """Save the records put aside by runs whose store was unavailable at their end; return
-    the run ids saved. A record stored final meanwhile wins over the one put aside."""
+    the run ids saved, each also told to ``report``. A record stored final meanwhile wins
+    over the one put aside."""
     folder = aside_dir(settings)
     if not folder.is_dir():
         return []
@@ -91,17 +94,20 @@ def reconcile(settings: Settings, store: Store) -> list[str]:
             continue
         if store.close_run(record):
             saved.append(record.run_id)
+            report(f"saved the {record.phase} record of run {record.run_id}, put aside in "
+                   f"{path} when the store was unavailable")
             log.warning(event("record-reconciled", run=record.run_id, phase=record.phase,
                               file=str(path)))
         path.unlink(missing_ok=True)
     return saved
 
 
-def list_runs(settings: Settings, limit: int | None = None) -> list[RunRecord]:
+def list_runs(settings: Settings, limit: int | None = None,
+              report: Callable[[str], None] = lambda line: None) -> list[RunRecord]:
     """The run history, newest first, with any record put aside saved first."""
     store = open_store(settings)
     try:
-        reconcile(settings, store)
+        reconcile(settings, store, report)
         return store.list_runs(limit)
     finally:
         store.close()

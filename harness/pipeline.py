@@ -42,7 +42,7 @@ from harness.record import CancelInfo, Measured, Memory, RunRecord, finish, iso,
 from harness.resume import Resumption, load, restore
 from harness.runs import environment
 from harness.state import CancelRequest, Phase, RunState
-from harness.store import Store, open_store
+from harness.store import Fence, Store, open_store
 from harness.supervision import (
     Cancelled,
     Interrupted,
@@ -400,20 +400,28 @@ class Pipeline:
         is not asked again (each call would wait out its timeout).
         """
         phase, error, stop = ending.phase, ending.error, ending.stop
-        store_down, redis_down = ending.store_down, ending.redis_down
         self.sup.stopping = True
+        # A coordinator that lost its run (paused past its lock, then another run or a
+        # takeover came) touches neither the live state and queues nor the store's orders,
+        # which are someone else's now: it only stops its workers and closes its record.
+        redis_down = ending.redis_down or not self._owns_live_state()
+        store_down = ending.store_down or not self._owns_store()
+        if redis_down and not ending.redis_down:
+            stop = None
+            error = f"{error}; the run's live state is another's now"
         total_s = time.perf_counter() - self.t0
         running, stopped_at = 0, time.time()
         if stop is not None and not redis_down:
-            running, stopped_at, stop = self._stop_work(stop)
-        self.sup.stop_pool()  # warm: a batch in flight finishes or stops at its next check
+            # With the store gone, nothing can commit and nothing could be measured: stop
+            # asking, do not wait; the pool is stopped once the run is recorded.
+            running, stopped_at, stop = self._stop_work(stop, wait=not store_down)
+        if not store_down:
+            self.sup.stop_pool()  # warm: a batch in flight finishes or stops at its next check
+        measured = self._measure(phase, store_down, total_s)  # before pending orders go
         cancel = None
         if ending.cancelled and stop is not None:
             cancel = self._cancel_info(stop, running, stopped_at, store_down)
             error = error if not running else f"{error}; {running} job(s) still running after the timeout"
-        measured = self._measure(phase, store_down, total_s)
-        if phase is not Phase.DONE and measured.windows is None and error:
-            error = f"{error}; the store could not be read"
         finish(self.record, phase, error, measured, cancel=cancel)
         final = Phase(self.record.phase)
         if not redis_down:
@@ -437,7 +445,22 @@ class Pipeline:
             except Exception:  # a caller's callback failing must not undo the run's end
                 log.exception("run %s: the progress callback failed on the last report", self.run_id)
 
-    def _stop_work(self, stop: CancelRequest) -> tuple[int, float, CancelRequest]:
+    def _owns_live_state(self) -> bool:
+        """The live state and the lock are still this run's (one round trip each)."""
+        try:
+            ours, _ = self.state.check(self.run_id, self.epoch)
+            return ours and RunLock(self.conn).holder() == self.sup.me
+        except RedisError:
+            return False
+
+    def _owns_store(self) -> bool:
+        """The store's fence is still this run's: its orders are this run's orders."""
+        try:
+            return self.store.fence() == Fence(self.run_id, self.epoch)
+        except StoreError:
+            return False
+
+    def _stop_work(self, stop: CancelRequest, wait: bool = True) -> tuple[int, float, CancelRequest]:
         """Ask running batches to stop (the first request for this run wins: a canceller's
         options stand), drop queued jobs if asked, and wait for running ones; return how
         many still run after the cancel timeout, when they stopped, and the request."""
@@ -445,7 +468,8 @@ class Pipeline:
             stop = self.state.request_abort(stop)
             if stop.purge:
                 rq_queue.empty(self.conn)
-            running = rq_queue.wait_idle(self.conn, self.settings.cancel_timeout_s, POLL_S)
+            running = rq_queue.wait_idle(self.conn, self.settings.cancel_timeout_s if wait else 0,
+                                         POLL_S)
             stopped_at = time.time()
             if stop.purge:
                 rq_queue.purge(self.conn)  # and the finished and failed jobs' records

@@ -25,6 +25,7 @@ from typing import Any
 from harness.codec import to_json
 from harness.config import SWEEPABLE, Settings, redact
 from harness.errors import ConfigError, NotebookMissing
+from harness.extras import require
 from harness.launch import child_env
 from harness.logs import event
 from harness.record import failed_point, new_run_id
@@ -65,7 +66,7 @@ def _kernel_env(settings: Settings) -> Iterator[None]:
 
 def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
     """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``."""
-    import papermill
+    papermill = require("papermill")
     from traitlets.config import Config
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -227,8 +228,8 @@ def build_report(
 def to_html(executed: Path) -> str:
     """The executed notebook as HTML: outputs only, figures embedded as PNG, no script
     fetched from the network, passwords redacted."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    nbformat = require("nbformat")
+    HTMLExporter = require("nbconvert").HTMLExporter
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)

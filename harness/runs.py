@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 
 from harness.config import Settings, redact
+from harness.extras import require
 from harness.record import (
     BarrierProof,
     Environment,
@@ -72,7 +73,7 @@ def runs_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
 
 def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Run records as a DataFrame (one row per run, nested fields flattened with dots)."""
-    import pandas as pd
+    pd = require("pandas")
 
     return pd.json_normalize([r.to_json() for r in records])
 

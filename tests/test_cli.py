@@ -19,8 +19,9 @@ from redis import Redis
 from harness.cli import main
 from harness.config import Settings
 from harness.connection import RedisUnavailable, connect_redis
+from harness.lock import LOCK_KEY, LockHolder
 from harness.pipeline import run
-from harness.state import LOCK_KEY, LockHolder
+from harness.record import RunRecord
 from harness.store import open_store
 
 
@@ -110,7 +111,7 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(
     store = open_store(settings)
     try:
         assert store.count_orders(status="processado") == 300
-        assert [r["runId"] for r in store.list_runs()] == [first["runId"]]
+        assert [r.run_id for r in store.list_runs()] == [first.run_id]
     finally:
         store.close()
 
@@ -139,7 +140,7 @@ def test_run_json_output_is_the_stored_record(env: dict[str, str]) -> None:
     settings = Settings.from_env(environ=env)
     store = open_store(settings)
     try:
-        assert store.get_run(record["runId"]) == record
+        assert store.get_run(record["runId"]) == RunRecord.from_json(record)
     finally:
         store.close()
 
@@ -155,10 +156,11 @@ def test_workers_started_apart_join_a_run(settings: Settings, redis_url: str, tm
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
-    assert record["phase"] == "DONE", record["error"]
-    assert record["counts"]["processed"] == settings.quantity
+    assert record.phase == "DONE", record.error
+    assert record.counts.processed == settings.quantity
     assert "starting 2 worker(s)" in stderr
-    workers = record["memory"]["workerMaxRssMb"]
+    assert record.memory is not None
+    workers = record.memory.worker_max_rss_mb
     assert workers and all(name.split(":")[1] != str(os.getpid()) for name in workers)
 
 
@@ -218,7 +220,16 @@ def test_sigterm_aborts_the_run_cleanly(env: dict[str, str], redis_conn: Redis) 
         record = store.get_run(doc["lastRunId"])
     finally:
         store.close()
-    assert record is not None and record["phase"] == "ABORTED"
+    # Recorded once every worker had stopped, from the store: it matches the store.
+    assert record is not None and record.phase == "ABORTED"
+    store = open_store(Settings.from_env(environ=env))
+    try:
+        processed = store.count_orders(status="processado")
+        generated = store.count_orders()
+    finally:
+        store.close()
+    assert record.counts.processed == processed == doc["progress"]["processedTotal"]
+    assert record.counts.generated == generated == record.counts.vip + record.counts.normal
 
 
 def test_workers_stop_when_their_coordinator_is_killed(

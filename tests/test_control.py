@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_for
+from conftest import BackgroundRun, wait_for
 from redis import Redis
 from rq import Queue
 from rq.worker import SimpleWorker
@@ -22,9 +21,12 @@ from rq.worker import SimpleWorker
 from harness import control
 from harness import queue as rq_queue
 from harness.config import Settings
+from harness.errors import RunActive
+from harness.lock import LOCK_KEY, LockHolder, RunLock
 from harness.orders import PENDING, PROCESSED
-from harness.pipeline import Progress, run
-from harness.state import ABORT_KEY, LOCK_KEY, LockHolder, Phase, RunActive, RunState
+from harness.pipeline import run
+from harness.record import RunRecord
+from harness.state import ABORT_KEY, Phase, RunState
 from harness.status import get_status
 from harness.store import open_store
 
@@ -37,41 +39,7 @@ def slow(settings: Settings) -> Settings:
                             normal_batch_size=300, work_ms=1.0)
 
 
-class Background:
-    """A run in a thread. With ``hold``, its progress callback keeps the coordinator in that
-    phase until a cancel request exists, so that the cancel lands in that phase."""
-
-    def __init__(self, settings: Settings, hold: Phase | None = None, **kwargs: Any) -> None:
-        self.conn = Redis.from_url(settings.redis_address)
-        self.hold, self.reached = hold, threading.Event()
-        self.record: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(settings,), kwargs=kwargs)
-        self.thread.start()
-
-    def _progress(self, p: Progress) -> None:
-        if p.phase is self.hold and not self.reached.is_set():
-            self.reached.set()
-            deadline = time.monotonic() + 30
-            while not self.conn.exists(ABORT_KEY) and time.monotonic() < deadline:
-                time.sleep(0.005)
-
-    def _run(self, settings: Settings, **kwargs: Any) -> None:
-        try:
-            self.record = run(settings, progress=self._progress, **kwargs)
-        except BaseException as exc:  # reported by join()
-            self.error = exc
-
-    def join(self) -> dict[str, Any]:
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the run did not end"
-        if self.error is not None:
-            raise self.error
-        assert self.record is not None
-        return self.record
-
-
-def _orders_consistent(settings: Settings, record: dict[str, Any], generated: int) -> dict[str, int]:
+def _orders_consistent(settings: Settings, record: RunRecord, generated: int) -> dict[str, int]:
     """No order half-updated; counters, record and store agree on what was processed."""
     store = open_store(settings)
     try:
@@ -81,9 +49,9 @@ def _orders_consistent(settings: Settings, record: dict[str, Any], generated: in
         assert len(processed) + len(pending) == len(docs)
         assert all(d["processedAt"] and d["startedAt"] and d["worker"] for d in processed)
         assert all(d["processedAt"] is None and d["worker"] is None for d in pending)
-        assert record["counts"]["processed"] == len(processed)
-        stored = store.get_run(record["runId"])
-        assert stored is not None and stored["phase"] == "ABORTED"
+        assert record.counts.processed == len(processed)
+        stored = store.get_run(record.run_id)
+        assert stored is not None and stored.phase == "ABORTED"
     finally:
         store.close()
     state = RunState(Redis.from_url(settings.redis_address))
@@ -97,23 +65,29 @@ def _orders_consistent(settings: Settings, record: dict[str, Any], generated: in
 def test_cancel_in_each_phase_purges_and_removes_pending(
     slow: Settings, phase: Phase, redis_conn: Redis
 ) -> None:
-    bg = Background(slow, hold=phase)
+    bg = BackgroundRun(slow, hold=phase)
     assert bg.reached.wait(30), f"the run never reached {phase}"
     result = control.cancel(slow)
     record = bg.join()
-    assert result.cancelled and result.run_id == record["runId"]
-    assert record["phase"] == "ABORTED" and phase.value in record["error"]
-    info = record["cancel"]
-    assert info["phase"] == phase.value and info["purge"] and info["removePending"]
-    assert info["lastJobStoppedMs"] is not None and info["stillRunning"] == 0
+    assert result.cancelled and result.won and result.run_id == record.run_id
+    assert record.phase == "ABORTED" and record.error and phase.value in record.error
+    info = record.cancel
+    assert info is not None and info.phase == phase.value and info.purge and info.remove_pending
+    assert info.last_job_stopped_ms is not None and info.still_running == 0
     # Nothing can run any more: queues empty, nothing started, no worker left.
     counts = rq_queue.counts(redis_conn)["total"]
     assert counts["waiting"] == counts["active"] == 0
     assert rq_queue.worker_count(redis_conn) == 0
     assert not rq_queue.is_paused(redis_conn)  # the cancel restored what it paused
-    seen = _orders_consistent(slow, record, record["counts"]["generated"])
-    assert seen["pending"] == 0 and info["removedPending"] > 0
-    assert record["counts"]["generated"] < slow.quantity or phase is not Phase.GENERATING
+    counts = record.counts
+    # What was generated, as the store held it before the pending orders went: every one
+    # counted, VIP or NORMAL, enqueued or not.
+    assert counts.vip + counts.normal == counts.generated
+    assert counts.processed is not None
+    assert counts.generated == counts.processed + info.removed_pending
+    seen = _orders_consistent(slow, record, counts.generated)
+    assert seen["pending"] == 0 and info.removed_pending > 0
+    assert counts.generated < slow.quantity or phase is not Phase.GENERATING
     status = get_status(redis_conn)
     assert status["phase"] == "ABORTED" and status["progress"]["processedTotal"] == seen["processed"]
 
@@ -121,12 +95,13 @@ def test_cancel_in_each_phase_purges_and_removes_pending(
 def test_cancel_without_purge_keeps_jobs_and_pending_orders_and_late_jobs_do_nothing(
     slow: Settings, redis_conn: Redis
 ) -> None:
-    bg = Background(slow, hold=Phase.WAITING_NORMAL_DRAIN)
+    bg = BackgroundRun(slow, hold=Phase.WAITING_NORMAL_DRAIN)
     assert bg.reached.wait(30)
     control.cancel(slow, purge=False, remove_pending=False)
     record = bg.join()
     seen = _orders_consistent(slow, record, slow.quantity)
-    assert seen["pending"] > 0 and record["cancel"]["removedPending"] == 0
+    assert record.cancel is not None
+    assert seen["pending"] > 0 and record.cancel.removed_pending == 0
     waiting = rq_queue.counts(redis_conn)["total"]["waiting"]
     assert waiting > 0
     # A worker that takes the kept jobs now finds the run cancelled and changes nothing.
@@ -135,12 +110,45 @@ def test_cancel_without_purge_keeps_jobs_and_pending_orders_and_late_jobs_do_not
     assert _orders_consistent(slow, record, slow.quantity) == seen
 
 
+def test_of_two_cancels_at_once_the_first_wins_and_the_other_says_so(
+    slow: Settings, redis_conn: Redis
+) -> None:
+    """`harness cancel` and `harness cancel --keep-pending` at the same moment: one request
+    decides what happens to the pending orders, and each answer says whose it was."""
+    bg = BackgroundRun(slow, hold=Phase.WAITING_NORMAL_DRAIN)
+    assert bg.reached.wait(30)
+    results: dict[bool, control.CancelResult] = {}
+    go = threading.Barrier(2)
+
+    def cancel(remove_pending: bool) -> None:
+        go.wait()
+        results[remove_pending] = control.cancel(slow, remove_pending=remove_pending)
+
+    threads = [threading.Thread(target=cancel, args=(flag,)) for flag in (True, False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    record = bg.join()
+    assert record.cancel is not None
+    winner = [r for r in results.values() if r.won]
+    loser = [r for r in results.values() if not r.won]
+    assert len(winner) == len(loser) == 1
+    assert winner[0].request == loser[0].request  # both report the request in effect
+    assert winner[0].request is not None
+    assert record.cancel.remove_pending == winner[0].request.remove_pending
+    assert "by an earlier request" in loser[0].message
+    assert f"removePending={winner[0].request.remove_pending}" in loser[0].message
+    seen = _orders_consistent(slow, record, record.counts.generated)
+    assert (seen["pending"] == 0) == winner[0].request.remove_pending
+
+
 def test_cancel_with_reset_metrics_clears_the_live_state(slow: Settings, redis_conn: Redis) -> None:
-    bg = Background(slow, hold=Phase.WAITING_VIP_DRAIN)
+    bg = BackgroundRun(slow, hold=Phase.WAITING_VIP_DRAIN)
     assert bg.reached.wait(30)
     control.cancel(slow, reset_metrics=True)
     record = bg.join()
-    assert record["phase"] == "ABORTED"
+    assert record.phase == "ABORTED"
     assert get_status(redis_conn)["phase"] == "IDLE"
 
 
@@ -153,28 +161,30 @@ def test_cancel_with_nothing_running_changes_nothing(settings: Settings, redis_c
     store = open_store(settings)
     try:
         assert store.count_orders(status=PROCESSED) == settings.quantity
-        assert store.get_run(record["runId"])["phase"] == "DONE"
+        stored = store.get_run(record.run_id)
+        assert stored is not None and stored.phase == "DONE"
     finally:
         store.close()
 
 
 def test_cancel_leaves_a_reset_or_bench_hold_alone(settings: Settings, redis_conn: Redis) -> None:
     hold = LockHolder.mine("bench-1")
-    RunState(redis_conn).acquire(hold)
+    RunLock(redis_conn).acquire(hold)
     result = control.cancel(settings)
     assert not result.cancelled and "bench holds the lock" in result.message
-    assert not redis_conn.exists(ABORT_KEY) and RunState(redis_conn).holder() == hold
+    assert not redis_conn.exists(ABORT_KEY) and RunLock(redis_conn).holder() == hold
     with pytest.raises(RunActive, match="bench-1"):
         run(settings, force=True)
 
 
 def test_force_cancels_the_active_run_and_takes_over(slow: Settings) -> None:
-    first = Background(slow, hold=Phase.WAITING_NORMAL_DRAIN)
+    first = BackgroundRun(slow, hold=Phase.WAITING_NORMAL_DRAIN)
     assert first.reached.wait(30)
     second = run(slow.replace(work_ms=0.0), force=True)
-    assert second["phase"] == "DONE", second["error"]
+    assert second.phase == "DONE", second.error
     aborted = first.join()
-    assert aborted["phase"] == "ABORTED" and aborted["cancel"]["removePending"] is False
+    assert aborted.phase == "ABORTED" and aborted.cancel is not None
+    assert aborted.cancel.remove_pending is False
 
 
 def _harness(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -198,17 +208,17 @@ def test_a_killed_coordinators_lock_is_taken_over_at_once(
         coordinator.wait(10)
     finally:
         coordinator.kill()
-    stale = RunState(redis_conn).holder()
+    stale = RunLock(redis_conn).holder()
     assert stale is not None and stale.pid == coordinator.pid and stale.is_dead()
     assert redis_conn.ttl(LOCK_KEY) > 5  # without the proof, the next run would wait this long
     record = run(settings)
-    assert record["phase"] == "DONE", record["error"]
+    assert record.phase == "DONE", record.error
     store = open_store(settings)
     try:
         old = store.get_run(stale.run_id)
     finally:
         store.close()
-    assert old is not None and old["phase"] == "ABORTED" and "coordinator died" in old["error"]
+    assert old is not None and old.phase == "ABORTED" and "coordinator died" in (old.error or "")
 
 
 def test_reset_keeps_history_unless_all_and_is_refused_while_running(
@@ -216,7 +226,7 @@ def test_reset_keeps_history_unless_all_and_is_refused_while_running(
 ) -> None:
     first = run(settings)
     finished = rq_queue.counts(redis_conn)["total"]["completed"]
-    assert finished == sum(first["counts"]["jobs"].values())
+    assert finished == first.counts.jobs.vip + first.counts.jobs.normal
     done = control.reset(settings)
     assert done == {"orders": settings.quantity, "jobs": finished, "runs": 0}
     assert sum(rq_queue.counts(redis_conn)["total"].values()) == 0
@@ -224,17 +234,17 @@ def test_reset_keeps_history_unless_all_and_is_refused_while_running(
     store = open_store(settings)
     try:
         assert store.count_orders() == 0
-        assert [r["runId"] for r in store.list_runs()] == [first["runId"]]
+        assert [r.run_id for r in store.list_runs()] == [first.run_id]
     finally:
         store.close()
 
-    bg = Background(slow, hold=Phase.WAITING_NORMAL_DRAIN)
+    bg = BackgroundRun(slow, hold=Phase.WAITING_NORMAL_DRAIN)
     assert bg.reached.wait(30)
     with pytest.raises(RunActive, match="--force"):
         control.reset(slow)
     assert bg.thread.is_alive()  # the refused reset touched nothing
     done = control.reset(slow, all_runs=True, force=True)
-    assert bg.join()["phase"] == "ABORTED"
+    assert bg.join().phase == "ABORTED"
     assert done["runs"] == 2 and done["orders"] > 0
     store = open_store(slow)
     try:
@@ -254,13 +264,13 @@ def test_health_paused_stuck_degraded_and_healthy(settings: Settings, redis_conn
 
     # Workers stopped (none started) with work pending: stuck once progress stops.
     impatient = settings.replace(stuck_after_s=0.5)
-    bg = Background(impatient, start_workers=False)
+    bg = BackgroundRun(impatient, start_workers=False)
     wait_for(lambda: control.health(impatient)["isStuck"], "health to report stuck")
     doc = control.health(impatient)
     assert doc["status"] == "degraded" and doc["isProcessing"] and doc["queue"]["waiting"] > 0
     assert any("no progress" in r for r in doc["reasons"])
     control.cancel(impatient)
-    assert bg.join()["phase"] == "ABORTED"
+    assert bg.join().phase == "ABORTED"
     assert control.health(settings)["status"] == "aborted"
 
     # A failed job: degraded, and the count says so.

@@ -19,13 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import start_redis, wait_for
+from conftest import BackgroundRun, assert_complete, start_redis, wait_for
 from redis import Redis
 from rq.job import Job
 from rq.worker import Worker
@@ -33,12 +33,15 @@ from rq.worker import Worker
 from harness import control, retries
 from harness.cli import main
 from harness.config import TIERS, Settings
+from harness.launch import child_env
+from harness.lock import LOCK_KEY, RunLock
 from harness.orders import NORMAL, PROCESSED, VIP, generate_chunk
 from harness.pipeline import Progress, resume, run
+from harness.record import RunRecord
 from harness.runs import runs_table
-from harness.state import ATTEMPTS_KEY, COUNTED_KEY, LOCK_KEY, STATE_KEY, Phase, RunState
+from harness.state import ATTEMPTS_KEY, STATE_KEY, Phase, RunState
 from harness.status import get_status
-from harness.store import StoreError, open_store, sqlite_path
+from harness.store import Fence, StoreError, open_store, sqlite_path
 
 
 @pytest.fixture
@@ -47,66 +50,6 @@ def slow(settings: Settings) -> Settings:
     committed every 50 ms): long enough to hit any phase and the middle of a batch."""
     return settings.replace(quantity=4_000, chunk_size=500, orders_per_job=200,
                             normal_batch_size=300, work_ms=1.0, retry_backoff_s=0.2)
-
-
-class Run:
-    """A run (or resume) in a thread of this process, with a hook on its progress reports."""
-
-    def __init__(self, settings: Settings, on_progress: Callable[[Progress], None] | None = None,
-                 resuming: bool = False) -> None:
-        self.record: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        self.on_progress = on_progress
-        self.ended_at: float | None = None
-        call = resume if resuming else run
-        self.thread = threading.Thread(target=self._run, args=(call, settings))
-        self.thread.start()
-
-    def _run(self, call: Callable[..., dict[str, Any]], settings: Settings) -> None:
-        try:
-            self.record = call(settings, progress=self.on_progress)
-        except BaseException as exc:  # reported by join()
-            self.error = exc
-        self.ended_at = time.monotonic()
-
-    def join(self, timeout: float = 90) -> dict[str, Any]:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the run did not end"
-        if self.error is not None:
-            raise self.error
-        assert self.record is not None
-        return self.record
-
-
-def assert_complete(settings: Settings, record: dict[str, Any], conn: Redis) -> list[dict[str, Any]]:
-    """The proof after recovery: all generated, all processed once, counted once, barrier held."""
-    assert record["phase"] == "DONE", record["error"]
-    n = settings.quantity
-    assert record["counts"]["generated"] == n == record["counts"]["processed"]
-    assert record["barrier"]["held"] is True
-    store = open_store(settings)
-    try:
-        tally = store.tally()
-        docs = store.get_orders(range(n))
-        stored = store.get_run(record["runId"])
-    finally:
-        store.close()
-    assert stored is not None and stored["phase"] == "DONE"
-    # Stored once: seqs 0..n-1, each once, ids unique; processed: every one, with its times.
-    assert tally.count() == tally.max_seq + 1 == n == len({d["id"] for d in docs})
-    assert tally.count(status=PROCESSED) == n
-    assert all(d["processedAt"] and d["startedAt"] and d["worker"] and d["attempts"] >= 1
-               for d in docs)
-    # Counted once: the live counters add up to exactly n, and so do the per-job counts with
-    # what the store held processed when the run was last resumed (counted from the store).
-    state = RunState(conn)
-    assert state.processed(VIP) == tally.count(VIP) and state.processed(NORMAL) == tally.count(NORMAL)
-    before = record["resumes"][-1]["processed"] if record.get("resumes") else 0
-    assert sum(int(v) for v in conn.hvals(COUNTED_KEY)) + before == n
-    # Barrier, from the stored times: no NORMAL order started before the last VIP one ended.
-    vip_end = max(d["processedAt"] for d in docs if d["priority"] == VIP)
-    assert min(d["startedAt"] for d in docs if d["priority"] == NORMAL) >= vip_end
-    return docs
 
 
 def _busy_worker(conn: Redis, priority: str) -> tuple[Worker, Job] | None:
@@ -122,7 +65,7 @@ def _busy_worker(conn: Redis, priority: str) -> tuple[Worker, Job] | None:
 def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_lost_or_counted_twice(
     slow: Settings, redis_conn: Redis, priority: str
 ) -> None:
-    running = Run(slow)
+    running = BackgroundRun(slow)
     found: list[tuple[Worker, Job]] = []
     wait_for(lambda: found.append(b) or True if (b := _busy_worker(redis_conn, priority)) else False,
              f"a worker busy with a {priority} batch")
@@ -149,7 +92,7 @@ def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_lost_or_counted_twi
     recovery = min(d["startedAt"] for d in retried) - killed_at
     print(f"\n{priority} worker killed mid-batch: {len(first_try)} of {len(seqs)} orders done "
           f"before the kill; batch retried after {recovery:.2f} s (backoff "
-          f"{slow.retry_backoff_s} s); run {record['totalTimeMs'] / 1000:.2f} s")
+          f"{slow.retry_backoff_s} s); run {(record.total_time_ms or 0) / 1000:.2f} s")
 
 
 def test_a_failing_batch_is_retried_with_backoff_then_dead_lettered_and_retry_failed_requeues_it(
@@ -169,7 +112,7 @@ def test_a_failing_batch_is_retried_with_backoff_then_dead_lettered_and_retry_fa
                              "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
             installed.set()
 
-    running = Run(settings, inject)
+    running = BackgroundRun(settings, inject)
     tries: dict[tuple[str, int], float] = {}  # (job id, try) -> when the try was first seen
 
     def dead_lettered() -> bool:
@@ -234,13 +177,7 @@ run(Settings.from_env(), progress=progress)
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": settings.redis_address, "MONGO_URI": "",
-            "HARNESS_DATA_DIR": str(settings.data_dir), "HARNESS_QUANTITY": str(settings.quantity),
-            "GENERATION_CHUNK_SIZE": str(settings.chunk_size),
-            "HARNESS_ORDERS_PER_JOB": str(settings.orders_per_job),
-            "NORMAL_ENQUEUE_BATCH_SIZE": str(settings.normal_batch_size),
-            "HARNESS_WORK_MS": str(settings.work_ms), "HARNESS_SEED": "3",
-            "HARNESS_RETRY_BACKOFF_S": str(settings.retry_backoff_s)}
+    return child_env(settings.replace(seed=3))
 
 
 @pytest.mark.parametrize(("phase", "after"), [
@@ -256,7 +193,7 @@ def test_a_killed_coordinator_is_resumed_in_any_phase(
     assert coordinator.returncode == -signal.SIGKILL, coordinator.stderr
     killed_at = time.time()
     state = RunState(redis_conn)
-    holder = state.holder()
+    holder = RunLock(redis_conn).holder()
     assert holder is not None and holder.is_dead()
     assert state.read()["phase"] == phase
     health = control.health(slow, redis_conn)
@@ -266,30 +203,30 @@ def test_a_killed_coordinator_is_resumed_in_any_phase(
                               "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
     took = time.perf_counter() - t
     assert resumed.returncode == 0, resumed.stderr
-    record = json.loads(resumed.stdout)
+    record = RunRecord.from_json(json.loads(resumed.stdout))
     docs = assert_complete(slow.replace(seed=3), record, redis_conn)
-    assert record["runId"] == holder.run_id
-    (again,) = record["resumes"]
-    assert again["fromPhase"] == phase and again["epoch"] == 1
+    assert record.run_id == holder.run_id
+    (again,) = record.resumes
+    assert again.from_phase == phase and again.epoch == 1
     # Only what was missing was generated again: orders stored before the kill keep their
     # creation time, the rest were made by the resume.
-    assert sum(d["createdAt"] < killed_at for d in docs) == again["stored"]
+    assert sum(d["createdAt"] < killed_at for d in docs) == again.stored
     if phase == "GENERATING":
-        assert 2_000 <= again["stored"] < slow.quantity
+        assert 2_000 <= again.stored < slow.quantity
     else:
-        assert again["stored"] == slow.quantity
-    assert all(record[k] is not None for k in ("generationTimeMs", "enqueueVipTimeMs",
-                                               "enqueueNormalTimeMs", "totalTimeMs"))
-    assert record["throughput"]["overall"] > 0
+        assert again.stored == slow.quantity
+    assert None not in (record.generation_time_ms, record.enqueue_vip_time_ms,
+                        record.enqueue_normal_time_ms, record.total_time_ms)
+    assert record.throughput is not None and (record.throughput.overall or 0) > 0
     assert redis_conn.get(LOCK_KEY) is None
     print(f"\ncoordinator killed in {phase}: `harness resume` took {took:.2f} s; "
-          f"{again['processed']} orders were already processed, {again['stored']} stored")
+          f"{again.processed} orders were already processed, {again.stored} stored")
 
 
 def test_resume_refuses_a_done_run_and_a_run_whose_pending_orders_were_deleted(
     settings: Settings, redis_conn: Redis
 ) -> None:
-    assert run(settings)["phase"] == "DONE"
+    assert run(settings).phase == "DONE"
     with pytest.raises(Exception, match="is DONE; nothing to resume"):
         resume(settings)
     result = CliRunner().invoke(main, ["resume", "--redis-url", settings.redis_address,
@@ -312,7 +249,7 @@ def test_redis_restarted_mid_run_stops_it_clearly_and_resume_completes_it(
 ) -> None:
     settings = slow.replace(redis_url=own_redis["url"])
     conn = Redis.from_url(own_redis["url"])
-    running = Run(settings)
+    running = BackgroundRun(settings)
     wait_for(lambda: get_status(conn)["phase"] == Phase.WAITING_NORMAL_DRAIN
              and get_status(conn)["progress"]["processedTotal"] > 1_500, "the NORMAL drain")
     own_redis["proc"].kill()  # the server's own PID; it keeps nothing on disk
@@ -321,8 +258,8 @@ def test_redis_restarted_mid_run_stops_it_clearly_and_resume_completes_it(
     own_redis["proc"], _ = start_redis(tmp_path / "redis2", port=own_redis["port"])
     record = running.join()
     stopped_after = (running.ended_at or 0) - lost_at
-    assert record["phase"] == "ERROR"
-    assert "Redis" in record["error"] and "harness resume" in record["error"]
+    assert record.phase == "ERROR" and record.error is not None
+    assert "Redis" in record.error and "harness resume" in record.error
     assert not conn.exists(STATE_KEY)  # the new server holds nothing of the run
     store = open_store(settings)
     try:
@@ -334,10 +271,10 @@ def test_redis_restarted_mid_run_stops_it_clearly_and_resume_completes_it(
     record = resume(settings)
     took = time.perf_counter() - t
     assert_complete(settings, record, conn)
-    assert record["resumes"][0]["fromPhase"] == Phase.WAITING_NORMAL_DRAIN
+    assert record.resumes[0].from_phase == Phase.WAITING_NORMAL_DRAIN
     assert runs_table([record])[0]["resumes"] == 1  # `harness runs` says its times include downtime
     print(f"\nRedis killed and restarted empty: run stopped {stopped_after:.2f} s later with "
-          f"\"{record['resumes'][0]['fromError'][:60]}…\"; resume took {took:.2f} s")
+          f"\"{(record.resumes[0].from_error or '')[:60]}…\"; resume took {took:.2f} s")
 
 
 class ForeignLock:
@@ -395,7 +332,7 @@ def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_compl
     # The bound is the issue's, not a speed goal: the run must stop, not hang. It takes the
     # store timeout plus at most one checkpoint interval; 2 s leaves room on a loaded machine.
     slow = slow.replace(store_timeout_s=2.0)
-    running = Run(slow)
+    running = BackgroundRun(slow)
     wait_for(lambda: get_status(redis_conn)["phase"] == Phase.WAITING_NORMAL_DRAIN,
              "the NORMAL drain")
     foreign_lock.take()
@@ -403,16 +340,23 @@ def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_compl
     wait_for(lambda: RunState(redis_conn).read().get("phase") == Phase.ERROR, "the run to fail", 10)
     failed_after = time.monotonic() - locked_at
     assert failed_after < 5
-    record = running.join()
-    assert record["phase"] == "ERROR" and "store unavailable" in record["error"]
-    assert "database is locked" in record["error"] and "harness resume" in record["error"]
+    # The run keeps trying to write its last record; the store comes back meanwhile.
     foreign_lock.release()
+    record = running.join()
+    assert record.phase == "ERROR" and record.error is not None
+    assert "store unavailable" in record.error
+    assert "database is locked" in record.error and "harness resume" in record.error
+    store = open_store(slow)
+    try:
+        stored = store.get_run(record.run_id)
+    finally:
+        store.close()
+    assert stored is not None and stored.phase == "ERROR"  # not the last checkpoint's phase
     t = time.perf_counter()
     record = resume(slow)
     took = time.perf_counter() - t
     assert_complete(slow, record, redis_conn)
-    # The run could not record its end: it resumed from its last checkpoint.
-    assert record["resumes"][0]["fromPhase"] == Phase.WAITING_NORMAL_DRAIN
+    assert record.resumes[0].from_phase == Phase.WAITING_NORMAL_DRAIN
     print(f"\nstore locked mid-run: run failed {failed_after:.2f} s later; after the lock went, "
           f"resume took {took:.2f} s")
 
@@ -432,16 +376,17 @@ def test_resume_drops_a_half_inserted_chunk_and_generates_it_again(
             raise RuntimeError("coordinator crashed")
 
     stopped = run(settings, progress=crash)
-    assert stopped["phase"] == "ERROR" and stopped["stoppedInPhase"] == "GENERATING"
+    assert stopped.phase == "ERROR" and stopped.stopped_in_phase == "GENERATING"
     weights = [settings.tier_weights[t] for t in TIERS]
     store = open_store(settings)
     try:
-        store.insert_orders(generate_chunk(stopped["parameters"]["seed"], 1_000, 250, weights))
+        store.bind(Fence(stopped.run_id, 0))  # as the crashed coordinator would have written
+        store.insert_orders(generate_chunk(stopped.parameters["seed"], 1_000, 250, weights))
         assert store.tally().count() == 1_250
     finally:
         store.close()
     record = resume(settings)
     assert_complete(settings, record, redis_conn)
-    (again,) = record["resumes"]
-    assert (again["fromPhase"], again["stored"], again["truncated"]) == ("GENERATING", 1_000, 250)
-    assert record["environment"]["store"]["backend"] == backend
+    (again,) = record.resumes
+    assert (again.from_phase, again.stored, again.truncated) == ("GENERATING", 1_000, 250)
+    assert record.backend == backend

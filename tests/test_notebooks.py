@@ -17,8 +17,8 @@ from redis import Redis
 
 from harness.cli import main
 from harness.config import ConfigError, Settings
+from harness.lock import LOCK_KEY, LockHolder
 from harness.report import CHECKOUT_NOTEBOOKS, execute, sweep
-from harness.state import LOCK_KEY, LockHolder
 from harness.store import open_store
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -70,11 +70,11 @@ def test_run_notebook_runs_once_and_shows_summary_timeline_and_phases(
         "quantity": 3_000, "chunk_size": 500, "orders_per_job": 100, "concurrency": 2,
         "seed": 5, "sweep_id": "nb-run"})
     runs = _runs(kernel_env)
-    assert len(runs) == 1 and runs[0]["phase"] == "DONE"
-    assert runs[0]["parameters"]["sweep_id"] == "nb-run" and runs[0]["counts"]["processed"] == 3_000
+    assert len(runs) == 1 and runs[0].phase == "DONE"
+    assert runs[0].parameters["sweep_id"] == "nb-run" and runs[0].counts.processed == 3_000
     outputs = _outputs(out)
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
-    assert 'class="dataframe run-summary"' in html and runs[0]["runId"] in html
+    assert 'class="dataframe run-summary"' in html and runs[0].run_id in html
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 2  # the timeline and the phase times
     text = "".join(o.get("text", "") for o in outputs)
@@ -86,11 +86,12 @@ def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
 ) -> None:
     monkeypatch.setenv("HARNESS_REPORTS_DIR", str(kernel_env.reports_dir))
     execute(CHECKOUT_NOTEBOOKS / "sweep.ipynb", tmp_path / "sweep.ipynb", {
-        "chunk_sizes": [500, 1_000], "orders_per_job": [100], "concurrency_levels": [1, 2],
-        "repeats": 2, "quantity": 2_000, "sweep_id": "t2x2"})
-    runs = [r for r in _runs(kernel_env) if r["parameters"].get("sweep_id") == "t2x2"]
-    assert len(runs) == 8 and all(r["phase"] == "DONE" for r in runs)
-    points = {(r["parameters"]["chunk_size"], r["parameters"]["concurrency"]) for r in runs}
+        "grid": {"quantity": [2_000], "chunk_size": [500, 1_000], "orders_per_job": [100],
+                 "concurrency": [1, 2]},
+        "repeats": 2, "sweep_id": "t2x2"})
+    runs = [r for r in _runs(kernel_env) if r.param("sweep_id") == "t2x2"]
+    assert len(runs) == 8 and all(r.phase == "DONE" for r in runs)
+    points = {(r.param("chunk_size"), r.param("concurrency")) for r in runs}
     assert points == {(500, 1), (500, 2), (1_000, 1), (1_000, 2)}
     points_html = "".join(o.get("data", {}).get("text/html", "")
                           for o in _outputs(tmp_path / "sweep.ipynb"))
@@ -108,7 +109,7 @@ def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
     rendered = _render(html, "report-2x2x2.png")
     assert len(rendered["images"]) == 3
     assert all(w > 0 and h > 0 and shown > 0 for w, h, shown in rendered["images"])
-    assert sorted(rendered["runIds"]) == sorted(r["runId"] for r in runs)
+    assert sorted(rendered["runIds"]) == sorted(r.run_id for r in runs)
 
 
 def _render(html: Path, screenshot: str) -> dict[str, Any]:
@@ -149,22 +150,25 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kernel_env: Settings)
         elif line.startswith("point 2/"):
             conn.delete(LOCK_KEY)
 
-    manifest = sweep(kernel_env, [500, 750, 1000], [100], [2], repeats=1, quantity=1_500,
-                     sweep_id="t-fail", report=collide)
-    first, bad, third = manifest["points"]
-    assert first["status"] == third["status"] == "ok" and bad["status"] == "failed"
-    assert "run someone-elses-run" in bad["error"] and "is active" in bad["error"]
-    assert (kernel_env.reports_dir / "t-fail" / bad["notebook"]).exists()  # the evidence
-    runs = {r["runId"]: r for r in _runs(kernel_env)}
-    assert runs[first["runId"]]["phase"] == runs[third["runId"]]["phase"] == "DONE"
-    assert runs[bad["runId"]]["phase"] == "ERROR"
-    rendered = _render(Path(manifest["report"]), "report-failed-point.png")
+    grid = {"quantity": [1_500], "chunk_size": [500, 750, 1000], "orders_per_job": [100],
+            "concurrency": [2]}
+    manifest = sweep(kernel_env, grid, repeats=1, sweep_id="t-fail", report=collide)
+    first, bad, third = manifest.points
+    assert first.status == third.status == "ok" and bad.status == "failed"
+    assert bad.error is not None
+    assert "run someone-elses-run" in bad.error and "is active" in bad.error
+    assert (kernel_env.reports_dir / "t-fail" / bad.notebook).exists()  # the evidence
+    runs = {r.run_id: r for r in _runs(kernel_env)}
+    assert runs[first.run_id].phase == runs[third.run_id].phase == "DONE"
+    assert runs[bad.run_id].phase == "ERROR"
+    assert manifest.report is not None
+    rendered = _render(Path(manifest.report), "report-failed-point.png")
     assert len(rendered["failed"]) == 1 and "someone-elses-run" in rendered["failed"][0]
 
 
 def test_a_sweep_with_a_bad_value_is_refused_before_anything_runs(kernel_env: Settings) -> None:
     with pytest.raises(ConfigError, match="chunk_size must be >= 1, got 0"):
-        sweep(kernel_env, [500, 0], [100], [2], repeats=1, quantity=1_500, sweep_id="t-bad")
+        sweep(kernel_env, {"quantity": [1_500], "chunk_size": [500, 0]}, repeats=1, sweep_id="t-bad")
     assert not (kernel_env.reports_dir / "t-bad").exists() and _runs(kernel_env) == []
 
 
@@ -175,7 +179,8 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
                                        "-c", "1", "-r", "1", "--sweep-id", "cli"], env=env)
     assert result.exit_code == 0, result.output
     assert "sweep cli: 1 runs, 0 failed" in result.output
-    assert "point 1/1: chunk 500, 100/job, 1 worker(s), repeat 0: ok in" in result.output
+    assert ("point 1/1: quantity 1500, chunk_size 500, orders_per_job 100, concurrency 1, "
+            "repeat 0: ok in") in result.output
     out = tmp_path / "mine.html"
     result = CliRunner().invoke(main, ["report", "--sweep", "cli", "-o", str(out)], env=env)
     assert result.exit_code == 0, result.output
@@ -196,7 +201,8 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
 @pytest.mark.parametrize(("notebook_name", "parameters", "message"), [
     ("run.ipynb", {"quantity": -5}, "quantity must be >= 1, got -5"),
     ("run.ipynb", {"quantity": 1_000, "work_ms": "slow"}, "work_ms must be a number, got 'slow'"),
-    ("sweep.ipynb", {"chunk_sizes": [500, 0], "quantity": 1_000}, "chunk_size must be >= 1, got 0"),
+    ("sweep.ipynb", {"grid": {"chunk_size": [500, 0], "quantity": [1_000]}},
+     "chunk_size must be >= 1, got 0"),
     ("sweep.ipynb", {"repeats": "2"}, "repeats must be an integer >= 1, got '2'"),
 ])
 def test_a_bad_notebook_parameter_is_named_and_nothing_is_written(

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.orders import NORMAL, PENDING, PROCESSED, VIP, Order, generate_chunk
 from harness.errors import StaleRun
+from harness.orders import NORMAL, PENDING, PROCESSED, VIP, Order, generate_chunk
 from harness.record import BarrierProof, RunRecord
 from harness.store import DuplicateOrderError, Fence, Store
 

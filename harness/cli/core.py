@@ -163,13 +163,16 @@ def status(as_json: bool, **flags: Any) -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="the table as CSV")
 def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
     """Run history from process_runs, newest first."""
-    import pandas as pd
+    from harness.extras import require
+
+    pd = require("pandas")
 
     from harness.history import list_runs
     from harness.record import BRIEF_COLUMNS, COLUMN_NAMES
     from harness.runs import runs_table
 
-    records = list_runs(settings_from(**flags), limit)
+    records = list_runs(settings_from(**flags), limit,
+                        report=lambda line: click.echo(f"harness: {line}", err=True))
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return

@@ -75,7 +75,9 @@ def queue_status(as_json: bool, **flags: Any) -> None:
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    import pandas as pd
+    from harness.extras import require
+
+    pd = require("pandas")
 
     click.echo(f"paused: {doc['paused']}; workers: {doc['workers']}")
     click.echo(pd.DataFrame(doc["counts"]).T.to_string())
@@ -102,8 +104,9 @@ def jobs(types: str, limit: int, as_json: bool, **flags: Any) -> None:
     elif not rows:
         click.echo(f"no {'/'.join(states)} jobs")
     else:
-        import pandas as pd
+        from harness.extras import require
 
+        pd = require("pandas")
         click.echo(pd.DataFrame(rows).fillna("").to_string(index=False))
 
 

@@ -16,6 +16,9 @@ def sqlite_path(settings: Settings) -> str:
 def open_store(settings: Settings) -> Store:
     """Open the store the settings name. Raises StoreError, with a redacted message."""
     if settings.mongo_uri:
+        from harness.extras import require
+
+        require("pymongo")
         from harness.store.mongo import MongoStore
 
         return MongoStore(settings.mongo_uri, settings.mongo_db, settings.store_timeout_s)

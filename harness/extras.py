@@ -1,0 +1,33 @@
+"""Optional dependency groups, and the one error a command gives when its group is missing.
+
+The core install (redis, rq, click, tqdm, hiredis) runs `harness run`, `worker` and `status`
+on SQLite; a worker image needs nothing more. The rest comes in extras: ``[mongo]``
+(pymongo), ``[notebooks]`` (pandas, matplotlib, papermill, nbconvert, ipykernel) for tables,
+sweeps and reports, ``[api]`` (FastAPI, uvicorn, prometheus-client) for `harness serve`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from harness.errors import MissingExtra
+
+# module -> the extra that installs it
+EXTRA_OF = {
+    "pymongo": "mongo",
+    "pandas": "notebooks", "matplotlib": "notebooks", "papermill": "notebooks",
+    "nbconvert": "notebooks", "nbformat": "notebooks",
+    "fastapi": "api", "uvicorn": "api", "prometheus_client": "api",
+}
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` or raise MissingExtra naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        if exc.name is not None and exc.name.split(".")[0] != top:
+            raise  # the module is there but broken: that is not a missing extra
+        raise MissingExtra(EXTRA_OF.get(top, "notebooks"), top) from None

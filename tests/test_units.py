@@ -1,0 +1,219 @@
+"""Pure logic, no services: the run record and its versions, settings across a process
+boundary, the status document, retry due times, the sweep grid."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from harness.config import ENV_VARS, INT_RANGES, SWEEPABLE, Settings, parse_grid
+from harness.errors import ConfigError
+from harness.orders import NORMAL, VIP
+from harness.record import (
+    SCHEMA_VERSION,
+    BarrierProof,
+    CancelInfo,
+    Measured,
+    RunRecord,
+    failed_point,
+    finish,
+)
+from harness.state import Phase
+from harness.status import snapshot
+from harness.store import Tally, Window
+
+RECORDS_V1 = Path(__file__).parent / "data" / "records-v1.json"
+
+
+def _v1() -> list[dict[str, Any]]:
+    """Records as the harness wrote them before they were typed (version 1): a DONE run, a
+    resumed one, ABORTED by SIGTERM, by cancel, by a takeover, and a failed sweep point."""
+    return json.loads(RECORDS_V1.read_text())
+
+
+def _subset(old: Any, new: Any, path: str = "") -> None:
+    """Every key and value of ``old`` is in ``new``, unchanged."""
+    if isinstance(old, dict):
+        for key, value in old.items():
+            assert key in new, f"{path}{key} lost"
+            _subset(value, new[key], f"{path}{key}.")
+    else:
+        assert old == new, f"{path} changed: {old!r} -> {new!r}"
+
+
+@pytest.mark.parametrize("raw", _v1(), ids=lambda r: f"{r['phase']}-{r['runId']}")
+def test_a_version_1_record_reads_and_writes_back_without_losing_anything(raw: dict[str, Any]) -> None:
+    record = RunRecord.from_json(raw)
+    assert record.schema_version == 1 and record.run_id == raw["runId"] and record.phase == raw["phase"]
+    written = record.to_json()
+    _subset(raw, written)
+    assert written["schemaVersion"] == SCHEMA_VERSION
+    assert RunRecord.from_json(written).to_json() == written  # and round trips from there
+
+
+def test_version_1_records_have_the_parts_typed() -> None:
+    by_phase = {(r.phase, bool(r.resumes), r.error): r for r in map(RunRecord.from_json, _v1())}
+    resumed = next(r for (phase, was_resumed, _), r in by_phase.items() if was_resumed)
+    assert resumed.resumes[0].from_phase and resumed.resumes[0].epoch == 1
+    cancelled = next(r for r in by_phase.values() if r.cancel and r.cancel.by_coordinator is None
+                     and r.cancel.phase == "GENERATING")
+    assert cancelled.cancel is not None and cancelled.cancel.removed_pending == 0
+    done = next(r for r in by_phase.values() if r.is_done)
+    assert done.barrier is not None and done.barrier.held
+    assert done.processing is not None and done.processing.vip.count > 0
+    assert done.environment is not None and done.environment.packages["rq"]
+    assert done.row()["overallPerSec"] == done.throughput.overall if done.throughput else False
+
+
+def test_a_newer_records_unknown_keys_are_kept() -> None:
+    raw = {"runId": "x", "phase": "DONE", "schemaVersion": SCHEMA_VERSION + 1,
+           "latency": {"p99Ms": 3.5}, "counts": {"generated": 5, "future": 1},
+           "environment": {"python": "3.14", "gpu": "none"}}
+    written = RunRecord.from_json(raw).to_json()
+    assert written["latency"] == {"p99Ms": 3.5} and written["environment"]["gpu"] == "none"
+    assert written["schemaVersion"] == SCHEMA_VERSION + 1
+
+
+def _windows(vip_end: float, normal_start: float) -> dict[str, Window]:
+    return {VIP: Window(3, 1.0, 2.0, 1.5, vip_end), NORMAL: Window(2, normal_start, normal_start,
+                                                                   normal_start + 1, normal_start + 1)}
+
+
+def test_finish_refuses_done_when_the_store_disagrees_or_the_barrier_failed() -> None:
+    good = RunRecord(run_id="a", counts=dataclasses.replace(RunRecord(run_id="a").counts, vip=3, normal=2))
+    finish(good, Phase.DONE, None, Measured(windows=_windows(5.0, 5.5), total_s=2.0))
+    assert good.phase == "DONE" and good.counts.processed == 5 and good.throughput is not None
+    assert good.throughput.overall == 2.5 and good.barrier == BarrierProof.of(_windows(5.0, 5.5))
+    short = RunRecord(run_id="b")
+    short.counts.vip, short.counts.normal = 4, 2
+    finish(short, Phase.DONE, None, Measured(windows=_windows(5.0, 5.5)))
+    assert short.phase == "ERROR" and short.error == "store holds 3/4 VIP and 2/2 NORMAL orders processed"
+    early = RunRecord(run_id="c")
+    early.counts.vip, early.counts.normal = 3, 2
+    finish(early, Phase.DONE, None, Measured(windows=_windows(5.0, 4.5)))
+    assert early.phase == "ERROR" and early.error == "VIP-first barrier violated: gap -500.0 ms"
+    blind = RunRecord(run_id="d")
+    finish(blind, Phase.DONE, None, Measured(windows=None))
+    assert blind.phase == "ERROR"
+
+
+def test_a_run_that_stopped_early_counts_what_the_store_holds() -> None:
+    """A cancel during GENERATING once recorded the VIP orders *enqueued* so far, so that
+    vip + normal != generated; the counts now come from the store's tally."""
+    record = RunRecord(run_id="a", phase=Phase.GENERATING.value)
+    record.counts.vip, record.counts.normal = 34_000, 100  # what the coordinator knew
+    tally = Tally({(VIP, "processado"): 3, (VIP, "pendente"): 34_914, (NORMAL, "pendente"): 105_083},
+                  max_seq=139_999)
+    finish(record, Phase.ABORTED, "cancelled", Measured(windows={}, tally=tally),
+           cancel=CancelInfo(run_id="a", phase="GENERATING"))
+    assert record.counts.vip == 34_917 and record.counts.normal == 105_083
+    assert record.counts.generated == 140_000 == record.counts.vip + record.counts.normal
+    assert record.stopped_in_phase == "GENERATING" and record.cancel is not None
+
+
+def test_a_failed_point_is_a_closed_error_record() -> None:
+    record = failed_point("sw-p1", {"quantity": 10}, "boom")
+    assert record.phase == "ERROR" and record.error == "boom" and record.finished_at
+    assert record.row()["quantity"] == 10 and RunRecord.from_json(record.to_json()) == record
+
+
+# -- settings across a process boundary ----------------------------------------------------
+
+def test_every_setting_has_an_environment_variable() -> None:
+    assert {f.name for f in dataclasses.fields(Settings)} == set(ENV_VARS)
+
+
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
+               min_size=1, max_size=30)
+FLOATS = {"work_ms": (0, 60_000), "stuck_after_s": (0.001, 86_400),
+          "cancel_timeout_s": (0.001, 86_400), "store_timeout_s": (0.001, 60),
+          "retry_backoff_s": (0, 3_600)}
+
+
+@st.composite
+def any_settings(draw: st.DrawFn) -> Settings:
+    values: dict[str, Any] = {}
+    for name, (low, high) in INT_RANGES.items():
+        values[name] = draw(st.integers(low, min(high, 2**40)))
+    values["max_orders"] = max(values["max_orders"], values["quantity"])
+    for name, (low, high) in FLOATS.items():
+        values[name] = draw(st.floats(low, high, allow_nan=False))
+    values["seed"] = draw(st.none() | st.integers(0, 2**63 - 1))
+    values["mongo_uri"] = draw(st.none() | text.map(lambda t: f"mongodb://u:{t}@h/db"))
+    values["redis_url"] = draw(st.none() | st.just("redis://:p%40ss@127.0.0.1:6380/2"))
+    values["mongo_db"] = draw(text)
+    values["redis_host"] = draw(st.sampled_from(["127.0.0.1", "redis", "::1"]))
+    values["tier_mix"] = draw(st.sampled_from(["BRONZE=1,PRATA=1,OURO=1,DIAMANTE=1",
+                                               "DIAMANTE=0.25,BRONZE=3.5"]))
+    values["log_memory"] = draw(st.booleans())
+    values["backend_logs"] = draw(st.booleans())
+    values["data_dir"] = Path(draw(st.sampled_from(["data", "/tmp/x y", "rel/é"])))
+    values["log_file"] = draw(st.none() | st.just(Path("/tmp/h.log")))
+    values["sweep_id"] = draw(st.none() | st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True))
+    values["reports_dir"] = Path("reports")
+    values["notebooks_dir"] = draw(st.none() | st.just(Path("/nb")))
+    return Settings(**values)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(any_settings())
+def test_settings_survive_the_environment_round_trip(s: Settings) -> None:
+    assert Settings.from_env(environ=s.to_env()) == s
+
+
+def test_a_grid_names_any_sweepable_setting_and_converts_its_values() -> None:
+    grid = parse_grid(["normal_batch_size=5000,20000", "work_ms=0,0.5",
+                       "tier_mix=BRONZE=3,DIAMANTE=1", "tier_mix=DIAMANTE=1"])
+    assert grid == {"normal_batch_size": [5000, 20000], "work_ms": [0.0, 0.5],
+                    "tier_mix": ["BRONZE=3,DIAMANTE=1", "DIAMANTE=1"]}
+    assert set(SWEEPABLE) >= {"quantity", "chunk_size", "orders_per_job", "concurrency",
+                              "normal_batch_size", "work_ms", "tier_mix"}
+    with pytest.raises(ConfigError, match="expected NAME=VALUES"):
+        parse_grid(["redis_url=x"])
+    with pytest.raises(ConfigError, match="must be an integer"):
+        parse_grid(["chunk_size=10,ten"])
+
+
+# -- the status document and retry due times ----------------------------------------------
+
+def test_status_snapshot_of_a_run_half_way() -> None:
+    fields = {"phase": "WAITING_NORMAL_DRAIN", "runId": "r", "target": "1000", "generated": "1000",
+              "processed:VIP": "250", "processed:NORMAL": "250", "start:VIP": "100.0",
+              "end:VIP": "101.0", "start:NORMAL": "101.5", "end:NORMAL": "102.0",
+              "startedAt": "99.0", "vipTotal": "250", "normalTotal": "750"}
+    doc = snapshot(fields, now=104.0)
+    assert doc["isProcessing"] and doc["lastRunId"] == "r"
+    assert doc["processing"]["vip"] == {"start": "1970-01-01T00:01:40.000+00:00",
+                                        "end": "1970-01-01T00:01:41.000+00:00", "timeMs": 1000.0,
+                                        "count": 250}
+    assert doc["totalTimeMs"] == 5000.0 and doc["throughput"]["overall"] == 100.0
+    assert doc["eta"] == {"estimatedMs": 4000, "progressPercent": 50.0}  # 500 left at 125/s
+    assert doc["progress"] == {"target": 1000, "generated": 1000, "processedTotal": 500}
+    assert snapshot({}, now=1.0)["phase"] == "IDLE"
+
+
+def test_a_retry_is_due_its_backoff_after_its_try_ended() -> None:
+    from redis import Redis
+    from rq.job import Job
+
+    from harness.retries import due_at
+
+    job = Job(id="j", connection=Redis())  # a client; due_at sends nothing
+    job.ended_at = datetime(2026, 1, 1, tzinfo=UTC)
+    job.retry_intervals = [0.6, 1.2, 2.4]  # type: ignore[list-item]
+    # RQ picks interval [len - retries left], then counts the retry down: a job waiting for
+    # its first retry has 2 left, for its last 0.
+    job.retries_left = 2
+    assert due_at(job) == job.ended_at.timestamp() + 0.6
+    job.retries_left = 0
+    assert due_at(job) == (job.ended_at + timedelta(seconds=2.4)).timestamp()
+    job.retry_intervals = []
+    assert due_at(job) == 0.0
