@@ -11,10 +11,10 @@ $(BIN)/harness: pyproject.toml
 	scripts/ensure-redis
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,api]'
 	touch $@
 
-setup: $(BIN)/harness  ## create .venv with the harness and its test tools
+setup: $(BIN)/harness  ## create .venv with the harness, its HTTP API and its test tools
 
 bench: setup  ## run a benchmark of N orders (default 1,000,000) and print its summary
 	$(BIN)/harness run -n $(N)
@@ -27,7 +27,7 @@ lint: setup
 	$(BIN)/mypy harness
 
 lab: setup  ## open the notebooks in JupyterLab, the project's .venv as the kernel
-	$(BIN)/pip install --quiet -e '.[test,lab]'
+	$(BIN)/pip install --quiet -e '.[test,api,lab]'
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:

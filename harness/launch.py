@@ -112,7 +112,7 @@ def launch_detached(
     settings: Settings, conn: Redis, output_dir: Path | None = None, timeout: float = 30.0,
 ) -> LaunchedRun:
     """Start a run in a detached child (it outlives its parent) and return once it holds the
-    lock: the HTTP API's ``POST /pedidos/generate``.
+    lock and has put its live state in Redis: the HTTP API's ``POST /pedidos/generate``.
 
     Refused (RunActive) while a live run holds the lock; a lock whose coordinator provably
     died is left for the child to take over. If the child exits first because another
@@ -132,9 +132,10 @@ def launch_detached(
     launched = start_run(settings, run_id, output=output, detach=True)
     launched.reap_in_background()
 
-    def started(rid: str) -> bool:  # holds the lock, or already took over the live state
-        holder = state.holder()
-        return (holder is not None and holder.run_id == rid) or state.get("runId")[0] == rid
+    def started(rid: str) -> bool:
+        # The live state is the run's (it holds the lock, or held it if already done), so
+        # GET /pedidos right after shows this run and not the last one.
+        return state.get("runId")[0] == rid
 
     try:
         launched.wait_started(started, timeout)
