@@ -538,7 +538,7 @@ def test_sigterm_stops_the_server_not_the_run_and_a_new_server_reports_it(serve)
     log = first.log_path.read_text()
     assert "Finished server process" in log and "Traceback" not in log, log
 
-    second = serve()
+    second = serve(port=first.port)  # the run holds no copy of the server's socket
     doc = second.status()
     assert doc["lastRunId"] == run_id and doc["isProcessing"], doc
     assert second.http.get("/pedidos/health/queue").json()["coordinator"] == coordinator
