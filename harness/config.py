@@ -312,5 +312,5 @@ def option_help(name: str) -> str:
     if default is None or isinstance(default, bool):
         shown = "unset" if default is None else str(default).lower()
     else:
-        shown = f"{default:,}" if isinstance(default, int) else str(default)
+        shown = f"{default:,}" if isinstance(default, int) and not name.endswith("port") else str(default)
     return f"{doc} [env {var}; default {shown}]"
