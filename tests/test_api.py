@@ -8,6 +8,7 @@ folder, then asserts that nothing is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -412,6 +413,22 @@ def test_errors_are_json_with_the_status_of_their_branch(serve) -> None:
     assert unknown.status_code == 404 and unknown.json() == {"error": "no route GET /pedidos/nothing-here"}
     wrong_method = api.http.get("/pedidos/cancel")
     assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"error"}
+
+
+def test_redis_gone_is_a_503_with_a_redacted_message(serve, redis_factory, tmp_path: Path) -> None:
+    from redis import Redis
+
+    password = "g0ne-pa55word"
+    redis_url = redis_factory(tmp_path / "redis-gone", password=password)
+    api = serve(REDIS_URL=redis_url)
+    assert api.status()["phase"] == "IDLE"
+    with contextlib.suppress(Exception):  # the server closes the connection as it goes
+        Redis.from_url(redis_url).shutdown(nosave=True)
+    for path in ("/pedidos", "/pedidos/health/queue", "/metrics", "/pedidos/queue/status"):
+        answer = api.http.get(path)
+        assert answer.status_code == 503, (path, answer.text)
+        assert "does not answer" in answer.json()["error"] and password not in answer.text
+    assert api.http.post("/pedidos/generate", params={"quantity": 10}).status_code == 503
 
 
 # -- token and secrets ---------------------------------------------------------------------------
