@@ -12,6 +12,6 @@ CMD ["worker"]
 
 FROM worker AS harness
 COPY notebooks ./notebooks
-RUN pip install --no-cache-dir '.[mongo,notebooks]'
+RUN pip install --no-cache-dir '.[mongo,notebooks,api]'
 ENV HARNESS_NOTEBOOKS_DIR=/app/notebooks HARNESS_REPORTS_DIR=/reports
 CMD ["run", "--help"]

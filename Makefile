@@ -11,7 +11,7 @@ $(BIN)/harness: pyproject.toml
 	scripts/ensure-redis
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[mongo,notebooks,test]'
+	$(BIN)/pip install --quiet -e '.[mongo,notebooks,api,test]'
 	touch $@
 
 setup: $(BIN)/harness  ## create .venv with the harness, every extra and the test tools
@@ -27,7 +27,7 @@ lint: setup
 	$(BIN)/mypy harness
 
 lab: setup  ## open the notebooks in JupyterLab, the project's .venv as the kernel
-	$(BIN)/pip install --quiet -e '.[mongo,notebooks,test,lab]'
+	$(BIN)/pip install --quiet -e '.[mongo,notebooks,api,test,lab]'
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:

@@ -28,7 +28,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "quantity": (1, 2**32 - 1), "chunk_size": (1, 1_000_000), "normal_batch_size": (1, 1_000_000),
     "concurrency": (1, 256), "orders_per_job": (1, 1_000_000), "max_orders": (1, 2**32 - 1),
     "redis_port": (1, 65_535), "log_progress_every_ms": (1, 3_600_000), "job_retries": (0, 20),
-    "seed": (0, 2**63 - 1),
+    "seed": (0, 2**63 - 1), "port": (1, 65_535),
 }
 # Number settings: (lowest, highest, unit); those in POSITIVE must also be above 0.
 FLOAT_RANGES: dict[str, tuple[float, float, str]] = {
@@ -74,6 +74,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "sweep_id": ("HARNESS_SWEEP_ID", "tags the run as part of a sweep (letters, digits, . _ -)"),
     "reports_dir": ("HARNESS_REPORTS_DIR", "folder for sweeps' notebooks and HTML reports"),
     "notebooks_dir": ("HARNESS_NOTEBOOKS_DIR", "where run/sweep/report.ipynb are; unset: the checkout's"),
+    "port": ("PORT", "TCP port `harness serve` listens on"),
+    "api_token": ("HARNESS_API_TOKEN", "when set, every POST to the HTTP API needs this bearer token"),
 }
 
 
@@ -140,6 +142,8 @@ class Settings:
     sweep_id: str | None = None
     reports_dir: Path = field(default_factory=lambda: Path("reports"))
     notebooks_dir: Path | None = None
+    port: int = 3_000
+    api_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name, (low, high) in INT_RANGES.items():
@@ -276,6 +280,7 @@ class Settings:
                 value = redact(value)
             out[f.name] = value
         out["redis_url"] = redact(self.redis_address)
+        out["api_token"] = "***" if self.api_token else None
         return out
 
 
@@ -340,5 +345,5 @@ def option_help(name: str) -> str:
     if default is None or isinstance(default, bool):
         shown = "unset" if default is None else str(default).lower()
     else:
-        shown = f"{default:,}" if isinstance(default, int) else str(default)
+        shown = f"{default:,}" if isinstance(default, int) and not name.endswith("port") else str(default)
     return f"{doc} [env {var}; default {shown}]"

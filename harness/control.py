@@ -1,6 +1,9 @@
-"""Controlling runs from outside: cancel, reset, retry-failed and health.
+"""Controlling runs from outside: cancel, reset, retry-failed, health, and the queue
+controls that a run in progress forbids.
 
-These are the original service's /pedidos/cancel, /reset and /health/queue. A cancel is
+These are the original service's /pedidos/cancel, /reset, /health/queue, /queue/clean and
+/queue/close. The refusals live here, not in a front end, so that the CLI and the HTTP API
+(and a notebook) refuse the same things with the same words. A cancel is
 cooperative: it leaves a request in Redis that the coordinator and every worker read, so
 nothing is interrupted half way and nothing already processed is rolled back. Only when a
 run's coordinator is gone does the caller finish the run itself
@@ -18,11 +21,12 @@ from redis import Redis
 
 from harness import queue as rq_queue
 from harness import retries
+from harness.codec import to_json
 from harness.config import Settings
 from harness.connection import connect_redis
 from harness.errors import NoActiveRun, RunActive
 from harness.lock import LockHolder, RunLock
-from harness.logs import event
+from harness.logs import event, truncate_log
 from harness.record import RunRecord
 from harness.state import CancelRequest, Phase, RunState
 from harness.status import snapshot
@@ -33,6 +37,18 @@ log = logging.getLogger("harness")
 POLL_S = 0.02
 # Exit codes of `harness health`, for scripts; 2 stays "bad command line" as everywhere.
 HEALTH_EXIT = {"healthy": 0, "error": 1, "degraded": 3, "paused": 4, "aborted": 5}
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    """What a close did: worker pools registered before, and those still registered after."""
+
+    before: int
+    left: int
+
+    @property
+    def stopped(self) -> int:
+        return self.before - self.left
 
 
 @dataclass(frozen=True)
@@ -49,17 +65,36 @@ class CancelResult:
     request: CancelRequest | None = None
     won: bool = True
 
+    def to_json(self) -> dict[str, Any]:
+        """What `harness cancel --json` prints and ``POST /pedidos/cancel`` answers."""
+        return {"cancelled": self.cancelled, "runId": self.run_id, "message": self.message,
+                "elapsedMs": self.elapsed_ms, "won": self.won,
+                "request": to_json(self.request) if self.request else None,
+                "record": self.record.to_json() if self.record else None}
+
 
 def cancel(
     settings: Settings, purge: bool = True, remove_pending: bool = True,
-    reset_metrics: bool = False, conn: Redis | None = None,
+    reset_metrics: bool = False, conn: Redis | None = None, reset_logs: bool = False,
 ) -> CancelResult:
     """Cancel the active run and wait until it is recorded ABORTED.
 
-    Defaults are the original's: purge queued jobs, remove pending orders, keep metrics.
-    The queues are paused meanwhile so that idle workers take nothing new, then restored.
-    Of two cancels of one run, the first one's options win; the second says so.
+    Defaults are the original's: purge queued jobs, remove pending orders, keep metrics and
+    logs. The queues are paused meanwhile so that idle workers take nothing new, then
+    restored. ``reset_logs`` empties the log file once the run has stopped (the original's
+    ``resetLogs``), whether or not a run was active. Of two cancels of one run, the first
+    one's options win; the second says so.
     """
+    result = _cancel(settings, purge, remove_pending, reset_metrics, conn)
+    if reset_logs:
+        truncate_log(settings)
+    return result
+
+
+def _cancel(
+    settings: Settings, purge: bool, remove_pending: bool, reset_metrics: bool,
+    conn: Redis | None,
+) -> CancelResult:
     conn = conn or connect_redis(settings, autostart=False)
     holder = RunLock(conn).holder()
     if holder is None:
@@ -153,6 +188,33 @@ def reset(settings: Settings, all_runs: bool = False, force: bool = False) -> di
     return {"orders": orders, "jobs": jobs, "runs": runs}
 
 
+def clean_queue(conn: Redis, state: str, force: bool = False) -> int:
+    """Delete every job in ``state`` (a name of ``queue.STATES`` or a BullMQ alias such as
+    ``wait`` or ``delayed``, or ``all``: every state but active) from both queues; return how
+    many went. Waiting jobs are the active run's work: refused while one runs, unless
+    ``force``."""
+    states = ([s for s in rq_queue.STATES if s != "active"] if state == "all"
+              else rq_queue.resolve_states([state]))
+    if "waiting" in states and not force and (holder := RunLock(conn).holder()):
+        raise RunActive(f"run {holder.run_id} is active and needs its waiting jobs; "
+                        "use `harness cancel`, or --force", holder)
+    return sum(rq_queue.clean(conn, s) for s in states)
+
+
+def close_workers(conn: Redis, timeout: float = 15.0, poll: float = 0.1) -> CloseResult:
+    """Ask every harness worker pool to stop its workers and exit (running batches finish),
+    and wait up to ``timeout`` seconds for them to unregister. Refused while a run is active:
+    its workers are its own and it would wait for them for ever."""
+    if holder := RunLock(conn).holder():
+        raise RunActive(f"run {holder.run_id} is active; `harness cancel` it first", holder)
+    before = rq_queue.worker_count(conn)
+    rq_queue.request_close(conn)
+    deadline = time.monotonic() + timeout
+    while (left := rq_queue.worker_count(conn)) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return CloseResult(before, left)
+
+
 def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
     """Queue counts, run phase and heuristics, and one classification with its reasons.
 
@@ -216,7 +278,9 @@ def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
         "deadLetters": retries.dead_letters(conn, limit=10) if total["failed"] else [],
         "isStuck": stuck,
         "secondsSinceProgress": idle_s,
-        "queue": {k: total[k] for k in ("waiting", "active", "completed", "failed", "deferred")},
+        # The original's counters, "delayed" (BullMQ's name) being deferred plus scheduled.
+        "queue": {**{k: total[k] for k in ("waiting", "active", "completed", "failed", "deferred")},
+                  "delayed": total["deferred"] + total["scheduled"]},
         "queues": counts,
         "workers": rq_queue.worker_count(conn),
         "coordinator": str(holder) if holder else None,

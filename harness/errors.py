@@ -8,6 +8,7 @@ branch here and every front end handles it without a change of its own.
     ├── BadInput            exit 2, HTTP 400   a value the harness cannot use
     │   ├── ConfigError                        a setting (flag, variable, parameter, query)
     │   ├── NotFound        HTTP 404           a run, sweep or file named that does not exist
+    │   │   └── LogFileMissing  exit 1             no log file yet (as `harness logs` always said)
     │   └── MissingExtra                       an optional dependency is not installed
     ├── ServiceUnavailable  exit 1, HTTP 503   Redis or the store cannot be reached or used
     │   ├── RedisUnavailable
@@ -62,6 +63,13 @@ class NotFound(BadInput):
     """A run, sweep or file that was named does not exist."""
 
     http_status = 404
+
+
+class LogFileMissing(NotFound):
+    """No log file exists where runs would write one. Not the caller's mistake but a setting
+    of the runs, so the CLI keeps the exit code 1 that `harness logs` has always had."""
+
+    exit_code = 1
 
 
 class MissingExtra(BadInput):

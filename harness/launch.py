@@ -10,18 +10,23 @@ points on SQLite because only some variables were copied).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from harness.config import ENV_VARS, Settings, redact
-from harness.errors import Failed
+from harness.errors import Failed, RunActive
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 # Every variable Settings reads, plus HARNESS_RUN_ID (see start_run): a child takes these
 # from its settings only, never from the parent's environment.
@@ -31,9 +36,11 @@ RUN_ID_VAR = "HARNESS_RUN_ID"
 
 def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) without any setting of its own, plus
-    ``settings`` with absolute paths, so a child in another folder finds the same data."""
+    ``settings`` with absolute paths, so a child in another folder finds the same data. No
+    child needs the HTTP API's token, so none gets it."""
     base = os.environ if base is None else base
     kept = {k: v for k, v in base.items() if k not in SETTING_VARS and k != RUN_ID_VAR}
+    settings = dataclasses.replace(settings, api_token=None)
     return {**kept, **settings.with_absolute_paths().to_env()}
 
 
@@ -60,6 +67,12 @@ class LaunchedRun:
             if time.monotonic() > deadline:
                 raise Failed(f"run {self.run_id} did not start within {timeout:g}s")
             time.sleep(poll)
+
+    def reap_in_background(self) -> None:
+        """Wait for the child in a daemon thread, so that a long-lived parent (the HTTP
+        server) leaves no zombie behind: a zombie coordinator still looks alive to the lock's
+        dead-process check, which would keep its lock from being taken over at once."""
+        threading.Thread(target=self.process.wait, name=f"reap-{self.run_id}", daemon=True).start()
 
     def last_error(self) -> str:
         """The child's last ``harness: error:`` line, or its last line of output."""
@@ -93,6 +106,49 @@ def start_run(
         if not isinstance(sink, int):
             sink.close()
     return LaunchedRun(run_id, process, output)
+
+
+def launch_detached(
+    settings: Settings, conn: Redis, output_dir: Path | None = None, timeout: float = 30.0,
+) -> LaunchedRun:
+    """Start a run in a detached child (it outlives its parent) and return once it holds the
+    lock and has put its live state in Redis: the HTTP API's ``POST /pedidos/generate``.
+
+    Refused (RunActive) while a live run holds the lock; a lock whose coordinator provably
+    died is left for the child to take over. If the child exits first because another
+    launch won the race for the lock, that is RunActive too, decided by the lock itself,
+    not by the child's words. Its output goes to ``output_dir/<run id>.log`` (default: the
+    data folder's ``runs/``).
+    """
+    from harness.lock import RunLock
+    from harness.record import new_run_id
+    from harness.state import RunState
+
+    state, lock = RunState(conn), RunLock(conn)
+    if (holder := lock.holder()) is not None and not holder.is_dead():
+        raise RunActive(f"run {holder.run_id} (coordinator {holder.host}:{holder.pid}) is "
+                        "active; wait for it or cancel it first", holder)
+    run_id = new_run_id()
+    output = (output_dir or settings.data_dir / "runs") / f"{run_id}.log"
+    launched = start_run(settings, run_id, output=output, detach=True)
+    launched.reap_in_background()
+
+    def started(rid: str) -> bool:
+        # The live state is the run's (it holds the lock, or held it if already done), so
+        # GET /pedidos right after shows this run and not the last one.
+        return state.get("runId")[0] == rid
+
+    try:
+        launched.wait_started(started, timeout)
+    except Failed:
+        if launched.process.poll() is None:  # too slow to start: it must not start later
+            launched.process.terminate()
+        holder = lock.holder()
+        if holder is not None and holder.run_id != run_id:
+            raise RunActive(f"run {holder.run_id} (coordinator {holder.host}:{holder.pid}) "
+                            "took the lock first; wait for it or cancel it first", holder) from None
+        raise
+    return launched
 
 
 def run_in_child(settings: Settings, args: Sequence[str] = ()) -> dict[str, Any]:

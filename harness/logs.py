@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Settings, redact
+from harness.errors import LogFileMissing
 
 LOGGER = "harness"
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -66,6 +67,61 @@ def configure(settings: Settings) -> Path | None:
     handler.setLevel(logging.INFO)
     logger.addHandler(handler)
     return path
+
+
+def log_file(settings: Settings) -> Path:
+    """The log file runs write, or would write by default (the data folder's harness.log,
+    for runs started with BACKEND_LOGS=true elsewhere); LogFileMissing when there is none."""
+    path = settings.log_path or settings.data_dir / "harness.log"
+    if not path.exists():
+        raise LogFileMissing(f"no log file at {path}; set BACKEND_LOGS=true (or "
+                             "HARNESS_LOG_FILE) for runs to write one")
+    return path
+
+
+def tail_log(settings: Settings, lines: int) -> list[str]:
+    """The last ``lines`` lines of the log file (see :func:`log_file`)."""
+    return tail(log_file(settings), lines)
+
+
+def truncate_log(settings: Settings) -> bool:
+    """Empty the log file, if there is one; return whether there was. Writers append, so a
+    run writing meanwhile goes on at the new end."""
+    try:
+        path = log_file(settings)
+    except LogFileMissing:
+        return False
+    with open(path, "r+b") as f:
+        f.truncate(0)
+    return True
+
+
+class LogFollower:
+    """New lines of the log file since the last :meth:`poll`, as ``tail -F`` gives them:
+    only complete lines, redacted; from the start again when the file was truncated (a
+    cancel with resetLogs) or replaced (rotation)."""
+
+    def __init__(self, path: Path, from_end: bool = True) -> None:
+        self.path = path
+        self._offset = path.stat().st_size if from_end and path.exists() else 0
+        self._inode = path.stat().st_ino if path.exists() else None
+        self._partial = b""
+
+    def poll(self, max_bytes: int = 1 << 20) -> list[str]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self._inode or stat.st_size < self._offset:
+            self._inode, self._offset, self._partial = stat.st_ino, 0, b""
+        if stat.st_size == self._offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read(max_bytes)
+        self._offset += len(data)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        return [redact(line.decode("utf-8", "replace")) for line in complete]
 
 
 def tail(path: Path, lines: int) -> list[str]:

@@ -23,6 +23,7 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
+from harness.errors import BadInput
 from harness.lock import process_is_dead
 from harness.orders import NORMAL, VIP
 
@@ -37,6 +38,13 @@ FAILURE_TTL = 7 * 24 * 3_600
 PIPELINE_JOBS = 500
 # Job states as operators of the original service name them (BullMQ's), mapped onto RQ.
 STATES = ("waiting", "active", "completed", "failed", "deferred", "scheduled")
+# BullMQ's names for what the HTTP API's users ask for (``state=wait``, ``types=delayed``):
+# BullMQ's "delayed" is RQ's deferred (waiting on a dependency) plus scheduled (a retry due
+# later); "paused" and "prioritized" jobs are waiting ones here.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "wait": ("waiting",), "paused": ("waiting",), "prioritized": ("waiting",),
+    "delayed": ("deferred", "scheduled"),
+}
 # A `harness queue close` request: the time it was made. Worker pools started before it stop.
 CLOSE_KEY = "harness:close"
 CLOSE_TTL_S = 3_600
@@ -187,8 +195,26 @@ def _source(q: Queue, state: str) -> BaseRegistry | None:
     if state == "waiting":
         return None
     if state not in registries:
-        raise ValueError(f"unknown job state {state!r}; choose from {', '.join(STATES)}")
+        raise BadInput(f"unknown job state {state!r}; choose from {', '.join(STATES)}")
     return registries[state]
+
+
+def resolve_states(names: Iterable[str]) -> list[str]:
+    """Job states by harness or BullMQ name (``wait``, ``delayed``...), in order, each once;
+    BadInput names the first unknown one."""
+    out: list[str] = []
+    for name in names:
+        known = (name,) if name in STATES else ALIASES.get(name)
+        if known is None:
+            raise BadInput(f"unknown job state {name!r}; choose from "
+                           f"{', '.join([*STATES, *ALIASES])}")
+        out.extend(s for s in known if s not in out)
+    return out
+
+
+def status(conn: Redis) -> dict[str, Any]:
+    """Whether the queues are paused, how many workers serve them, and their counts."""
+    return {"paused": is_paused(conn), "workers": worker_count(conn), "counts": counts(conn)}
 
 
 def counts(conn: Redis) -> dict[str, dict[str, int]]:
@@ -226,7 +252,7 @@ def clean(conn: Redis, state: str) -> int:
     Running jobs cannot be taken back from a worker: ``active`` is refused (cancel the run).
     """
     if state == "active":
-        raise ValueError("running jobs cannot be removed; use `harness cancel` to stop a run")
+        raise BadInput("running jobs cannot be removed; use `harness cancel` to stop a run")
     removed = 0
     for q in queues(conn).values():
         reg = _source(q, state)

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from harness import logs
-from harness.cli import control, core, experiments, queue
+from harness.cli import control, core, experiments, queue, serve
 from harness.errors import HarnessError
 
 
@@ -43,5 +43,6 @@ def main(verbose: bool) -> None:
 
 for command in (core.run, core.resume, core.status, core.runs, core.worker, experiments.bench_command,
                 experiments.sweep_command, experiments.report_command, control.cancel,
-                control.retry_failed, control.reset, control.logs_command, control.health, queue.queue_group):
+                control.retry_failed, control.reset, control.logs_command, control.health, queue.queue_group,
+                serve.serve):
     main.add_command(command)

@@ -23,26 +23,22 @@ from harness.connection import RedisUnavailable
               help="delete the orders not processed yet from the store")
 @click.option("--reset-metrics", is_flag=True,
               help="also clear the live metrics (status shows IDLE; the run record stays)")
+@click.option("--reset-logs", is_flag=True, help="also empty the log file")
 @click.option("--timeout", "cancel_timeout_s", type=float, help=option_help("cancel_timeout_s"))
 @click.option("--json", "as_json", is_flag=True, help="print the result and the run record as JSON")
-def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, as_json: bool,
-           **flags: Any) -> None:
+def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, reset_logs: bool,
+           as_json: bool, **flags: Any) -> None:
     """Cancel the active run: nothing new starts, running batches stop at their next check,
     processed orders stay; the run is recorded ABORTED with its partial figures."""
-    from harness.codec import to_json
     from harness.control import cancel as cancel_run
     from harness.record import CancelInfo
 
     settings = settings_from(**flags)
     result = cancel_run(settings, purge=purge, remove_pending=remove_pending,
-                        reset_metrics=reset_metrics)
+                        reset_metrics=reset_metrics, reset_logs=reset_logs)
     record = result.record
     if as_json:
-        click.echo(json.dumps({
-            "cancelled": result.cancelled, "runId": result.run_id, "message": result.message,
-            "elapsedMs": result.elapsed_ms, "won": result.won,
-            "request": to_json(result.request) if result.request else None,
-            "record": record.to_json() if record else None}, indent=2))
+        click.echo(json.dumps(result.to_json(), indent=2))
         return
     click.echo(result.message)
     if result.cancelled and record is not None:
@@ -89,13 +85,7 @@ def reset(all_runs: bool, force: bool, **flags: Any) -> None:
 @click.option("--log-file", type=click.Path(dir_okay=False), help=option_help("log_file"))
 def logs_command(lines: int, **flags: Any) -> None:
     """Print the last lines of the log file (BACKEND_LOGS=true or HARNESS_LOG_FILE)."""
-    settings = Settings.from_env(**flags)
-    path = settings.log_path or settings.data_dir / "harness.log"
-    if not path.exists():
-        click.echo(f"harness: error: no log file at {path}; set BACKEND_LOGS=true (or "
-                   "HARNESS_LOG_FILE) for runs to write one", err=True)
-        sys.exit(1)
-    for line in logs.tail(path, lines):
+    for line in logs.tail_log(Settings.from_env(**flags), lines):
         click.echo(line)
 
 

@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from harness.cli.options import connection_options, settings_from
-from harness.errors import RunActive
 
 
 @click.group(name="queue")
@@ -51,15 +50,9 @@ def resume(**flags: Any) -> None:
 @click.option("--force", is_flag=True, help="clean waiting jobs even while a run is active")
 def clean(state: str, force: bool, **flags: Any) -> None:
     """Delete every job in STATE from both queues (running jobs cannot be taken back)."""
-    from harness import queue as q
-    from harness.lock import RunLock
+    from harness.control import clean_queue
 
-    conn = _queue_conn(flags)
-    if state in ("waiting", "all") and not force and (holder := RunLock(conn).holder()):
-        raise RunActive(f"run {holder.run_id} is active and needs its waiting jobs; "
-                        "use `harness cancel`, or --force", holder)
-    states = [s for s in q.STATES if s != "active"] if state == "all" else [state]
-    removed = sum(q.clean(conn, s) for s in states)
+    removed = clean_queue(_queue_conn(flags), state, force=force)
     click.echo(f"removed {removed:,} {state} job(s)")
 
 
@@ -70,8 +63,7 @@ def queue_status(as_json: bool, **flags: Any) -> None:
     """Raw job counts per queue and state, and whether the queues are paused."""
     from harness import queue as q
 
-    conn = _queue_conn(flags)
-    doc = {"paused": q.is_paused(conn), "workers": q.worker_count(conn), "counts": q.counts(conn)}
+    doc = q.status(_queue_conn(flags))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -117,22 +109,12 @@ def jobs(types: str, limit: int, as_json: bool, **flags: Any) -> None:
 def close(timeout: float, **flags: Any) -> None:
     """Stop every harness worker pool (running batches finish) and close connections.
     Refused while a run is active: cancel it first."""
-    import time
-
-    from harness import queue as q
-    from harness.lock import RunLock
+    from harness.control import close_workers
 
     conn = _queue_conn(flags)
-    if holder := RunLock(conn).holder():
-        raise RunActive(f"run {holder.run_id} is active; `harness cancel` it first", holder)
-    before = q.worker_count(conn)
-    q.request_close(conn)
-    deadline = time.monotonic() + timeout
-    while (left := q.worker_count(conn)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    done = close_workers(conn, timeout)
     conn.close()
-    click.echo(f"closed: {before - left} of {before} worker(s) stopped"
-               + (f"; {left} still registered" if left else ""))
-    if left:
+    click.echo(f"closed: {done.stopped} of {done.before} worker(s) stopped"
+               + (f"; {done.left} still registered" if done.left else ""))
+    if done.left:
         sys.exit(1)
-

@@ -1,0 +1,112 @@
+"""The run's routes: generate, status, logs, health, cancel, reset, and the run history.
+
+Each is the command of the same name (``harness run``, ``status --json``, ``logs``,
+``health --json``, ``cancel --json``, ``reset``, ``runs --json``) as a route, with the
+original service's paths and query parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from harness import control, history, logs
+from harness.api.context import Context
+from harness.api.errors import config_error
+from harness.config import ConfigError, option_help
+from harness.errors import NotFound
+from harness.launch import launch_detached
+from harness.status import get_status
+
+# Query parameter -> setting, for the run settings POST /pedidos/generate accepts.
+RUN_PARAMS = {"quantity": "quantity", "chunkSize": "chunk_size", "ordersPerJob": "orders_per_job",
+              "concurrency": "concurrency", "seed": "seed", "tierMix": "tier_mix",
+              "workMs": "work_ms", "normalBatchSize": "normal_batch_size"}
+SETTING_PARAMS = {setting: param for param, setting in RUN_PARAMS.items()}
+MAX_LOG_LINES = 100_000
+
+
+def _setting(name: str) -> Any:
+    """The query parameter that carries setting ``name``, documented as its flag is."""
+    return Query(alias=SETTING_PARAMS[name], description=option_help(name))
+
+
+def router(ctx: Context) -> APIRouter:
+    api = APIRouter(tags=["pedidos"])
+
+    @api.post("/pedidos/generate", status_code=202)
+    def generate(
+        request: Request,
+        quantity: Annotated[int | None, _setting("quantity")] = None,
+        chunk_size: Annotated[int | None, _setting("chunk_size")] = None,
+        orders_per_job: Annotated[int | None, _setting("orders_per_job")] = None,
+        concurrency: Annotated[int | None, _setting("concurrency")] = None,
+        seed: Annotated[int | None, _setting("seed")] = None,
+        tier_mix: Annotated[str | None, _setting("tier_mix")] = None,
+        work_ms: Annotated[float | None, _setting("work_ms")] = None,
+        normal_batch_size: Annotated[int | None, _setting("normal_batch_size")] = None,
+    ) -> JSONResponse:
+        """Start a run in its own detached process (it outlives this server) and answer once
+        it holds the run lock; 409 while another run is active."""
+        given = {"quantity": quantity, "chunk_size": chunk_size, "orders_per_job": orders_per_job,
+                 "concurrency": concurrency, "seed": seed, "tier_mix": tier_mix,
+                 "work_ms": work_ms, "normal_batch_size": normal_batch_size}
+        try:
+            settings = ctx.settings.replace(**given)
+        except ConfigError as exc:
+            raise config_error(request.query_params, SETTING_PARAMS, exc) from None
+        launched = launch_detached(settings, ctx.conn)
+        return JSONResponse({"runId": launched.run_id, "quantity": settings.quantity,
+                             "message": f"run {launched.run_id} started: {settings.quantity:,} orders; "
+                                        "GET /pedidos for its status"}, status_code=202)
+
+    @api.get("/pedidos")
+    def status() -> JSONResponse:
+        """The live status of the current or last run: what `harness status --json` prints."""
+        return JSONResponse(get_status(ctx.conn))
+
+    @api.get("/pedidos/logs")
+    def log_lines(lines: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 500) -> dict[str, Any]:
+        """The last lines of the log file runs write (BACKEND_LOGS=true or HARNESS_LOG_FILE)."""
+        return {"lines": logs.tail_log(ctx.settings, lines)}
+
+    @api.get("/pedidos/health/queue")
+    def health() -> dict[str, Any]:
+        """Queue counters, run phase, heuristics and one classification: healthy, degraded,
+        paused, aborted or error (what `harness health --json` prints)."""
+        return control.health(ctx.settings, ctx.conn)
+
+    @api.post("/pedidos/cancel")
+    def cancel(
+        purge: bool = True,
+        remove_pending: Annotated[bool, Query(alias="removePending")] = True,
+        reset_logs: Annotated[bool, Query(alias="resetLogs")] = False,
+        reset_metrics: Annotated[bool, Query(alias="resetMetrics")] = False,
+    ) -> dict[str, Any]:
+        """Cancel the active run cooperatively and answer once it is recorded ABORTED."""
+        result = control.cancel(ctx.settings, purge=purge, remove_pending=remove_pending,
+                                reset_metrics=reset_metrics, conn=ctx.conn, reset_logs=reset_logs)
+        return result.to_json()
+
+    @api.post("/pedidos/reset")
+    def reset(force: bool = False) -> dict[str, Any]:
+        """Delete orders, queued jobs, live metrics and state; the run history stays. Refused
+        while a run is active unless force=true, which cancels it first."""
+        return control.reset(ctx.settings, force=force)
+
+    @api.get("/pedidos/runs")
+    def runs(limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+        """Run records from process_runs, newest first (what `harness runs --json` prints)."""
+        return [r.to_json() for r in history.list_runs(ctx.settings, limit)]
+
+    @api.get("/pedidos/runs/{runId}")
+    def run_record(runId: str) -> dict[str, Any]:
+        """One run's record; 404 for an id process_runs does not hold."""
+        record = history.get_run(ctx.settings, runId)
+        if record is None:
+            raise NotFound(f"no run {runId!r} in process_runs")
+        return record.to_json()
+
+    return api
