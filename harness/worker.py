@@ -16,10 +16,13 @@ import os
 import resource
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
 from rq import get_current_job
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.logutils import setup_loghandlers
 from rq.worker import SimpleWorker
 from rq.worker_pool import WorkerPool
 
@@ -37,6 +40,8 @@ PR_SET_PDEATHSIG = 1
 # so a cancel stops it within about this long. Without simulated work a whole batch takes a
 # few milliseconds and is one group.
 ABORT_CHECK_S = 0.05
+# How often a stopping pool looks whether its workers have exited.
+STOP_POLL_S = 0.02
 
 _settings: Settings | None = None
 _store: Store | None = None
@@ -160,11 +165,41 @@ class _Batch:
 
 
 class HarnessPool(WorkerPool):
-    """RQ's pool, which also stops when `harness queue close` asks pools to."""
+    """RQ's pool, which also stops when `harness queue close` asks pools to, and stops
+    without waiting out its one-second loop.
+
+    RQ's ``start`` sleeps a whole second between looks, also while it waits for its workers
+    to exit: measured, stopping the pool took 1.01 s of the 1.2 s a 1,000-order run took
+    from start to exit. Here a stop request wakes the loop, which then looks every 20 ms.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._born = time.time()
+        self._wake = threading.Event()
+
+    def request_stop(self, signum: Any = None, frame: Any = None) -> None:
+        super().request_stop(signum, frame)
+        self._wake.set()
+
+    def start(self, burst: bool = False, logging_level: str = "INFO") -> None:
+        """RQ's loop (rq.worker_pool.WorkerPool.start), with the waits above."""
+        self._burst = burst
+        setup_loghandlers(logging_level, DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT,
+                          name="rq.worker_pool")
+        self.status = self.Status.STARTED
+        self.start_workers(burst=burst, logging_level=logging_level)
+        self._install_signal_handlers()
+        while True:
+            if self.status == self.Status.STOPPED:
+                if self.all_workers_have_stopped():
+                    return
+                time.sleep(STOP_POLL_S)
+                continue
+            self.check_workers(respawn=not burst)
+            if burst and self.number_of_active_workers == 0:
+                return
+            self._wake.wait(1)
 
     def check_workers(self, respawn: bool = True) -> None:
         if self.status != self.Status.STOPPED and close_requested_since(self.connection, self._born):
