@@ -141,7 +141,7 @@ class Pipeline:
                        redis=redact(self.settings.redis_address),
                        mongo=redact(self.settings.mongo_uri or "") or None))
         self.sup = Supervisor(self.settings, self.conn, me, self.epoch, self._checkpoint,
-                              self.progress)
+                              self._requeue, self.progress)
         previous = self.sup.catch_signals()
         try:
             self._run_locked()
@@ -348,6 +348,13 @@ class Pipeline:
             self.sup.tick(phase, self.generated)
         self._add_time(name, time.perf_counter() - start, base)
         self.state.set(**self._timing_fields())
+
+    def _requeue(self, priority: str) -> int:
+        """Enqueue the pending orders of ``priority`` again (a batch vanished with its
+        worker); return how many jobs that made."""
+        before = self.record.counts.jobs.vip + self.record.counts.jobs.normal
+        self._enqueue_pending(priority, self.phase)
+        return self.record.counts.jobs.vip + self.record.counts.jobs.normal - before
 
     def _enqueue(self, priority: str, queue: Any, seqs: list[int], timeout: int) -> int:
         return rq_queue.enqueue_batches(

@@ -125,8 +125,6 @@ def purge(conn: Redis) -> None:
     """
     empty(conn)
     for q in queues(conn).values():
-        # Ids a dead worker left between RQ's lists (see harness.retries.rescue_stranded).
-        conn.delete(q.intermediate_queue_key, "harness:stranded")
         for registry in (FailedJobRegistry(queue=q), FinishedJobRegistry(queue=q),
                          ScheduledJobRegistry(queue=q)):
             _drop_all(registry)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,14 +25,18 @@ from typing import Any
 
 from harness.codec import to_json
 from harness.config import SWEEPABLE, Settings, redact
+from harness.connection import connect_redis
 from harness.errors import ConfigError, NotebookMissing
 from harness.extras import require
+from harness.kernels import WarmKernels
 from harness.launch import child_env
 from harness.logs import event
 from harness.record import failed_point, new_run_id
+from harness.state import Phase, RunState
 from harness.store import open_store
 
 log = logging.getLogger("harness")
+TERMINAL = frozenset({Phase.DONE, Phase.ERROR, Phase.ABORTED})
 CHECKOUT_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "python3"
 
@@ -64,17 +69,22 @@ def _kernel_env(settings: Settings) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
-    """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``."""
+def execute(source: Path, output: Path, parameters: dict[str, Any], km: Any = None) -> None:
+    """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``.
+
+    ``km``: a kernel already started (see :mod:`harness.kernels`); else papermill starts one
+    from this process's environment and shuts it down at the end.
+    """
     papermill = require("papermill")
     from traitlets.config import Config
 
     output.parent.mkdir(parents=True, exist_ok=True)
     # Kernels on local sockets (IPC), not TCP: nothing listens on the network, and no
     # kernel warns about unencrypted TCP on every start.
+    extra = {"km": km} if km is not None else {}
     papermill.execute_notebook(str(source), str(output), parameters=parameters,
                                kernel_name=KERNEL, progress_bar=False, cwd=str(source.parent),
-                               config=Config({"KernelManager": {"transport": "ipc"}}))
+                               config=Config({"KernelManager": {"transport": "ipc"}}), **extra)
 
 
 @dataclass
@@ -151,16 +161,22 @@ def sweep(
     folder.mkdir(parents=True, exist_ok=True)
     manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats)
     started = time.perf_counter()
-    for k, (values, repeat, point_settings) in enumerate(points):
-        point = SweepPoint(values, repeat, int(point_settings.seed or 0), new_run_id(),
-                           f"run-{k:03d}-{_label(values)}-r{repeat}.ipynb")
-        log.info(event("sweep-point", sweep=sweep_id, point=k + 1, of=len(points),
-                       repeat=repeat, **values))
-        _run_point(point_settings, folder, point)
-        manifest.points.append(point)
-        report(f"point {k + 1}/{len(points)}: {_describe(values)}, repeat {repeat}: "
-               f"{point.status} in {point.wall_s:.1f} s"
-               + (f" ({point.error})" if point.error else ""))
+    source = notebook(settings, "run.ipynb")
+    kernels = WarmKernels()
+    try:
+        for k, (values, repeat, point_settings) in enumerate(points):
+            point = SweepPoint(values, repeat, int(point_settings.seed or 0), new_run_id(),
+                               f"run-{k:03d}-{_label(values)}-r{repeat}.ipynb")
+            log.info(event("sweep-point", sweep=sweep_id, point=k + 1, of=len(points),
+                           repeat=repeat, **values))
+            after = points[k + 1][2] if k + 1 < len(points) else None
+            _run_point(point_settings, source, folder, point, kernels, after)
+            manifest.points.append(point)
+            report(f"point {k + 1}/{len(points)}: {_describe(values)}, repeat {repeat}: "
+                   f"{point.status} in {point.wall_s:.1f} s"
+                   + (f" ({point.error})" if point.error else ""))
+    finally:
+        kernels.close()
     manifest.wall_time_s = round(time.perf_counter() - started, 1)
     (folder / "sweep.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
     if with_report:
@@ -170,17 +186,33 @@ def sweep(
     return manifest
 
 
-def _run_point(settings: Settings, folder: Path, point: SweepPoint) -> None:
-    """Run one point's notebook; a point whose run never recorded itself gets a record."""
+def _run_point(settings: Settings, source: Path, folder: Path, point: SweepPoint,
+               kernels: WarmKernels, after: Settings | None) -> None:
+    """Run one point's notebook in a kernel warmed for it; once its run has ended, start
+    warming the kernel of the point ``after`` it. A point whose run never recorded itself
+    gets a record. Its wall time counts from asking for its kernel to its notebook saved."""
     params = {**point.values, "quantity": settings.quantity, "seed": point.seed,
               "sweep_id": settings.sweep_id, "run_id": point.run_id}
     t = time.perf_counter()
+    ended = threading.Event()
+    watcher = threading.Thread(target=_when_run_ends, name="run-watcher", daemon=True, args=(
+        settings, point.run_id, ended,
+        (lambda: kernels.prepare(child_env(after), source.parent)) if after else None))
     try:
-        with _kernel_env(settings):
-            execute(notebook(settings, "run.ipynb"), folder / point.notebook, params)
+        km = kernels.take(child_env(settings), source.parent)
+        watcher.start()
+        try:
+            execute(source, folder / point.notebook, params, km=km)
+        finally:
+            ended.set()
+            kernels.retire(km)
         point.status = "ok"
     except Exception as exc:
         point.status, point.error = "failed", redact(_short_error(exc))
+    finally:
+        ended.set()
+        if watcher.is_alive():
+            watcher.join()
     point.wall_s = round(time.perf_counter() - t, 3)
     if point.status == "failed":
         store = open_store(settings)
@@ -191,6 +223,26 @@ def _run_point(settings: Settings, folder: Path, point: SweepPoint) -> None:
                                             point.error or "failed"), fenced=False)
         finally:
             store.close()
+
+
+def _when_run_ends(settings: Settings, run_id: str, stop: threading.Event,
+                   then: Callable[[], None] | None) -> None:
+    """Call ``then`` once the live state says run ``run_id`` has ended, or when the point
+    is over (``stop``), whichever comes first. A look every 20 ms: one HMGET."""
+    if then is None:
+        return
+    try:
+        conn = connect_redis(settings, autostart=False)
+        try:
+            while not stop.wait(0.02):
+                current, phase = RunState(conn).get("runId", "phase")
+                if current == run_id and phase in TERMINAL:
+                    break
+        finally:
+            conn.close()
+    except Exception:  # Redis trouble is the run's to report; the next kernel just starts later
+        log.debug("watching run %s failed", run_id, exc_info=True)
+    then()
 
 
 def _label(values: Mapping[str, Any]) -> str:

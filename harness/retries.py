@@ -10,13 +10,13 @@ while it waits:
   provably dead (this host, no such process) is expired at once instead, and RQ's own
   abandoned-job handling retries it or dead-letters it. Workers on other hosts are left to
   RQ's timeout: from here, a slow worker and a dead one look alike.
-- A worker killed between taking a job off its queue (RQ moves it to the queue's
-  *intermediate* list) and registering it as started leaves it in neither place RQ looks:
-  not queued, not started, not failed. RQ's own cleanup waits a minute, and only in a live
-  worker's maintenance. A job found there, not started, on two looks at least
-  ``STRANDED_AFTER_S`` apart is put back on its queue (:func:`rescue_stranded`). Seen once
-  in 11 dead-letter trials with repeated worker kills: the run ended ERROR with 12,398 VIP
-  orders "unaccounted for".
+- A worker killed right after taking a job off its queues (RQ pops it with BLPOP, since
+  our workers listen on two queues) and before registering it as started leaves it in no
+  queue and no registry: nothing would ever run it. The coordinator notices when nothing
+  is in flight but orders are still pending, and enqueues those orders again
+  (:meth:`harness.supervision.Supervisor.look_after_batches`). Seen once in 11 dead-letter
+  trials with repeated worker kills: the run ended ERROR, "12,398 VIP order(s) are
+  unaccounted for".
 - Harness workers run no RQ scheduler (see :class:`harness.worker.HarnessWorker`), so the
   retries that are due are moved back to their queue here, and on time: RQ keeps a retry's
   due time in whole seconds, rounded down, which would start a 0.6 s backoff at once. Here
@@ -46,49 +46,6 @@ from harness.lock import process_is_dead
 from harness.queue import last_error, queues
 
 log = logging.getLogger("harness")
-# A live worker registers a job it took within milliseconds; one still unregistered after
-# this long lost its worker on the way.
-STRANDED_AFTER_S = 1.0
-STRANDED_KEY = "harness:stranded"  # job id -> when the coordinator first saw it stranded
-
-
-def _started_ids(conn: Redis, registry: StartedJobRegistry) -> set[str]:
-    return {parse_composite_key(as_text(e))[0] for e in conn.zrange(registry.key, 0, -1)}  # type: ignore[arg-type]
-
-
-def rescue_stranded(conn: Redis, after_s: float = STRANDED_AFTER_S) -> list[str]:
-    """Put back on their queue the jobs a dead worker left in RQ's intermediate list; return
-    their ids. Running such a job twice is safe (see the module's doc)."""
-    rescued: list[str] = []
-    seen = {as_text(k): float(v) for k, v in conn.hgetall(STRANDED_KEY).items()}
-    stranded_now: set[str] = set()
-    at = time.time()
-    for q in queues(conn).values():
-        waiting = [as_text(j) for j in conn.lrange(q.intermediate_queue_key, 0, -1)]
-        if not waiting:
-            continue
-        started = _started_ids(conn, StartedJobRegistry(queue=q))
-        for job_id in waiting:
-            if job_id in started:
-                continue
-            stranded_now.add(job_id)
-            if job_id not in seen:
-                conn.hset(STRANDED_KEY, job_id, repr(at))
-            elif at - seen[job_id] >= after_s:
-                with conn.pipeline() as pipe:
-                    pipe.lrem(q.intermediate_queue_key, 0, job_id)
-                    q.push_job_id(job_id, pipeline=pipe, at_front=True)
-                    pipe.hdel(STRANDED_KEY, job_id)
-                    removed, *_ = pipe.execute()
-                if removed:
-                    log.warning("batch %s was left between RQ's lists by a dead worker; "
-                                "queued again", job_id)
-                    rescued.append(job_id)
-    if gone := set(seen) - stranded_now - set(rescued):
-        conn.hdel(STRANDED_KEY, *gone)
-    return rescued
-
-
 def reap_abandoned(conn: Redis) -> list[str]:
     """Hand RQ the started jobs whose worker is provably dead; return their ids."""
     reaped: list[str] = []
@@ -147,12 +104,9 @@ def due_at(job: Job) -> float:
 
 
 def in_flight(conn: Redis) -> int:
-    """Jobs that may still complete: queued, running, waiting for a retry, or taken off a
-    queue by a worker that has not registered them yet (or died doing so: see
-    :func:`rescue_stranded`)."""
+    """Jobs that may still complete: queued, running, or waiting for a retry."""
     return sum(
         q.count + StartedJobRegistry(queue=q).count + ScheduledJobRegistry(queue=q).count
-        + int(conn.llen(q.intermediate_queue_key))
         for q in queues(conn).values()
     )
 

@@ -43,6 +43,9 @@ LOCK_REFRESH_S = 5.0
 CHECKPOINT_S = 0.5
 # How often, while waiting on a drain, abandoned batches are looked for and due retries moved.
 RETRY_CHECK_S = 0.2
+# Nothing in flight, orders missing, no dead letter, for this long: a batch vanished with its
+# worker (a live worker registers a job it took within milliseconds).
+VANISHED_AFTER_S = 1.0
 POOL_STOP_TIMEOUT_S = 30.0
 REDIS_LOST = ("Redis lost this run's live state (restarted or flushed?); every order is safe "
               "in the store: `harness resume` finishes the run")
@@ -82,11 +85,14 @@ class Supervisor:
 
     def __init__(
         self, settings: Settings, conn: Redis, me: LockHolder, epoch: int,
-        checkpoint: Callable[[], None], progress: ProgressCallback | None = None,
+        checkpoint: Callable[[], None], requeue: Callable[[str], int],
+        progress: ProgressCallback | None = None,
     ) -> None:
+        """``checkpoint`` saves the record; ``requeue(priority)`` enqueues the pending
+        orders of ``priority`` again and returns how many it found."""
         self.settings, self.conn, self.me, self.epoch = settings, conn, me, epoch
         self.state, self.lock = RunState(conn), RunLock(conn)
-        self.checkpoint, self.progress = checkpoint, progress
+        self.checkpoint, self.requeue, self.progress = checkpoint, requeue, progress
         self.signal: str | None = None  # the stop signal received, if any
         self.stopping = False  # the run is ending: a signal now only waits for that
         self.pool: multiprocessing.process.BaseProcess | None = None
@@ -175,17 +181,24 @@ class Supervisor:
             time.sleep(0.02)
 
     def look_after_batches(self, priority: str, total: int, stalled_since: float | None) -> float | None:
-        """Retry batches whose worker died (or that a dead worker left between RQ's lists)
-        and those whose backoff is over; end the run when nothing can move any more (only
-        dead letters, or nothing at all, left) for ``stuck_after_s``, which is how long
-        `harness retry-failed` has to step in."""
+        """Retry batches whose worker died and those whose backoff is over. When nothing is
+        in flight but orders are missing: with no dead letter, the missing orders were in a
+        batch that vanished with its worker (see :mod:`harness.retries`), so the pending
+        ones are enqueued again; with dead letters, `harness retry-failed` has
+        ``stuck_after_s`` to step in before the run ends ERROR."""
         retries.reap_abandoned(self.conn)
-        retries.rescue_stranded(self.conn)
         retries.enqueue_due(self.conn)
         if retries.in_flight(self.conn):
             return None
         now = time.monotonic()
         dead = retries.dead_letter_count(self.conn)
+        if not dead and stalled_since is not None and now - stalled_since >= VANISHED_AFTER_S:
+            missing = total - self.state.processed(priority)
+            if found := self.requeue(priority):
+                log.warning(event("vanished-batch", run=self.run_id, priority=priority,
+                                  missing=missing, jobs=found,
+                                  action="pending orders in no queue or registry enqueued again"))
+                return None
         if stalled_since is None:
             if dead:
                 log.warning(event(

@@ -277,6 +277,17 @@ class HarnessWorker(SimpleWorker):
         self._signals_held = True
         return bool(super().work(*args, **kwargs))
 
+    def unsubscribe(self) -> None:
+        """RQ's, in the other order: tell the pubsub thread to stop *before* unsubscribing,
+        so that the reply wakes a thread that then exits. RQ unsubscribes first; when the
+        reply came before the stop, the thread went back to a 60 s read and the worker
+        waited out a one-second join (measured: one stop in three took 1.0 s)."""
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.join(timeout=1)
+            self.pubsub.close()
+
     def check_for_suspension(self, burst: bool) -> None:
         """The first thing RQ's loop does, inside the block that unregisters on the way out."""
         if self._signals_held:

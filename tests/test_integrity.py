@@ -23,7 +23,7 @@ from harness.cli import main
 from harness.config import Settings
 from harness.launch import child_env
 from harness.lock import LOCK_KEY
-from harness.orders import VIP, id_prefix
+from harness.orders import NORMAL, VIP, id_prefix
 from harness.pipeline import Progress, run
 from harness.state import Phase
 from harness.status import get_status
@@ -138,25 +138,28 @@ def test_the_last_record_is_put_aside_when_the_store_stays_down_and_saved_by_the
     assert not list(history.aside_dir(slow).glob("*.json"))
 
 
-def test_a_batch_a_dead_worker_left_between_rqs_lists_is_queued_again(
-    slow: Settings, redis_conn: Redis
+@pytest.mark.parametrize("priority", [VIP, NORMAL])
+def test_a_batch_that_vanished_with_its_worker_is_enqueued_again(
+    slow: Settings, redis_conn: Redis, priority: str
 ) -> None:
-    """A worker killed right after taking a job off its queue leaves it in RQ's intermediate
-    list: not queued, not started, not failed. Before: the run ended ERROR after
-    stuck_after_s ("N VIP order(s) are unaccounted for"). Now it completes by itself."""
-    stranded: list[bytes] = []
+    """Workers take jobs with BLPOP (they listen on two queues); one killed right after
+    its BLPOP leaves the job in no queue and no registry. Popping a job id here does exactly
+    that. Before: the run ended ERROR after stuck_after_s ("N VIP order(s) are unaccounted
+    for"). Now the coordinator enqueues the pending orders again and the run completes."""
+    vanished: list[bytes] = []
 
-    def strand_one(p: Progress) -> None:
-        q = rq_queue.queues(redis_conn)[VIP]
-        if p.phase is Phase.GENERATING and not stranded and q.count > 1:
-            job_id = redis_conn.lmove(q.key, q.intermediate_queue_key, "LEFT", "RIGHT")
-            if job_id is not None:
-                stranded.append(job_id)
+    def pop_one(p: Progress) -> None:
+        q = rq_queue.queues(redis_conn)[priority]
+        if not vanished and q.count > 1:
+            if (job_id := redis_conn.lpop(q.key)) is not None:
+                vanished.append(job_id)
 
-    record = BackgroundRun(slow.replace(stuck_after_s=10), strand_one).join()
-    assert stranded, "no job was stranded"
+    record = BackgroundRun(slow.replace(stuck_after_s=30), pop_one).join()
+    assert vanished, "no job was taken"
     assert_complete(slow, record, redis_conn)
-    assert redis_conn.llen(rq_queue.queues(redis_conn)[VIP].intermediate_queue_key) == 0
+    jobs = record.counts.jobs.vip if priority == VIP else record.counts.jobs.normal
+    assert jobs > (-(-record.counts.vip // slow.orders_per_job) if priority == VIP
+                   else -(-record.counts.normal // slow.orders_per_job))  # enqueued again
 
 
 def test_a_store_file_removed_mid_run_fails_the_run_clearly(slow: Settings, redis_conn: Redis) -> None:

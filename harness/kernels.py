@@ -1,0 +1,109 @@
+"""The next sweep point's kernel, started and warmed while the current point finishes.
+
+Measured on a 2-core machine, a 2,000-order sweep point took 1.9 s for a run that took 0.2 s:
+0.5 s to start its kernel, 0.5 s for the notebook's imports (harness, pandas, matplotlib),
+0.2 s of charts, 0.3 s for papermill to shut the kernel down and write the notebook. So the
+sweep starts point k+1's kernel, with those imports done, as soon as point k's *run* has
+ended (its record is written; what remains of point k is charts and saving), and shuts point
+k's kernel down in the background. The measured run never shares the machine with a
+starting kernel, and each point is still its own notebook, executed by papermill, in a
+kernel of its own: a warm kernel has only imported modules, nothing of the notebook ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("harness")
+KERNEL = "python3"
+# What run.ipynb imports; executed in a kernel before its notebook, so that its first cell
+# finds them loaded. Errors are the notebook's to report, not the warm-up's.
+WARM_UP = """
+try:
+    import IPython.display, matplotlib.pyplot, tqdm.std
+    import harness.charts, harness.pipeline, harness.runs
+except Exception:
+    pass
+"""
+START_TIMEOUT_S = 60.0
+
+
+def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP) -> Any:
+    """A started kernel (a jupyter_client KernelManager) with ``env`` and ``cwd``, on local
+    sockets, with ``warm_up`` executed in it."""
+    from jupyter_client.manager import KernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    # IPC socket paths are relative unless given: the kernel (in ``cwd``) and this process
+    # would look for them in different folders.
+    runtime = Path(jupyter_runtime_dir())
+    runtime.mkdir(parents=True, exist_ok=True)
+    name = f"harness-{uuid.uuid4().hex[:12]}"
+    km = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(runtime / f"{name}-ipc"),
+                       connection_file=str(runtime / f"{name}.json"))
+    km.start_kernel(env=dict(env), cwd=str(cwd))
+    kc = km.client()
+    try:
+        kc.start_channels()
+        kc.wait_for_ready(timeout=START_TIMEOUT_S)
+        kc.execute_interactive(warm_up, timeout=START_TIMEOUT_S, store_history=False)
+    except BaseException:
+        km.shutdown_kernel(now=True)
+        raise
+    finally:
+        kc.stop_channels()
+    return km
+
+
+class WarmKernels:
+    """At most one kernel warming up for the next point, and the finished ones going down."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="warm-kernel")
+        self._next: Future[Any] | None = None
+        self._lock = threading.Lock()
+        self._stopping: list[Future[None]] = []
+
+    def prepare(self, env: Mapping[str, str], cwd: Path) -> None:
+        """Start warming a kernel for the next point (once; later calls do nothing)."""
+        with self._lock:
+            if self._next is None:
+                self._next = self._pool.submit(start_kernel, env, cwd)
+
+    def take(self, env: Mapping[str, str], cwd: Path) -> Any:
+        """The kernel prepared for this point, or one started now."""
+        with self._lock:
+            future, self._next = self._next, None
+        if future is None:
+            return start_kernel(env, cwd)
+        return future.result()
+
+    def retire(self, km: Any) -> None:
+        """Shut ``km`` down in the background."""
+        self._stopping.append(self._pool.submit(_shutdown, km))
+
+    def close(self) -> None:
+        """Shut down every kernel this pool started; return when they are gone."""
+        with self._lock:
+            future, self._next = self._next, None
+        if future is not None:
+            try:
+                self.retire(future.result())
+            except Exception:  # a warm-up that failed left nothing running
+                log.debug("a warm kernel failed to start", exc_info=True)
+        for stopping in self._stopping:
+            stopping.result()
+        self._pool.shutdown(wait=True)
+
+
+def _shutdown(km: Any) -> None:
+    try:
+        km.shutdown_kernel(now=True)
+    finally:
+        km.cleanup_resources()
