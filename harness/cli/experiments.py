@@ -8,20 +8,20 @@ from typing import Any
 
 import click
 
-from harness.cli.options import connection_options, int_list, settings_from
+from harness.cli.options import INT, StrictIntRange, connection_options, int_list, settings_from
 from harness.config import option_help
 
 
 @click.command(name="bench")
-@click.option("-n", "--quantity", type=int, help="N, the largest size [default: HARNESS_QUANTITY]")
+@click.option("-n", "--quantity", type=INT, help="N, the largest size [default: HARNESS_QUANTITY]")
 @click.option("--sizes", help="comma-separated sizes for the memory and scaling rows "
                               "[default: N/10, 3N/10, N]")
 @click.option("--concurrency-levels", default="1,2,4", show_default=True,
               help="worker counts for the concurrency rows, at N")
-@click.option("--chunk-size", type=int, help=option_help("chunk_size"))
-@click.option("-j", "--orders-per-job", type=int, help=option_help("orders_per_job"))
-@click.option("-c", "--concurrency", type=int, help=option_help("concurrency"))
-@click.option("--max-orders", type=int, help=option_help("max_orders"))
+@click.option("--chunk-size", type=INT, help=option_help("chunk_size"))
+@click.option("-j", "--orders-per-job", type=INT, help=option_help("orders_per_job"))
+@click.option("-c", "--concurrency", type=INT, help=option_help("concurrency"))
+@click.option("--max-orders", type=INT, help=option_help("max_orders"))
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON instead of tables")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="also write the JSON here")
@@ -52,18 +52,18 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
 # -- experiments: sweeps and reports (notebooks run by papermill) ---------------------------
 
 @click.command(name="sweep")
-@click.option("-n", "--quantity", type=click.IntRange(min=1), default=200_000, show_default=True,
+@click.option("-n", "--quantity", type=StrictIntRange(min=1), default=200_000, show_default=True,
               help="orders per run")
 @click.option("--chunk-sizes", default="10000", show_default=True, help="comma-separated grid")
 @click.option("-j", "--orders-per-job", "per_job", default="1000", show_default=True,
               help="comma-separated grid")
 @click.option("-c", "--concurrency-levels", default="1,2", show_default=True,
               help="comma-separated grid")
-@click.option("-r", "--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("-r", "--repeats", type=StrictIntRange(min=1), default=3, show_default=True)
 @click.option("--sweep-id", help="name of the sweep (default: sweep-<UTC time>)")
 @click.option("--baseline", help="sweep id to compare against in the report")
 @click.option("--no-report", is_flag=True, help="skip the HTML report at the end")
-@click.option("--seed", type=int, help="one seed for every run [default: the repeat number]")
+@click.option("--seed", type=INT, help="one seed for every run [default: the repeat number]")
 @click.option("--work-ms", type=float, help=option_help("work_ms"))
 @click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
 @connection_options
@@ -110,7 +110,7 @@ def sweep_command(quantity: int, chunk_sizes: str, per_job: str, concurrency_lev
 @click.option("--baseline", help="sweep id to compare against")
 @click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=1.2,
               show_default=True, help="flag changes against the baseline beyond this factor")
-@click.option("--latest", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--latest", type=StrictIntRange(min=1), default=20, show_default=True,
               help="without --sweep: how many of the newest runs")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="HTML file [default: reports/report-<sweeps>.html]")
