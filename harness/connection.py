@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from harness.config import Settings, redact
 from harness.errors import RedisUnavailable
+from harness.paths import DATA_DIR, usable_dir
 
 log = logging.getLogger("harness")
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
@@ -61,8 +62,7 @@ def start_local_redis(port: int, data_dir: Path, timeout: float = 10.0) -> None:
             f"no Redis answers on 127.0.0.1:{port} and redis-server is not on PATH; "
             "install Redis or set REDIS_URL"
         )
-    data_dir = Path(data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = usable_dir(Path(data_dir), DATA_DIR).resolve()
     log.warning("no Redis on 127.0.0.1:%d; starting a local redis-server (logs in %s)",
                 port, data_dir / "redis.log")
     subprocess.run(

@@ -25,6 +25,7 @@ from harness.config import Settings, redact
 from harness.errors import ConfigError, NotebookMissing
 from harness.launch import child_env
 from harness.logs import event
+from harness.paths import REPORTS_DIR, check_output_file, usable_dir
 from harness.runs import iso
 from harness.store import open_store
 
@@ -93,8 +94,7 @@ def sweep(
     for chunk, per_job, workers in itertools.product(chunk_sizes, orders_per_job, concurrency_levels):
         settings.replace(quantity=quantity, chunk_size=chunk, orders_per_job=per_job,
                          concurrency=workers, sweep_id=sweep_id)
-    folder = Path(settings.reports_dir) / sweep_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = usable_dir(Path(settings.reports_dir) / sweep_id, REPORTS_DIR)
     with _kernel_env(settings):
         manifest = _sweep(settings, folder, sweep_id, chunk_sizes, orders_per_job,
                           concurrency_levels, repeats, quantity, report)
@@ -186,7 +186,10 @@ def build_report(
     """Execute ``report.ipynb`` for the given sweeps (or the latest runs) and write it as
     one self-contained HTML page without code."""
     name = "-".join(sweep_ids) if sweep_ids else f"latest-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    output = Path(output) if output else Path(settings.reports_dir) / f"report-{name}.html"
+    if output is not None:
+        output = check_output_file(Path(output), "report output")
+    else:
+        output = check_output_file(Path(settings.reports_dir) / f"report-{name}.html", REPORTS_DIR)
     executed = output.with_suffix(".ipynb")
     with _kernel_env(settings):
         execute(notebook(settings, "report.ipynb"), executed, {

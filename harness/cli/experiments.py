@@ -29,9 +29,14 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
                   output: str | None, **flags: Any) -> None:
     """Store floor, end to end, generator, queue overhead, status latency, memory and
     scaling, in one go on one backend; prints tables (or JSON) and the targets met."""
+    from pathlib import Path
+
     from harness.bench import bench, format_table
+    from harness.paths import check_output_file
 
     settings = settings_from(**flags)
+    if output:  # before hours of measuring, not after
+        check_output_file(Path(output), "-o/--output")
     n = settings.quantity
     size_list = int_list(sizes, "--sizes") if sizes else sorted({max(1, n // 10),
                                                                   max(1, 3 * n // 10), n})
@@ -121,9 +126,12 @@ def report_command(sweeps: tuple[str, ...], baseline: str | None, factor: float,
     """Execute report.ipynb and write it as one self-contained HTML page (no code cells)."""
     from pathlib import Path
 
+    from harness.paths import check_output_file
     from harness.report import build_report
 
     settings = settings_from(**flags)
+    if output:
+        check_output_file(Path(output), "-o/--output")
     for sweep_id in (*sweeps, *([baseline] if baseline else [])):
         settings.replace(sweep_id=sweep_id)  # a sweep id names a folder: checked here
     path = build_report(settings, list(sweeps), baseline=baseline,

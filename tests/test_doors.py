@@ -1,0 +1,139 @@
+"""Doors a careless user opens: unusable paths, malformed MongoDB URIs, a Redis the harness
+must not start, two sweeps at once, and the noise of expected failures. Each ends in one
+clear line (or, for noise, in one line per event) and writes nothing it should not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+
+from harness.cli import main
+from harness.config import ENV_VARS, Settings
+from harness.errors import ConfigError
+
+
+@pytest.fixture
+def env(settings: Settings, redis_conn: Redis, tmp_path: Path) -> dict[str, str]:
+    """The test Redis, a data folder that does not exist yet, every other setting unset."""
+    return {**{var: "" for var, _ in ENV_VARS.values()},
+            "REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(tmp_path / "data")}
+
+
+def _one_error_line(output: str) -> str:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("harness: error: "), output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+# -- unusable paths ---------------------------------------------------------------------------
+
+COMMANDS = [["run", "-n", "100", "--no-progress"], ["runs"], ["status"], ["health"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("kind", ["a-folder", "under-a-file", "in-proc"])
+def test_an_unusable_log_file_is_one_line_naming_it_and_nothing_is_written(
+    env: dict[str, str], redis_conn: Redis, tmp_path: Path, command: list[str], kind: str
+) -> None:
+    """HARNESS_LOG_FILE=/tmp or /proc/nope/x.log was an IsADirectoryError or
+    FileNotFoundError traceback on every command."""
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("not a folder")
+    log_file = {"a-folder": str(tmp_path), "under-a-file": str(blocker / "x.log"),
+                "in-proc": "/proc/nope/x.log"}[kind]
+    result = CliRunner().invoke(main, command, env={**env, "HARNESS_LOG_FILE": log_file})
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert f"HARNESS_LOG_FILE {log_file!r}" in line
+    assert not Path(env["HARNESS_DATA_DIR"]).exists() and redis_conn.dbsize() == 0
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, ["queue", "status"]], ids=lambda c: c[0])
+@pytest.mark.parametrize("backend_logs", ["false", "true"])
+def test_a_data_dir_that_is_a_file_is_one_line_naming_it(
+    env: dict[str, str], redis_conn: Redis, tmp_path: Path, command: list[str], backend_logs: str
+) -> None:
+    """A data folder that is a regular file was a FileExistsError traceback (with
+    BACKEND_LOGS) or a StoreError blaming the store; nothing may be written to it."""
+    data = tmp_path / "data-is-a-file"
+    data.write_text("mine")
+    result = CliRunner().invoke(main, command, env={**env, "HARNESS_DATA_DIR": str(data),
+                                                    "BACKEND_LOGS": backend_logs})
+    if backend_logs == "false" and command[0] in ("status", "health", "queue"):
+        assert result.exit_code in (0, 1), result.output  # Redis only: the folder is not used
+    else:
+        assert result.exit_code == 2, result.output
+        line = _one_error_line(result.output)
+        assert "HARNESS_DATA_DIR / --data-dir" in line and f"{str(data)!r} is a file" in line
+    assert "Traceback" not in result.output
+    assert data.read_text() == "mine" and redis_conn.dbsize() == 0
+
+
+def test_the_library_refuses_a_data_dir_that_is_a_file(settings: Settings, tmp_path: Path) -> None:
+    """The checks live in the library, so any front end (a notebook, the HTTP API) gets them."""
+    from harness import logs
+    from harness.connection import start_local_redis
+    from harness.store import open_store
+
+    data = tmp_path / "data-is-a-file"
+    data.write_text("mine")
+    bad = settings.replace(data_dir=data)
+    for call in (lambda: open_store(bad), lambda: logs.configure(bad.replace(backend_logs=True)),
+                 lambda: start_local_redis(1, data)):
+        with pytest.raises(ConfigError, match=r"HARNESS_DATA_DIR / --data-dir.*: .* is a file, not a folder"):
+            call()
+    assert data.read_text() == "mine"
+
+
+def test_a_log_file_that_cannot_be_written_reports_once_and_the_run_goes_on(
+    env: dict[str, str]
+) -> None:
+    """HARNESS_LOG_FILE=/dev/full printed a "--- Logging error ---" traceback per log line
+    during a run that reached DONE."""
+    result = CliRunner().invoke(main, ["run", "-n", "300", "--no-progress"],
+                                env={**env, "HARNESS_LOG_FILE": "/dev/full",
+                                     "LOG_PROGRESS_EVERY_MS": "1"})
+    assert result.exit_code == 0, result.output
+    assert "Logging error" not in result.output and "Traceback" not in result.output
+    warnings = [line for line in result.output.splitlines() if "/dev/full" in line]
+    assert warnings == [
+        "harness: warning: cannot write the log file /dev/full (HARNESS_LOG_FILE '/dev/full'): "
+        "[Errno 28] No space left on device; its lines are dropped"]
+
+
+def test_report_output_under_a_file_is_refused_before_any_work(
+    env: dict[str, str], tmp_path: Path, settings: Settings
+) -> None:
+    from harness.report import build_report
+
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(main, ["report", "-o", str(blocker / "r.html")], env=env)
+    assert result.exit_code == 2, result.output
+    assert _one_error_line(result.output) == (
+        f"harness: error: -o/--output {str(blocker / 'r.html')!r}: {str(blocker)!r} is a file, "
+        "not a folder")
+    with pytest.raises(ConfigError, match=r"report output .* is a file, not a folder"):
+        build_report(settings, output=blocker / "sub" / "r.html")
+    assert blocker.read_text() == "x"
+
+
+def test_bench_output_under_a_file_is_refused_before_measuring_anything(
+    env: dict[str, str], redis_conn: Redis, tmp_path: Path
+) -> None:
+    """`harness bench -o` failed only after running every measurement."""
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(main, ["bench", "-n", "200", "--sizes", "200",
+                                       "--concurrency-levels", "1", "-o", str(blocker / "b.json")],
+                                env=env)
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert line.startswith(f"harness: error: -o/--output {str(blocker / 'b.json')!r}")
+    assert "bench:" not in result.output  # not one measurement started
+    assert not Path(env["HARNESS_DATA_DIR"]).exists() and redis_conn.dbsize() == 0
