@@ -137,3 +137,30 @@ def test_bench_output_under_a_file_is_refused_before_measuring_anything(
     assert line.startswith(f"harness: error: -o/--output {str(blocker / 'b.json')!r}")
     assert "bench:" not in result.output  # not one measurement started
     assert not Path(env["HARNESS_DATA_DIR"]).exists() and redis_conn.dbsize() == 0
+
+
+# -- malformed MongoDB URIs (pymongo's own parser; no server is reached) ------------------------
+
+@pytest.mark.parametrize(("uri", "reason"), [
+    ("mongodb://user:pw-S3cret@h:99999/db", "Port must be an integer between 0 and 65535"),
+    ("mongodb://user:pw-S3cret@h:0/db", "Port must be an integer between 0 and 65535"),
+    ("mongodb://user:pw-S3cret@[::1/", "an IPv6 address literal must be enclosed"),
+    ("mongodb://h/?authMechanism=MONGODB-X509&authSource=x", "authentication source must be"),
+    ("mongodb://user:pw-S3cret:x@h/db", "must be escaped according to RFC 3986"),
+], ids=["port-99999", "port-0", "ipv6-unclosed", "x509-authsource", "unescaped-colon"])
+def test_a_malformed_mongodb_uri_is_one_redacted_line_naming_mongo_uri(
+    env: dict[str, str], redis_conn: Redis, uri: str, reason: str
+) -> None:
+    """4 of 17 malformed URIs tried were raw ValueError tracebacks (pymongo's parser)."""
+    from harness.store.mongo import MongoStore
+
+    with pytest.raises(ConfigError, match="MONGO_URI") as caught:
+        MongoStore(uri, timeout=0.5)
+    assert reason in str(caught.value) and "pw-S3cret" not in str(caught.value)
+    for command in (["runs"], ["run", "-n", "100", "--no-progress"]):
+        result = CliRunner().invoke(main, command, env={**env, "MONGO_URI": uri})
+        assert result.exit_code == 2, result.output
+        line = _one_error_line(result.output)
+        assert line.startswith("harness: error: MONGO_URI / --mongo-uri 'mongodb://") and reason in line
+        assert "pw-S3cret" not in line
+    assert not Path(env["HARNESS_DATA_DIR"]).exists() and redis_conn.dbsize() == 0
