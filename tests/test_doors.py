@@ -4,6 +4,8 @@ clear line (or, for noise, in one line per event) and writes nothing it should n
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,83 @@ def test_a_malformed_mongodb_uri_is_one_redacted_line_naming_mongo_uri(
         assert line.startswith("harness: error: MONGO_URI / --mongo-uri 'mongodb://") and reason in line
         assert "pw-S3cret" not in line
     assert not Path(env["HARNESS_DATA_DIR"]).exists() and redis_conn.dbsize() == 0
+
+
+# -- a Redis the harness must not start ---------------------------------------------------------
+
+def _nothing_listens(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _shut_down_any_redis_on(port: int) -> None:
+    """If the harness did start a server there (the bug), do not let it outlive the test."""
+    if not _nothing_listens(port):
+        with contextlib.suppress(Exception):
+            Redis(port=port, socket_connect_timeout=1).shutdown(nosave=True)
+
+
+@pytest.mark.parametrize("how", ["REDIS_URL", "REDIS_PORT", "--redis-url"])
+@pytest.mark.parametrize("command", [["run", "-n", "100", "--no-progress"], ["status"]],
+                         ids=lambda c: c[0])
+def test_a_given_redis_address_where_nothing_listens_is_an_error_and_starts_nothing(
+    env: dict[str, str], tmp_path: Path, unused_port: int, how: str, command: list[str]
+) -> None:
+    """REDIS_URL=redis://127.0.0.1:1/0 started a daemonized redis-server on port 1 and left it
+    running: an address the user chose is never one the harness starts a server on."""
+    url = f"redis://127.0.0.1:{unused_port}/0"
+    settings_env = {**env, "REDIS_URL": ""}
+    args = list(command)
+    if how == "REDIS_URL":
+        settings_env["REDIS_URL"] = url
+    elif how == "REDIS_PORT":
+        settings_env["REDIS_PORT"] = str(unused_port)
+    else:
+        args += ["--redis-url", url]
+    try:
+        result = CliRunner().invoke(main, args, env=settings_env)
+        assert result.exit_code == 1, result.output
+        line = _one_error_line(result.output)
+        assert line.startswith(f"harness: error: Redis at {url} does not answer: ")
+        assert "starting" not in result.output and "started" not in result.output
+        assert _nothing_listens(unused_port)
+        assert not (tmp_path / "data" / "redis.pid").exists()
+    finally:
+        _shut_down_any_redis_on(unused_port)
+
+
+def test_a_redis_that_needs_a_password_is_reported_as_such(
+    env: dict[str, str], tmp_path: Path, redis_factory: Callable[..., str]
+) -> None:
+    """A password-protected Redis reached without one: "starting a local redis-server", then
+    a misleading timeout."""
+    secured = redis_factory(tmp_path / "secured", password="pw-S3cret")  # redis://:pw@host:port/0
+    port = int(secured.rsplit(":", 1)[1].split("/")[0])
+    bare = f"redis://127.0.0.1:{port}/0"
+    wrong = f"redis://:Wr0ng-pw@127.0.0.1:{port}/0"
+    for url, expected in ((bare, f"harness: error: Redis at {bare} requires a password; give it "
+                                 "in REDIS_URL / --redis-url as redis://:PASSWORD@host:port/db ("),
+                          (wrong, f"harness: error: Redis at redis://:***@127.0.0.1:{port}/0 "
+                                  "refused the password (or user) in the URL: ")):
+        for command in (["run", "-n", "100", "--no-progress"], ["status"], ["queue", "status"]):
+            result = CliRunner().invoke(main, command, env={**env, "REDIS_URL": url})
+            assert result.exit_code == 1, result.output
+            assert _one_error_line(result.output).startswith(expected)
+            assert "Wr0ng-pw" not in result.output and "starting" not in result.output
+    assert not (tmp_path / "data" / "redis.pid").exists()
+    assert Redis.from_url(secured).dbsize() == 0
+
+
+def test_a_database_the_server_lacks_is_reported_as_such(
+    env: dict[str, str], tmp_path: Path, redis_factory: Callable[..., str]
+) -> None:
+    small = redis_factory(tmp_path / "small", args=["--databases", "2"])
+    url = small.rsplit("/", 1)[0] + "/5"
+    result = CliRunner().invoke(main, ["run", "-n", "100", "--no-progress"], env={**env, "REDIS_URL": url})
+    assert result.exit_code == 1, result.output
+    assert _one_error_line(result.output) == (
+        f"harness: error: Redis at {url} has no database 5 (DB index is out of range: the server "
+        "has fewer `databases`)")
+    assert not (tmp_path / "data").exists()
