@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Settings, redact
+from harness.connection import connect_redis
 from harness.errors import ConfigError, NotebookMissing
 from harness.launch import child_env
 from harness.logs import event
 from harness.paths import REPORTS_DIR, check_output_file, usable_dir
 from harness.runs import iso
 from harness.store import open_store
+from harness.sweep_lock import sweep_lock
 
 log = logging.getLogger("harness")
 CHECKOUT_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -85,8 +87,9 @@ def sweep(
     recorded as failed and the sweep goes on. Returns the manifest (also saved as JSON).
 
     Every point's values are checked before anything runs or is written: a bad one raises
-    ConfigError naming it. A point that fails as it runs (its run refused, or ending in
-    error) is recorded with its error, and the sweep goes on.
+    ConfigError naming it. Another sweep running (:mod:`harness.sweep_lock`) raises
+    SweepActive, also before anything is written. A point that fails as it runs (its run
+    refused, or ending in error) is recorded with its error, and the sweep goes on.
     """
     sweep_id = sweep_id or new_sweep_id()
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
@@ -94,13 +97,20 @@ def sweep(
     for chunk, per_job, workers in itertools.product(chunk_sizes, orders_per_job, concurrency_levels):
         settings.replace(quantity=quantity, chunk_size=chunk, orders_per_job=per_job,
                          concurrency=workers, sweep_id=sweep_id)
-    folder = usable_dir(Path(settings.reports_dir) / sweep_id, REPORTS_DIR)
-    with _kernel_env(settings):
-        manifest = _sweep(settings, folder, sweep_id, chunk_sizes, orders_per_job,
-                          concurrency_levels, repeats, quantity, report)
-    if with_report:
-        manifest["report"] = str(build_report(settings, [sweep_id], baseline=baseline,
-                                              output=folder / "report.html"))
+    conn = connect_redis(settings)
+    try:
+        with sweep_lock(conn, sweep_id):
+            folder = usable_dir(Path(settings.reports_dir) / sweep_id, REPORTS_DIR)
+            points = repeats * len(chunk_sizes) * len(orders_per_job) * len(concurrency_levels)
+            report(f"sweep {sweep_id}: {points} run(s) of {quantity:,} orders")
+            with _kernel_env(settings):
+                manifest = _sweep(settings, folder, sweep_id, chunk_sizes, orders_per_job,
+                                  concurrency_levels, repeats, quantity, report)
+            if with_report:
+                manifest["report"] = str(build_report(settings, [sweep_id], baseline=baseline,
+                                                      output=folder / "report.html"))
+    finally:
+        conn.close()
     return manifest
 
 

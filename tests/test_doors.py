@@ -5,11 +5,14 @@ clear line (or, for noise, in one line per event) and writes nothing it should n
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import wait_for
 from redis import Redis
 
 from harness.cli import main
@@ -246,3 +249,62 @@ def test_a_database_the_server_lacks_is_reported_as_such(
         f"harness: error: Redis at {url} has no database 5 (DB index is out of range: the server "
         "has fewer `databases`)")
     assert not (tmp_path / "data").exists()
+
+
+# -- two sweeps at once -------------------------------------------------------------------------
+
+@pytest.fixture
+def live_process() -> Iterator[subprocess.Popen]:
+    """A process that stays alive for the test: the holder of a lock "another sweep" took."""
+    proc = subprocess.Popen(["sleep", "120"])
+    yield proc
+    proc.kill()
+    proc.wait(10)
+
+
+def test_a_second_sweep_is_refused_at_once_naming_the_running_one(
+    env: dict[str, str], redis_conn: Redis, settings: Settings, tmp_path: Path,
+    live_process: subprocess.Popen,
+) -> None:
+    """Two sweeps at once interfered (kernel errors, a point hung 60 s)."""
+    from harness import sweep_lock
+    from harness.errors import SweepActive
+    from harness.report import sweep
+    from harness.state import LockHolder
+
+    first = LockHolder("first-sweep", socket.gethostname(), live_process.pid)
+    redis_conn.set(sweep_lock.KEY, str(first), ex=sweep_lock.TTL_S)
+    reports = tmp_path / "reports"
+    result = CliRunner().invoke(main, [
+        "sweep", "-n", "100", "--chunk-sizes", "100", "-j", "100", "-c", "1", "-r", "1",
+        "--sweep-id", "second", "--no-report", "--reports-dir", str(reports)], env=env)
+    assert result.exit_code == 1, result.output
+    assert _one_error_line(result.output).startswith(
+        f"harness: error: sweep first-sweep is running (process {first.host}:{first.pid}); ")
+    with pytest.raises(SweepActive) as caught:
+        sweep(settings.replace(reports_dir=reports), [100], [100], [1], 1, 100, sweep_id="third",
+              with_report=False)
+    assert caught.value.holder == first
+    assert not reports.exists() and not Path(env["HARNESS_DATA_DIR"]).exists()
+    assert not settings.data_dir.exists()
+    assert redis_conn.keys() == [sweep_lock.KEY.encode()]
+    assert redis_conn.get(sweep_lock.KEY) == str(first).encode()
+
+
+def test_the_sweep_lock_is_refreshed_released_and_taken_from_a_dead_holder(
+    redis_conn: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import sweep_lock
+    from harness.state import LockHolder
+
+    gone = subprocess.Popen(["true"])
+    gone.wait(10)  # a pid that is provably dead on this host (reaped)
+    redis_conn.set(sweep_lock.KEY, str(LockHolder("crashed", socket.gethostname(), gone.pid)),
+                   ex=sweep_lock.TTL_S)
+    monkeypatch.setattr(sweep_lock, "REFRESH_S", 0.05)
+    with pytest.raises(RuntimeError), sweep_lock.sweep_lock(redis_conn, "mine") as me:
+        assert redis_conn.get(sweep_lock.KEY) == str(me).encode()
+        redis_conn.expire(sweep_lock.KEY, 2)  # the refresh thread puts the full TTL back
+        wait_for(lambda: redis_conn.ttl(sweep_lock.KEY) > 2, "the sweep lock's refresh")
+        raise RuntimeError("a sweep that fails still frees its lock")
+    assert redis_conn.get(sweep_lock.KEY) is None

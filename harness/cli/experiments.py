@@ -90,9 +90,6 @@ def sweep_command(quantity: int, chunk_sizes: str, per_job: str, concurrency_lev
             for w in grids["concurrency-levels"]:
                 settings.replace(quantity=quantity, chunk_size=c, orders_per_job=j, concurrency=w,
                                  sweep_id=sweep_id)
-    total = repeats * len(grids["chunk-sizes"]) * len(grids["orders-per-job"]) * len(
-        grids["concurrency-levels"])
-    click.echo(f"harness: sweep of {total} runs of {quantity:,} orders", err=True)
     manifest = sweep(settings, grids["chunk-sizes"], grids["orders-per-job"],
                      grids["concurrency-levels"], repeats, quantity, sweep_id=sweep_id,
                      with_report=not no_report, baseline=baseline,
