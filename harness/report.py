@@ -14,9 +14,11 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,16 +67,73 @@ def _kernel_env(settings: Settings) -> Iterator[None]:
 
 
 def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
-    """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``."""
+    """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``,
+    and KeyboardInterrupt, once the notebook has stopped, after a Ctrl-C."""
     import papermill
     from traitlets.config import Config
 
     output.parent.mkdir(parents=True, exist_ok=True)
     # Kernels on local sockets (IPC), not TCP: nothing listens on the network, and no
     # kernel warns about unencrypted TCP on every start.
-    papermill.execute_notebook(str(source), str(output), parameters=parameters,
-                               kernel_name=KERNEL, progress_bar=False, cwd=str(source.parent),
-                               config=Config({"KernelManager": {"transport": "ipc"}}))
+    with _ctrl_c_reaches_the_kernel() as interrupted:
+        try:
+            papermill.execute_notebook(str(source), str(output), parameters=parameters,
+                                       kernel_name=KERNEL, progress_bar=False,
+                                       cwd=str(source.parent),
+                                       config=Config({"KernelManager": {"transport": "ipc"}}))
+        except Exception:
+            if interrupted.is_set():
+                raise KeyboardInterrupt from None
+            raise
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def _ctrl_c_reaches_the_kernel() -> Iterator[threading.Event]:
+    """While a notebook runs, Ctrl-C interrupts its kernel instead of this process.
+
+    Kernels run in sessions of their own, so the terminal's Ctrl-C reached only papermill,
+    which tore the kernel down mid-reply: a ZMQError traceback from the kernel, a
+    DeadKernelError one from asyncio, and the run inside left holding its lock. Sent to the
+    kernel, the interrupt stops the run there as Ctrl-C stops `harness run` (recorded
+    ABORTED, workers stopped, lock freed), the notebook ends, and the caller stops after it.
+    A second Ctrl-C interrupts this process at once.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        log.warning("Ctrl-C: stopping the notebook's run (Ctrl-C again to stop at once)")
+        for pid in _kernel_pids():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _kernel_pids() -> list[int]:
+    """This process's kernels: its children running ipykernel (Linux /proc)."""
+    me, pids = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == me and b"ipykernel" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
 
 
 def sweep(
@@ -138,6 +197,14 @@ def _sweep(
         try:
             execute(notebook(settings, "run.ipynb"), output, params)
             point["status"] = "ok"
+        except KeyboardInterrupt:
+            point["status"] = "interrupted"
+            points.append(point)
+            _save_manifest(folder, sweep_id, quantity, repeats, chunk_sizes, orders_per_job,
+                           concurrency_levels, started, points)
+            report(f"point {k + 1}/{len(grid) * repeats} interrupted; sweep stopped, "
+                   f"{folder / 'sweep.json'} lists the points run")
+            raise
         except Exception as exc:
             point["status"] = "failed"
             point["error"] = redact(_short_error(exc))
@@ -149,6 +216,15 @@ def _sweep(
         report(f"point {k + 1}/{len(grid) * repeats}: chunk {chunk}, {per_job}/job, {workers} "
                f"worker(s), repeat {repeat}: {point['status']} in {time.perf_counter() - t:.1f} s"
                + (f" ({point['error']})" if point["status"] == "failed" else ""))
+    return _save_manifest(folder, sweep_id, quantity, repeats, chunk_sizes, orders_per_job,
+                          concurrency_levels, started, points)
+
+
+def _save_manifest(
+    folder: Path, sweep_id: str, quantity: int, repeats: int, chunk_sizes: Sequence[int],
+    orders_per_job: Sequence[int], concurrency_levels: Sequence[int], started: float,
+    points: list[dict[str, Any]],
+) -> dict[str, Any]:
     manifest = {
         "sweepId": sweep_id, "quantity": quantity, "repeats": repeats,
         "grid": {"chunkSizes": list(chunk_sizes), "ordersPerJob": list(orders_per_job),

@@ -27,6 +27,7 @@ from harness.config import Settings
 from harness.connection import connect_redis
 from harness.orders import PENDING, PROCESSED
 from harness.queue import LISTEN_ORDER, close_requested_since
+from harness.quiet import EXPECTED, STOPS_A_POOL, QuietWorker, describe, install
 from harness.state import RunState
 from harness.store import Store, open_store
 
@@ -40,6 +41,7 @@ ABORT_CHECK_S = 0.05
 _settings: Settings | None = None
 _store: Store | None = None
 _store_pid: int | None = None
+_pool_pid: int | None = None  # the pool process, which forks the workers
 
 
 def configure(settings: Settings) -> None:
@@ -145,13 +147,25 @@ class HarnessPool(WorkerPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._born = time.time()
+        self._redis_down = False
+        global _pool_pid
+        _pool_pid = os.getpid()
 
     def check_workers(self, respawn: bool = True) -> None:
-        if self.status != self.Status.STOPPED and close_requested_since(self.connection, self._born):
-            log.warning("`harness queue close` asked this pool to stop")
-            self.request_stop()
+        try:
+            if self.status != self.Status.STOPPED and close_requested_since(self.connection, self._born):
+                log.warning("`harness queue close` asked this pool to stop")
+                self.request_stop()
+                return
+            super().check_workers(respawn)
+        except EXPECTED as exc:  # Redis away: one line, no respawning until it is back
+            if not self._redis_down:
+                log.warning("worker pool: Redis unreachable, waiting for it: %s", describe(exc))
+            self._redis_down = True
             return
-        super().check_workers(respawn)
+        if self._redis_down:
+            log.warning("worker pool: Redis answers again")
+            self._redis_down = False
 
 
 def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARNING") -> None:
@@ -163,6 +177,7 @@ def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARN
     configure(settings)
     for name in ("rq", "rq.worker"):  # RQ logs every worker start at INFO
         logging.getLogger(name).setLevel(logging_level)
+    install("rq.worker", "rq.worker_pool")  # expected failures: one line, not a traceback
     conn = connect_redis(settings, autostart=False)  # a worker never brings its own Redis
     pool = HarnessPool(
         LISTEN_ORDER, connection=conn, num_workers=settings.concurrency,
@@ -179,7 +194,12 @@ def run_pool_for(parent_pid: int, settings: Settings) -> None:
     """
     if not die_with_parent(parent_pid):
         return
-    run_pool(settings)
+    try:
+        run_pool(settings)
+    except KeyboardInterrupt:  # Ctrl-C reached the pool too: the run stops it anyway
+        return
+    except STOPS_A_POOL as exc:
+        log.warning("worker pool stopped: %s", describe(exc))
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -195,7 +215,7 @@ def die_with_parent(parent_pid: int) -> bool:
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-class HarnessWorker(SimpleWorker):
+class HarnessWorker(QuietWorker, SimpleWorker):
     """RQ's SimpleWorker (no fork per job), tied to its pool: if the pool is killed
     outright, the worker gets SIGTERM (a warm stop) instead of living on as an orphan that
     still takes jobs.
@@ -211,7 +231,9 @@ class HarnessWorker(SimpleWorker):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if not die_with_parent(os.getppid()):
+        # The pool's pid, not getppid(): a pool killed before this line would make the
+        # orphan's check pass against its new parent, and it lived on, taking jobs.
+        if not die_with_parent(_pool_pid or os.getppid()):
             raise SystemExit(0)
         super().__init__(*args, **kwargs)
         self._signals_held = False

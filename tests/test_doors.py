@@ -308,3 +308,142 @@ def test_the_sweep_lock_is_refreshed_released_and_taken_from_a_dead_holder(
         wait_for(lambda: redis_conn.ttl(sweep_lock.KEY) > 2, "the sweep lock's refresh")
         raise RuntimeError("a sweep that fails still frees its lock")
     assert redis_conn.get(sweep_lock.KEY) is None
+
+
+# -- noise: expected failures in workers and pools are one line each ----------------------------
+
+def _start_pool(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
+    """`harness worker` in a session of its own (so its workers can be reaped as a group),
+    stderr to ``log``."""
+    import os
+    import sys
+
+    with open(log, "w") as sink:
+        return subprocess.Popen([sys.executable, "-m", "harness.cli", "worker", *args],
+                                env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """SIGTERM the pool and wait; True if it exited by itself within ``timeout``. Whatever
+    happens, nothing of it outlives the test."""
+    import os
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+        stopped = True
+    except subprocess.TimeoutExpired:
+        stopped = False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    return stopped
+
+
+def test_a_redis_killed_under_a_worker_pool_is_a_few_lines_not_tracebacks(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A Redis kill gave worker tracebacks (the pool's loop died on a ConnectionError, each
+    worker's unregistering failed as it stopped) and a pool that could not be stopped."""
+    from conftest import start_redis
+
+    from harness.queue import worker_count
+
+    redis_proc, url = start_redis(tmp_path / "redis")
+    log = tmp_path / "pool.log"
+    pool = _start_pool({**env, "REDIS_URL": url}, log, "-c", "2")
+    try:
+        conn = Redis.from_url(url)
+        wait_for(lambda: worker_count(conn) == 2, "2 workers registered")
+        names = [m.decode().removeprefix("rq:worker:") for m in conn.smembers("rq:workers")]
+        conn.close()
+        redis_proc.kill()
+        redis_proc.wait(10)
+        wait_for(lambda: "worker pool: Redis unreachable" in log.read_text()
+                 and all(n in log.read_text() for n in names),
+                 f"each worker {names} and the pool to report Redis gone, in {log}")
+        assert _stop(pool), "the pool did not stop on SIGTERM with Redis gone:\n" + log.read_text()
+    finally:
+        _stop(pool)
+        if redis_proc.poll() is None:
+            redis_proc.kill()
+            redis_proc.wait(10)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    for name in names:  # e.g. "Redis unreachable ... retrying quietly", then "stopped"
+        mine = [line for line in text.splitlines() if name in line]
+        assert 1 <= len(mine) <= 3, text
+    assert "worker pool: Redis unreachable" in text
+    assert len(text.splitlines()) <= 10, text
+    assert f":{url.rsplit(':', 1)[1].split('/')[0]}" in text  # it says where Redis was
+
+
+def test_a_job_failing_on_the_store_is_one_line(
+    env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    """StoreError in a job was RQ's traceback per failure (4-8 per store outage)."""
+    from rq import Queue
+
+    from harness.queue import LISTEN_ORDER
+
+    (tmp_path / "failing_job.py").write_text(
+        "from harness.errors import StoreError\n\n\n"
+        "def fail(n: int) -> None:\n"
+        "    raise StoreError(f'SQLite store /x/harness.sqlite3: database is locked (try {n})')\n")
+    conn = Redis.from_url(redis_url)
+    for n in (1, 2):
+        Queue(LISTEN_ORDER[0], connection=conn).enqueue("failing_job.fail", n)
+    log = tmp_path / "pool.log"
+    pool = _start_pool({**env, "PYTHONPATH": str(tmp_path)}, log, "-c", "1", "--burst")
+    try:
+        pool.wait(60)
+    finally:
+        _stop(pool)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    failures = [line for line in text.splitlines() if "failed: StoreError" in line]
+    assert len(failures) == 2, text
+    assert failures[0].endswith("failed: StoreError: SQLite store /x/harness.sqlite3: database is "
+                                "locked (try 1)")
+    assert Queue(LISTEN_ORDER[0], connection=conn).failed_job_registry.count == 2  # still recorded
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_workers_stopped_while_starting_exit_quietly(env: dict[str, str], tmp_path: Path) -> None:
+    """A pool stopped as soon as it forked its workers: KeyboardInterrupt tracebacks from
+    workers still starting, and workers orphaned by a pool killed before they tied
+    themselves to it (they lived on, taking jobs)."""
+    import time
+
+    for attempt in range(4):
+        log = tmp_path / f"pool-{attempt}.log"
+        pool = _start_pool(env, log, "-c", "2")
+        try:
+            deadline = time.monotonic() + 30
+            while len(_children(pool.pid)) < 2:  # stop it the moment its workers exist
+                assert time.monotonic() < deadline and pool.poll() is None, log.read_text()
+                time.sleep(0.0005)
+            workers = _children(pool.pid)
+            assert _stop(pool), "the pool did not stop:\n" + log.read_text()
+            wait_for(lambda ws=workers: not any(Path(f"/proc/{w}").exists()  # type: ignore[misc]
+                                                 and "harness" in Path(f"/proc/{w}/cmdline")
+                                                 .read_text(errors="replace") for w in ws),
+                     "the workers to exit", timeout=30)
+        finally:
+            _stop(pool)
+            for w in _children(pool.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    import os
+                    import signal
+                    os.kill(w, signal.SIGKILL)
+        text = log.read_text()
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
