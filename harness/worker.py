@@ -151,6 +151,16 @@ class HarnessPool(WorkerPool):
         global _pool_pid
         _pool_pid = os.getpid()
 
+    def start_worker(self, *args: Any, **kwargs: Any) -> None:
+        """Fork a worker with stop signals held: it inherits the mask, so a stop arriving
+        while it starts (even before its class is built) waits for RQ's loop instead of
+        being a KeyboardInterrupt traceback."""
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            super().start_worker(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
     def check_workers(self, respawn: bool = True) -> None:
         try:
             if self.status != self.Status.STOPPED and close_requested_since(self.connection, self._born):

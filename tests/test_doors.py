@@ -447,3 +447,59 @@ def test_workers_stopped_while_starting_exit_quietly(env: dict[str, str], tmp_pa
                     os.kill(w, signal.SIGKILL)
         text = log.read_text()
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+
+
+def test_ctrl_c_during_a_sweep_aborts_its_run_cleanly_without_tracebacks(
+    env: dict[str, str], redis_conn: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """Ctrl-C during a sweep printed a ZMQError traceback from the kernel, torn down mid-reply,
+    and a DeadKernelError one from asyncio; the run inside held its lock."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from harness import sweep_lock
+    from harness.state import LOCK_KEY
+    from harness.store import open_store
+
+    jupyter = {var: str(tmp_path / "jupyter" / var.lower()) for var in (
+        "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR", "MPLCONFIGDIR")}
+    for folder in jupyter.values():
+        Path(folder).mkdir(parents=True)
+    output = tmp_path / "sweep.out"
+    with open(output, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "sweep", "-n", "20000", "--chunk-sizes", "1000",
+             "-j", "100", "-c", "1", "-r", "2", "--work-ms", "1", "--no-report", "--sweep-id", "cc",
+             "--reports-dir", str(tmp_path / "reports")],
+            env={**os.environ, **env, **jupyter}, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    kernels: list[int] = []
+    try:
+        wait_for(lambda: redis_conn.get(LOCK_KEY) is not None or proc.poll() is not None,
+                 "the first point's run to start", timeout=120)
+        assert proc.poll() is None, output.read_text()
+        kernels = [pid for pid in _children(proc.pid)
+                   if b"ipykernel" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        time.sleep(0.5)  # well into the run: a few hundred of its 20,000 orders
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    text = output.read_text()
+    assert proc.returncode == 1, text
+    assert "Traceback" not in text and "ZMQError" not in text and "DeadKernelError" not in text, text
+    assert "point 1/2 interrupted; sweep stopped" in text and text.rstrip().endswith("Aborted!")
+    store = open_store(settings)
+    try:
+        runs = store.list_runs()
+    finally:
+        store.close()
+    assert [r["phase"] for r in runs] == ["ABORTED"], runs
+    assert redis_conn.get(LOCK_KEY) is None and redis_conn.get(sweep_lock.KEY) is None
+    assert kernels and not any(Path(f"/proc/{pid}").exists() for pid in kernels)
+    manifest = (tmp_path / "reports" / "cc" / "sweep.json").read_text()
+    assert '"status": "interrupted"' in manifest
