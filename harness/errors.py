@@ -17,6 +17,7 @@ branch here and every front end handles it without a change of its own.
     │   ├── RunActive                          another run holds the lock
     │   ├── NoActiveRun                        it needs a run in progress
     │   ├── StaleRun                           another run (or epoch) now owns the store
+    │   ├── SweepActive                        another sweep is running
     │   └── CannotResume                       the store no longer holds that run as it was
     └── Failed              exit 1, HTTP 500   the work itself failed
         ├── RunFailed                          a run could not reach DONE
@@ -103,6 +104,14 @@ class Conflict(HarnessError):
 
 class RunActive(Conflict):
     """Another run holds the lock; the message names it and ``holder`` is who holds it."""
+
+    def __init__(self, message: str, holder: LockHolder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class SweepActive(Conflict):
+    """Another sweep is running; the message names it and ``holder`` is who runs it."""
 
     def __init__(self, message: str, holder: LockHolder | None = None) -> None:
         super().__init__(message)

@@ -13,6 +13,8 @@ kernel of its own: a warm kernel has only imported modules, nothing of the noteb
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Mapping
@@ -41,12 +43,14 @@ def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP) -> A
     from jupyter_core.paths import jupyter_runtime_dir
 
     # IPC socket paths are relative unless given: the kernel (in ``cwd``) and this process
-    # would look for them in different folders.
-    runtime = Path(jupyter_runtime_dir())
-    runtime.mkdir(parents=True, exist_ok=True)
-    name = f"harness-{uuid.uuid4().hex[:12]}"
-    km = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(runtime / f"{name}-ipc"),
-                       connection_file=str(runtime / f"{name}.json"))
+    # would look for them in different folders. A socket path has at most 107 bytes, so the
+    # sockets go in a short folder of their own, not the (often long) runtime folder.
+    sockets = Path(tempfile.mkdtemp(prefix="hk-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    name = uuid.uuid4().hex[:12]
+    km = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(sockets / "k"),
+                       connection_file=str(Path(jupyter_runtime_dir()) / f"harness-{name}.json"))
+    km.sockets_dir = sockets  # type: ignore[attr-defined]  # removed with it, see _shutdown
+    Path(km.connection_file).parent.mkdir(parents=True, exist_ok=True)
     km.start_kernel(env=dict(env), cwd=str(cwd))
     kc = km.client()
     try:
@@ -54,11 +58,44 @@ def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP) -> A
         kc.wait_for_ready(timeout=START_TIMEOUT_S)
         kc.execute_interactive(warm_up, timeout=START_TIMEOUT_S, store_history=False)
     except BaseException:
-        km.shutdown_kernel(now=True)
+        _shutdown(km)
         raise
     finally:
         kc.stop_channels()
     return km
+
+
+ENGINE = "harness-warm"
+_registered = False
+
+
+def engine_name() -> str:
+    """The papermill engine that runs a notebook in a kernel given as ``km=`` and, unlike
+    papermill's own with a given kernel, shuts that kernel and its client down when the
+    notebook ends (else each point left a client with its sockets open)."""
+    global _registered
+    if not _registered:
+        from papermill.clientwrap import PapermillNotebookClient
+        from papermill.engines import NBClientEngine, papermill_engines
+        from papermill.log import logger
+        from papermill.utils import merge_kwargs, remove_args
+
+        class WarmEngine(NBClientEngine):
+            @classmethod
+            def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False,
+                                         stdout_file: Any = None, stderr_file: Any = None,
+                                         start_timeout: int = 60, execution_timeout: Any = None,
+                                         **kwargs: Any) -> Any:
+                kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+                final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
+                                     kernel_name=kernel_name, log=logger, log_output=log_output,
+                                     stdout_file=stdout_file, stderr_file=stderr_file,
+                                     shutdown_kernel="immediate")
+                return PapermillNotebookClient(nb_man, **final).execute(cleanup_kc=True)
+
+        papermill_engines.register(ENGINE, WarmEngine)
+        _registered = True
+    return ENGINE
 
 
 class WarmKernels:
@@ -104,6 +141,8 @@ class WarmKernels:
 
 def _shutdown(km: Any) -> None:
     try:
-        km.shutdown_kernel(now=True)
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     finally:
         km.cleanup_resources()
+        shutil.rmtree(km.sockets_dir, ignore_errors=True)

@@ -7,15 +7,18 @@ file its /logs route served; ``harness logs`` plays that route. Lines are logfmt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import resource
+import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from harness import paths
 from harness.config import Settings, redact
-from harness.errors import LogFileMissing
+from harness.errors import ConfigError, LogFileMissing
 
 LOGGER = "harness"
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -29,6 +32,41 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+class LogFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file. A write that fails (a full disk; ``HARNESS_LOG_FILE=/dev/full``) is
+    reported once, in one line on stderr, and the lines it cannot write are dropped: logging's
+    own handler printed a "--- Logging error ---" traceback for every record (7 during one
+    1,000-order run), and a log file must never stop a run."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        super().__init__(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        self.source = source
+        self.failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._report(sys.exc_info()[1])
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            self._report(exc)
+
+    def close(self) -> None:
+        try:
+            super().close()  # closing the file flushes what it still buffers
+        except OSError as exc:
+            self._report(exc)
+
+    def _report(self, error: BaseException | None) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        with contextlib.suppress(OSError, ValueError):  # stderr gone too: nothing left to tell
+            sys.stderr.write(f"harness: warning: cannot write the log file {self.baseFilename} "
+                             f"({self.source}): {redact(str(error))}; its lines are dropped\n")
 
 
 def event(name: str, **fields: Any) -> str:
@@ -48,21 +86,32 @@ def configure(settings: Settings) -> Path | None:
     """Send the harness's INFO lines to the log file if the settings ask for one.
 
     Idempotent, so the CLI and the Python API (a notebook) may both call it. Returns the
-    file in use.
+    file in use. A path that cannot be a log file (a folder, under a file, in a folder that
+    cannot be created, not writable) is a ConfigError naming it and its variable.
     """
     logger = logging.getLogger(LOGGER)
     logger.setLevel(logging.INFO)  # handlers decide what they show; stderr stays quiet
-    path = settings.log_path
-    if path is None:
+    given = settings.log_path
+    if given is None:
         return None
-    path = path.resolve()
+    path = given.resolve()
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path:
             return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
-    )
+    if settings.log_file is None:  # BACKEND_LOGS: harness.log in the data folder
+        source = f"{paths.DATA_DIR} (BACKEND_LOGS=true writes harness.log there)"
+        paths.usable_dir(settings.data_dir, source)
+    else:
+        source = f"{paths.LOG_FILE} {str(given)!r}"
+        if path.is_dir():
+            raise ConfigError(f"{source}: is a folder; name a file")
+        if (problem := paths.folder_problem(path.parent)) is not None:
+            raise ConfigError(f"{source}: {problem}")
+    try:
+        handler = LogFileHandler(path, source)
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot open {str(path)!r} for writing: "
+                          f"{exc.strerror or exc}") from None
     handler.setFormatter(RedactingFormatter(FORMAT))
     handler.setLevel(logging.INFO)
     logger.addHandler(handler)
@@ -126,8 +175,11 @@ class LogFollower:
 
 def tail(path: Path, lines: int) -> list[str]:
     """The last ``lines`` lines of the log file (redacted again: the file may predate us)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return [redact(line.rstrip("\n")) for line in deque(f, maxlen=lines)]
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [redact(line.rstrip("\n")) for line in deque(f, maxlen=lines)]
+    except IsADirectoryError:
+        raise ConfigError(f"log file {str(path)!r} is a folder; name a file") from None
 
 
 def rss_mb() -> float:

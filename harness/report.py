@@ -14,10 +14,11 @@ import json
 import logging
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +29,14 @@ from harness.config import SWEEPABLE, Settings, redact
 from harness.connection import connect_redis
 from harness.errors import ConfigError, NotebookMissing
 from harness.extras import require
-from harness.kernels import WarmKernels
+from harness.kernels import WarmKernels, engine_name
 from harness.launch import child_env
 from harness.logs import event
+from harness.paths import REPORTS_DIR, check_output_file, usable_dir
 from harness.record import failed_point, new_run_id
 from harness.state import Phase, RunState
 from harness.store import open_store
+from harness.sweep_lock import sweep_lock
 
 log = logging.getLogger("harness")
 TERMINAL = frozenset({Phase.DONE, Phase.ERROR, Phase.ABORTED})
@@ -81,10 +84,67 @@ def execute(source: Path, output: Path, parameters: dict[str, Any], km: Any = No
     output.parent.mkdir(parents=True, exist_ok=True)
     # Kernels on local sockets (IPC), not TCP: nothing listens on the network, and no
     # kernel warns about unencrypted TCP on every start.
-    extra = {"km": km} if km is not None else {}
-    papermill.execute_notebook(str(source), str(output), parameters=parameters,
-                               kernel_name=KERNEL, progress_bar=False, cwd=str(source.parent),
-                               config=Config({"KernelManager": {"transport": "ipc"}}), **extra)
+    extra = {"km": km, "engine_name": engine_name()} if km is not None else {}
+    with _ctrl_c_reaches_the_kernel() as interrupted:
+        try:
+            papermill.execute_notebook(str(source), str(output), parameters=parameters,
+                                       kernel_name=KERNEL, progress_bar=False,
+                                       cwd=str(source.parent),
+                                       config=Config({"KernelManager": {"transport": "ipc"}}),
+                                       **extra)
+        except Exception:
+            if interrupted.is_set():
+                raise KeyboardInterrupt from None
+            raise
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def _ctrl_c_reaches_the_kernel() -> Iterator[threading.Event]:
+    """While a notebook runs, Ctrl-C interrupts its kernel instead of this process.
+
+    Kernels run in sessions of their own, so the terminal's Ctrl-C reached only papermill,
+    which tore the kernel down mid-reply: a ZMQError traceback from the kernel, a
+    DeadKernelError one from asyncio, and the run inside left holding its lock. Sent to the
+    kernel, the interrupt stops the run there as Ctrl-C stops `harness run` (recorded
+    ABORTED, workers stopped, lock freed), the notebook ends, and the caller stops after it.
+    A second Ctrl-C interrupts this process at once.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        log.warning("Ctrl-C: stopping the notebook's run (Ctrl-C again to stop at once)")
+        for pid in _kernel_pids():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _kernel_pids() -> list[int]:
+    """This process's kernels: its children running ipykernel (Linux /proc)."""
+    me, pids = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == me and b"ipykernel" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
 
 
 @dataclass
@@ -152,14 +212,32 @@ def sweep(
     saved as ``sweep.json``.
 
     Every point is checked before anything runs or is written: a bad one raises ConfigError
-    naming it. A point that fails as it runs (its run refused, or ending in error) is
-    recorded with its error, and the sweep goes on.
+    naming it. Another sweep running (:mod:`harness.sweep_lock`) raises SweepActive, also
+    before anything is written. A point that fails as it runs (its run refused, or ending in
+    error) is recorded with its error, and the sweep goes on; Ctrl-C stops the point's run
+    (recorded ABORTED), saves the manifest of the points run, and stops the sweep.
     """
     sweep_id = sweep_id or new_sweep_id()
     points = grid_points(settings, grid, repeats, sweep_id)
-    folder = Path(settings.reports_dir) / sweep_id
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats)
+    conn = connect_redis(settings)
+    try:
+        with sweep_lock(conn, sweep_id):
+            folder = usable_dir(Path(settings.reports_dir) / sweep_id, REPORTS_DIR)
+            report(f"sweep {sweep_id}: {len(points)} run(s)")
+            manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats)
+            _sweep(settings, points, folder, manifest, report)
+            if with_report:
+                manifest.report = str(build_report(settings, [sweep_id], baseline=baseline,
+                                                   output=folder / "report.html"))
+                _save(folder, manifest)
+    finally:
+        conn.close()
+    return manifest
+
+
+def _sweep(settings: Settings, points: list[tuple[dict[str, Any], int, Settings]], folder: Path,
+           manifest: SweepManifest, report: Callable[[str], None]) -> None:
+    """Run the points in order, saving the manifest at the end (or at a Ctrl-C)."""
     started = time.perf_counter()
     source = notebook(settings, "run.ipynb")
     kernels = WarmKernels()
@@ -167,23 +245,28 @@ def sweep(
         for k, (values, repeat, point_settings) in enumerate(points):
             point = SweepPoint(values, repeat, int(point_settings.seed or 0), new_run_id(),
                                f"run-{k:03d}-{_label(values)}-r{repeat}.ipynb")
-            log.info(event("sweep-point", sweep=sweep_id, point=k + 1, of=len(points),
+            log.info(event("sweep-point", sweep=manifest.sweep_id, point=k + 1, of=len(points),
                            repeat=repeat, **values))
             after = points[k + 1][2] if k + 1 < len(points) else None
-            _run_point(point_settings, source, folder, point, kernels, after)
             manifest.points.append(point)
+            try:
+                _run_point(point_settings, source, folder, point, kernels, after)
+            except KeyboardInterrupt:
+                point.status = "interrupted"
+                report(f"point {k + 1}/{len(points)} interrupted; sweep stopped, "
+                       f"{folder / 'sweep.json'} lists the points run")
+                raise
             report(f"point {k + 1}/{len(points)}: {_describe(values)}, repeat {repeat}: "
                    f"{point.status} in {point.wall_s:.1f} s"
                    + (f" ({point.error})" if point.error else ""))
     finally:
         kernels.close()
-    manifest.wall_time_s = round(time.perf_counter() - started, 1)
+        manifest.wall_time_s = round(time.perf_counter() - started, 1)
+        _save(folder, manifest)
+
+
+def _save(folder: Path, manifest: SweepManifest) -> None:
     (folder / "sweep.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
-    if with_report:
-        manifest.report = str(build_report(settings, [sweep_id], baseline=baseline,
-                                           output=folder / "report.html"))
-        (folder / "sweep.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
-    return manifest
 
 
 def _run_point(settings: Settings, source: Path, folder: Path, point: SweepPoint,
@@ -265,7 +348,10 @@ def build_report(
     """Execute ``report.ipynb`` for the given sweeps (or the latest runs) and write it as
     one self-contained HTML page without code."""
     name = "-".join(sweep_ids) if sweep_ids else f"latest-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    output = Path(output) if output else Path(settings.reports_dir) / f"report-{name}.html"
+    if output is not None:
+        output = check_output_file(Path(output), "report output")
+    else:
+        output = check_output_file(Path(settings.reports_dir) / f"report-{name}.html", REPORTS_DIR)
     executed = output.with_suffix(".ipynb")
     with _kernel_env(settings):
         execute(notebook(settings, "report.ipynb"), executed, {

@@ -31,6 +31,7 @@ from harness.connection import connect_redis
 from harness.errors import StaleRun
 from harness.orders import PENDING, PROCESSED
 from harness.queue import LISTEN_ORDER, close_requested_since
+from harness.quiet import EXPECTED, STOPS_A_POOL, QuietWorker, describe, install
 from harness.state import RunState
 from harness.store import Fence, Store, open_store
 
@@ -46,6 +47,7 @@ STOP_POLL_S = 0.02
 _settings: Settings | None = None
 _store: Store | None = None
 _store_pid: int | None = None
+_pool_pid: int | None = None  # the pool process, which forks the workers
 
 
 def configure(settings: Settings) -> None:
@@ -176,7 +178,20 @@ class HarnessPool(WorkerPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._born = time.time()
+        self._redis_down = False
         self._wake = threading.Event()
+        global _pool_pid
+        _pool_pid = os.getpid()
+
+    def start_worker(self, *args: Any, **kwargs: Any) -> None:
+        """Fork a worker with stop signals held: it inherits the mask, so a stop arriving
+        while it starts (even before its class is built) waits for RQ's loop instead of
+        being a KeyboardInterrupt traceback."""
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            super().start_worker(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def request_stop(self, signum: Any = None, frame: Any = None) -> None:
         super().request_stop(signum, frame)
@@ -202,11 +217,20 @@ class HarnessPool(WorkerPool):
             self._wake.wait(1)
 
     def check_workers(self, respawn: bool = True) -> None:
-        if self.status != self.Status.STOPPED and close_requested_since(self.connection, self._born):
-            log.warning("`harness queue close` asked this pool to stop")
-            self.request_stop()
+        try:
+            if self.status != self.Status.STOPPED and close_requested_since(self.connection, self._born):
+                log.warning("`harness queue close` asked this pool to stop")
+                self.request_stop()
+                return
+            super().check_workers(respawn)
+        except EXPECTED as exc:  # Redis away: one line, no respawning until it is back
+            if not self._redis_down:
+                log.warning("worker pool: Redis unreachable, waiting for it: %s", describe(exc))
+            self._redis_down = True
             return
-        super().check_workers(respawn)
+        if self._redis_down:
+            log.warning("worker pool: Redis answers again")
+            self._redis_down = False
 
 
 def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARNING") -> None:
@@ -218,6 +242,7 @@ def run_pool(settings: Settings, burst: bool = False, logging_level: str = "WARN
     configure(settings)
     for name in ("rq", "rq.worker"):  # RQ logs every worker start at INFO
         logging.getLogger(name).setLevel(logging_level)
+    install("rq.worker", "rq.worker_pool")  # expected failures: one line, not a traceback
     conn = connect_redis(settings, autostart=False)  # a worker never brings its own Redis
     pool = HarnessPool(
         LISTEN_ORDER, connection=conn, num_workers=settings.concurrency,
@@ -234,7 +259,12 @@ def run_pool_for(parent_pid: int, settings: Settings) -> None:
     """
     if not die_with_parent(parent_pid):
         return
-    run_pool(settings)
+    try:
+        run_pool(settings)
+    except KeyboardInterrupt:  # Ctrl-C reached the pool too: the run stops it anyway
+        return
+    except STOPS_A_POOL as exc:
+        log.warning("worker pool stopped: %s", describe(exc))
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -250,7 +280,7 @@ def die_with_parent(parent_pid: int) -> bool:
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-class HarnessWorker(SimpleWorker):
+class HarnessWorker(QuietWorker, SimpleWorker):
     """RQ's SimpleWorker (no fork per job), tied to its pool: if the pool is killed
     outright, the worker gets SIGTERM (a warm stop) instead of living on as an orphan that
     still takes jobs.
@@ -266,7 +296,9 @@ class HarnessWorker(SimpleWorker):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if not die_with_parent(os.getppid()):
+        # The pool's pid, not getppid(): a pool killed before this line would make the
+        # orphan's check pass against its new parent, and it lived on, taking jobs.
+        if not die_with_parent(_pool_pid or os.getppid()):
             raise SystemExit(0)
         super().__init__(*args, **kwargs)
         self._signals_held = False

@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,19 +80,20 @@ def unused_port() -> int:
 
 
 def start_redis(
-    folder: Path, password: str | None = None, port: int | None = None
+    folder: Path, password: str | None = None, port: int | None = None, args: Sequence[str] = ()
 ) -> tuple[subprocess.Popen, str]:
-    """Start a private redis-server on ``port`` (default: a free one); return it and its URL."""
+    """Start a private redis-server on ``port`` (default: a free one), with extra server
+    ``args``; return it and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not on PATH; .ci/run installs it")
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(folder)]
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(folder), *args]
     if password:
-        args += ["--requirepass", password]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        command += ["--requirepass", password]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     conn = Redis(port=port, password=password)
     deadline = time.monotonic() + 10
     while True:
@@ -113,8 +114,8 @@ def redis_factory() -> Iterator[Callable[..., str]]:
     """Start extra private redis-servers (e.g. with a password); stopped after the test."""
     started: list[subprocess.Popen] = []
 
-    def start(folder: Path, password: str | None = None) -> str:
-        proc, url = start_redis(folder, password)
+    def start(folder: Path, password: str | None = None, args: Sequence[str] = ()) -> str:
+        proc, url = start_redis(folder, password, args=args)
         started.append(proc)
         return url
 

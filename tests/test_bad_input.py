@@ -33,6 +33,15 @@ BAD_ENV = [
     ("HARNESS_SEED", "x", "must be an integer"),
     ("HARNESS_TIER_MIX", "GOLD=1", "is not TIER=WEIGHT"),
     ("HARNESS_TIER_MIX", "DIAMANTE=0", "gives every tier weight 0"),
+    ("HARNESS_TIER_MIX", "BRONZE=1e308,PRATA=1e308", "add up to more than a number can hold"),
+    ("HARNESS_TIER_MIX", "DIAMANTE=1,DIAMANTE=2", "names DIAMANTE twice"),
+    ("HARNESS_QUANTITY", "\u0663", "must be an integer"),  # Arabic-Indic 3: int() takes it
+    ("HARNESS_QUANTITY", " 5", "must be an integer"),
+    ("GENERATION_CHUNK_SIZE", "1_000", "must be an integer"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/abc", "must be an integer from 0 to 15"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/16", "must be an integer from 0 to 15"),
+    ("REDIS_URL", "http://127.0.0.1:6379/0", "is not a Redis URL"),
+    ("REDIS_URL", "redis://127.0.0.1:99999/0", "a port is 1-65535"),
     ("HARNESS_WORK_MS", "-1", "work_ms must be at least 0"),
     ("HARNESS_WORK_MS", "nan", "work_ms must be a number"),
     ("HARNESS_WORK_MS", "slow", "must be a number"),
@@ -69,7 +78,7 @@ def test_every_checked_variable_has_a_bad_value_here() -> None:
     kinds = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
     checked = {var for name, (var, _) in ENV_VARS.items()
                if any(t in kinds[name] for t in ("int", "float", "bool"))
-               or name in ("tier_mix", "sweep_id")}
+               or name in ("tier_mix", "sweep_id", "redis_url")}
     assert checked <= {var for var, _, _ in BAD_ENV}
 
 
@@ -98,6 +107,18 @@ def test_a_bad_environment_variable_is_named_with_its_value_and_nothing_is_writt
     (["run", "-c", "0"], "-c/--concurrency 0: concurrency must be >= 1"),
     (["run", "--work-ms", "-2"], "--work-ms -2.0: work_ms must be at least 0"),
     (["run", "--tier-mix", "OURO=x"], "--tier-mix OURO=x: tier mix weight for OURO is not a number"),
+    (["run", "--tier-mix", "BRONZE=1e308,PRATA=1e308"],
+     "--tier-mix BRONZE=1e308,PRATA=1e308: tier mix 'BRONZE=1e308,PRATA=1e308': the weights add up"),
+    (["run", "--tier-mix", "DIAMANTE=1,DIAMANTE=2"], "names DIAMANTE twice"),
+    (["run", "-n", " 5"], "' 5' is not a valid integer: ASCII digits only"),
+    (["run", "-n", "1_000"], "'1_000' is not a valid integer"),
+    (["run", "-n", "\u0663"], "is not a valid integer"),
+    (["run", "--seed", "+4"], "'+4' is not a valid integer"),
+    (["runs", "--limit", " 5"], "' 5' is not a valid integer"),
+    (["sweep", "--chunk-sizes", "1_000,2000"], "--chunk-sizes chunk_size must be an integer, got '1_000'"),
+    (["run", "--redis-url", "redis://127.0.0.1:6379/abc"],
+     "--redis-url redis://127.0.0.1:6379/abc: redis_url 'redis://127.0.0.1:6379/abc': the database"),
+    (["status", "--redis-url", "redis://127.0.0.1:6379/abc"], "must be an integer from 0 to 15"),
     (["run", "--seed", "-4"], "--seed -4: seed must be >= 0"),
     (["resume", "-c", "999"], "-c/--concurrency 999: concurrency must be <= 256"),
     (["worker", "-c", "0"], "-c/--concurrency 0: concurrency must be >= 1"),
@@ -117,4 +138,36 @@ def test_a_bad_flag_is_named_with_its_value_and_nothing_is_written(
     result = CliRunner().invoke(main, args, env=clean)
     assert result.exit_code == 2, result.output
     assert message in result.output
+    _nothing_written(clean, redis_conn)
+
+
+@pytest.mark.parametrize("args", [["run", "-n", "100", "--data-dir", ""], ["runs", "--data-dir", ""],
+                                  ["status", "--data-dir", ""]])
+def test_an_empty_data_dir_is_refused_instead_of_using_the_current_folder(
+    clean: dict[str, str], redis_conn: Redis, tmp_path: Path, args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--data-dir ''` was Path(''), the current folder: the database landed there."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    result = CliRunner().invoke(main, args, env=clean)
+    assert sorted(cwd.iterdir()) == []
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line == "harness: error: --data-dir '': data_dir must name a folder or file, got an empty path"
+    _nothing_written(clean, redis_conn)
+
+
+def test_a_redis_url_with_an_unescaped_password_is_refused_redacted(
+    clean: dict[str, str], redis_conn: Redis
+) -> None:
+    """An unescaped '/' in the password makes the rest of it read as the database: refused
+    before connecting, and the message shows neither half of the password."""
+    result = CliRunner().invoke(main, ["run", "-n", "100"],
+                                env={**clean, "REDIS_URL": "redis://:Sl4sh/PW77@127.0.0.1:6421/0"})
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line.startswith("harness: error: REDIS_URL='redis://:***@127.0.0.1:6421/0'")
+    assert len(line.splitlines()) == 1 and "Sl4sh" not in line and "PW77" not in line
     _nothing_written(clean, redis_conn)

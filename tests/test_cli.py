@@ -164,16 +164,22 @@ def test_workers_started_apart_join_a_run(settings: Settings, redis_url: str, tm
     assert workers and all(name.split(":")[1] != str(os.getpid()) for name in workers)
 
 
-def test_a_local_redis_is_started_when_none_answers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, unused_port: int
+def test_a_local_redis_is_started_when_none_was_configured_and_none_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, unused_port: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = Settings.from_env(environ={}, redis_port=unused_port, data_dir=tmp_path)
+    """No REDIS_URL, REDIS_HOST or REDIS_PORT: the default address, moved to a free port here
+    so that this test never meets (or starts) a Redis on 6379."""
+    monkeypatch.setattr("harness.config.DEFAULT_REDIS_PORT", unused_port)
+    settings = Settings.from_env(environ={}, data_dir=tmp_path)
+    assert not settings.redis_given and settings.redis_address.endswith(f":{unused_port}/0")
     with caplog.at_level(logging.WARNING, logger="harness"):
         conn = connect_redis(settings)
     try:
         assert conn.ping() is True
-        assert "starting a local redis-server" in caplog.text
-        assert (tmp_path / "redis.pid").exists()
+        pid = (tmp_path / "redis.pid").read_text().strip()
+        assert f"started a local redis-server on 127.0.0.1:{unused_port} (pid {pid}" in caplog.text
+        assert f"stop it with `redis-cli -p {unused_port} shutdown`" in caplog.text
     finally:
         conn.shutdown(nosave=True)
 

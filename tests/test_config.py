@@ -20,7 +20,7 @@ def test_defaults_match_the_original_service() -> None:
 def test_environment_is_read_and_flags_override_it() -> None:
     env = {
         "MONGO_URI": "mongodb://db:27017/x", "REDIS_HOST": "cache", "REDIS_PORT": "6380",
-        "MAX_ORDERS": "2_000_000", "GENERATION_CHUNK_SIZE": "5000",
+        "MAX_ORDERS": "2000000", "GENERATION_CHUNK_SIZE": "5000",
         "NORMAL_ENQUEUE_BATCH_SIZE": "2000", "ORDERS_QUEUE_CONCURRENCY": "8",
         "HARNESS_ORDERS_PER_JOB": "250", "HARNESS_SEED": "9", "HARNESS_WORK_MS": "1.5",
         "HARNESS_DATA_DIR": "/tmp/elsewhere", "HARNESS_QUANTITY": "1800000",
@@ -31,6 +31,24 @@ def test_environment_is_read_and_flags_override_it() -> None:
         2_000_000, 1_800_000, 5_000, 2_000)
     assert (s.concurrency, s.orders_per_job, s.seed, s.work_ms) == (3, 250, 9, 1.5)
     assert s.data_dir == Path("/tmp/elsewhere")
+
+
+def test_only_an_address_nobody_gave_lets_the_harness_start_its_own_redis() -> None:
+    """A Redis the user named (even at the default address) is never started for them."""
+    assert not Settings.from_env(environ={}).redis_given
+    for env in ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, {"REDIS_HOST": "127.0.0.1"},
+                {"REDIS_PORT": "6379"}):
+        s = Settings.from_env(environ=env)
+        assert s.redis_given and s.redis_address == "redis://127.0.0.1:6379/0"
+        assert Settings.from_env(environ=s.to_env()) == s
+    assert Settings.from_env(environ={}, redis_port=1).redis_given
+    assert "REDIS_PORT" not in Settings.from_env(environ={}).to_env()
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379", "redis://h:6379/", "redis://h/15",
+                                 "rediss://:p%2Fw@h:6380/0", "unix:///run/redis.sock?db=3"])
+def test_usable_redis_urls_are_accepted(url: str) -> None:
+    assert Settings.from_env(environ={"REDIS_URL": url}).redis_address == url
 
 
 def test_redis_url_wins_over_host_and_port() -> None:
@@ -52,6 +70,15 @@ def test_redis_url_wins_over_host_and_port() -> None:
         ({"tier_mix": "BRONZE=1,GOLD=2"}, "'GOLD=2' is not TIER=WEIGHT"),
         ({"tier_mix": "DIAMANTE=-1"}, "must be a finite number >= 0"),
         ({"tier_mix": "BRONZE=0"}, "gives every tier weight 0"),
+        ({"tier_mix": "BRONZE=1e308,PRATA=1e308"}, "add up to more than a number can hold"),
+        ({"tier_mix": "BRONZE=inf"}, "must be a finite number >= 0"),
+        ({"tier_mix": "DIAMANTE=1,diamante=2"}, "names DIAMANTE twice"),
+        ({"redis_url": "redis://h:6379/abc"}, "must be an integer from 0 to 15"),
+        ({"redis_url": "unix:///tmp/redis.sock?db=x"}, "must be an integer from 0 to 15"),
+        ({"redis_url": "redis://h:0/0"}, "a port is 1-65535"),
+        ({"data_dir": ""}, "data_dir must name a folder or file, got an empty path"),
+        ({"reports_dir": " "}, "reports_dir must name a folder or file"),
+        ({"log_file": ""}, "log_file must name a folder or file"),
         ({"work_ms": -1.0}, "work_ms must be at least 0 and at most 60000 ms, got -1.0"),
         ({"work_ms": "abc"}, "work_ms must be a number, got 'abc'"),
         ({"store_timeout_s": 0}, "store_timeout_s must be above 0"),

@@ -150,9 +150,8 @@ def test_a_batch_that_vanished_with_its_worker_is_enqueued_again(
 
     def pop_one(p: Progress) -> None:
         q = rq_queue.queues(redis_conn)[priority]
-        if not vanished and q.count > 1:
-            if (job_id := redis_conn.lpop(q.key)) is not None:
-                vanished.append(job_id)
+        if not vanished and q.count > 1 and (job_id := redis_conn.lpop(q.key)) is not None:
+            vanished.append(job_id)
 
     record = BackgroundRun(slow.replace(stuck_after_s=30), pop_one).join()
     assert vanished, "no job was taken"

@@ -4,11 +4,16 @@ status document, the run table, nor anything the CLI prints."""
 from __future__ import annotations
 
 import json
+import re
+import string
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 
 from harness.cli import main
 from harness.config import redact
@@ -68,3 +73,57 @@ def test_log_lines_and_tracebacks_are_redacted() -> None:
     text = RedactingFormatter("%(message)s").format(record)
     assert "Traceback" in text and "mongodb://admin:***@db" in text
     assert "hunter2" not in text and "pw9" not in text
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("redis://:Sl4sh/PW77@127.0.0.1:6421/0", "redis://:***@127.0.0.1:6421/0"),
+    ("error: redis://:Sp ace77@127.0.0.1:6421/0 (timeout)", "error: redis://:***@127.0.0.1:6421/0 (timeout)"),
+    ("redis://:At@PW77@127.0.0.1:6421/0", "redis://:***@127.0.0.1:6421/0"),
+    ("mongodb://user:pw@[::1/", "mongodb://user:***@[::1/"),
+    ("redis=redis://:p1@h1:1/0 mongo=mongodb://u:p2@h2/x?w=1&password=p3",
+     "redis=redis://:***@h1:1/0 mongo=mongodb://u:***@h2/x?w=1&password=***"),
+    ("a line\nredis://:pw99@h:1/0\nmail me@example.com", "a line\nredis://:***@h:1/0\nmail me@example.com"),
+    ("mongodb://reader@h/x and redis://h:6379/0", "mongodb://reader@h/x and redis://h:6379/0"),
+])
+def test_redact_reads_the_userinfo_up_to_the_last_at_sign(text: str, shown: str) -> None:
+    """Passwords with '/', a space or '@' were printed whole or in half by the old regex."""
+    assert redact(text) == shown
+
+
+# Everything a careless password holds: letters, digits, ASCII punctuation (/ @ : ? # %), a
+# space, and any other printable character of any script. Not newlines: a URL is one line.
+PASSWORD_CHARS = st.one_of(
+    st.sampled_from(string.ascii_letters + string.digits + string.punctuation + " "),
+    st.characters(blacklist_categories=("Cs", "Cc")),
+)
+HOSTS = ["127.0.0.1:6421", "cache.example.net", "[::1]:6379", "db-1:27017,db-2:27017", "h"]
+AROUND = st.text(  # text around the URL: anything but '@' and other URLs (harness.redaction)
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="@"),
+    max_size=30,
+).filter(lambda t: "://" not in t)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    scheme=st.sampled_from(["redis", "rediss", "mongodb", "mongodb+srv"]),
+    user=st.sampled_from(["", "admin", "harness_user", "u.ser-1"]),
+    password=st.text(PASSWORD_CHARS, min_size=4, max_size=24),
+    host=st.sampled_from(HOSTS),
+    path=st.sampled_from(["", "/0", "/orders?authSource=admin", "/?tls=true"]),
+    before=AROUND, after=AROUND,
+)
+@example(scheme="redis", user="", password="At@PW77", host="127.0.0.1:6421", path="/0",
+         before="", after="")
+@example(scheme="redis", user="", password="Sp ace77", host="127.0.0.1:6421", path="/0",
+         before="error ", after=" (timeout)")
+def test_redact_hides_any_password_in_any_url_and_keeps_the_host(
+    scheme: str, user: str, password: str, host: str, path: str, before: str, after: str
+) -> None:
+    url = f"{scheme}://{user}:{password}@{host}{path}"
+    text = f"{before} {url} {after}"
+    assume(text.count(password) == 1)  # a password also found elsewhere cannot be told apart
+    assume(not re.search(r"\s\S*://", password))  # whitespace then x://: a URL of its own
+    out = redact(text)
+    assert password not in out
+    assert f"{scheme}://{user}:***@{host}{path}" in out
+    assert out == f"{before} {scheme}://{user}:***@{host}{path} {after}"

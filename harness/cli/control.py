@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from harness import logs
-from harness.cli.options import connection_options, settings_from
+from harness.cli.options import StrictIntRange, connection_options, settings_from
 from harness.config import Settings, option_help
 from harness.connection import RedisUnavailable
 
@@ -81,7 +81,7 @@ def reset(all_runs: bool, force: bool, **flags: Any) -> None:
 
 @click.command(name="logs")
 @connection_options
-@click.option("-n", "--lines", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("-n", "--lines", type=StrictIntRange(min=1), default=100, show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False), help=option_help("log_file"))
 def logs_command(lines: int, **flags: Any) -> None:
     """Print the last lines of the log file (BACKEND_LOGS=true or HARNESS_LOG_FILE)."""

@@ -8,21 +8,21 @@ from typing import Any
 
 import click
 
-from harness.cli.options import connection_options, int_list, settings_from
+from harness.cli.options import INT, StrictIntRange, connection_options, int_list, settings_from
 from harness.config import option_help
 from harness.errors import ConfigError
 
 
 @click.command(name="bench")
-@click.option("-n", "--quantity", type=int, help="N, the largest size [default: HARNESS_QUANTITY]")
+@click.option("-n", "--quantity", type=INT, help="N, the largest size [default: HARNESS_QUANTITY]")
 @click.option("--sizes", help="comma-separated sizes for the memory and scaling rows "
                               "[default: N/10, 3N/10, N]")
 @click.option("--concurrency-levels", default="1,2,4", show_default=True,
               help="worker counts for the concurrency rows, at N")
-@click.option("--chunk-size", type=int, help=option_help("chunk_size"))
-@click.option("-j", "--orders-per-job", type=int, help=option_help("orders_per_job"))
-@click.option("-c", "--concurrency", type=int, help=option_help("concurrency"))
-@click.option("--max-orders", type=int, help=option_help("max_orders"))
+@click.option("--chunk-size", type=INT, help=option_help("chunk_size"))
+@click.option("-j", "--orders-per-job", type=INT, help=option_help("orders_per_job"))
+@click.option("-c", "--concurrency", type=INT, help=option_help("concurrency"))
+@click.option("--max-orders", type=INT, help=option_help("max_orders"))
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON instead of tables")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="also write the JSON here")
@@ -30,9 +30,14 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
                   output: str | None, **flags: Any) -> None:
     """Store floor, end to end, generator, queue overhead, status latency, memory and
     scaling, in one go on one backend; prints tables (or JSON) and the targets met."""
+    from pathlib import Path
+
     from harness.bench import bench, format_table
+    from harness.paths import check_output_file
 
     settings = settings_from(**flags)
+    if output:  # before hours of measuring, not after
+        check_output_file(Path(output), "-o/--output")
     n = settings.quantity
     size_list = int_list(sizes, "--sizes") if sizes else sorted({max(1, n // 10),
                                                                   max(1, 3 * n // 10), n})
@@ -64,11 +69,11 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=A,B",
               help="a grid over any run setting, e.g. normal_batch_size=5000,20000 (repeatable; "
                    "tier_mix takes one value per --param); wins over the shorthands")
-@click.option("-r", "--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("-r", "--repeats", type=StrictIntRange(min=1), default=3, show_default=True)
 @click.option("--sweep-id", help="name of the sweep (default: sweep-<UTC time>)")
 @click.option("--baseline", help="sweep id to compare against in the report")
 @click.option("--no-report", is_flag=True, help="skip the HTML report at the end")
-@click.option("--seed", type=int, help="one seed for every run [default: the repeat number]")
+@click.option("--seed", type=INT, help="one seed for every run [default: the repeat number]")
 @click.option("--work-ms", type=float, help=option_help("work_ms"))
 @click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
 @connection_options
@@ -90,12 +95,11 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
             for name, (flag, text) in shorthands.items()}
     grid.update(parse_grid(params))
     try:  # every point valid before the first runs
-        total = len(grid_points(settings, grid, repeats, settings.sweep_id or "check"))
+        grid_points(settings, grid, repeats, settings.sweep_id or "check")
     except ConfigError as exc:
         flag = "--param" if any(p.startswith(f"{exc.field}=") for p in params) else (
             shorthands[exc.field][0] if exc.field in shorthands else "--param")
         raise ConfigError(f"{flag}: {exc}", exc.field) from None
-    click.echo(f"harness: sweep of {total} runs", err=True)
     manifest = sweep(settings, grid, repeats, sweep_id=sweep_id, with_report=not no_report,
                      baseline=baseline, report=lambda line: click.echo(f"harness: {line}", err=True))
     folder = settings.reports_dir / manifest.sweep_id
@@ -116,7 +120,7 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
 @click.option("--baseline", help="sweep id to compare against")
 @click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=1.2,
               show_default=True, help="flag changes against the baseline beyond this factor")
-@click.option("--latest", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--latest", type=StrictIntRange(min=1), default=20, show_default=True,
               help="without --sweep: how many of the newest runs")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="HTML file [default: reports/report-<sweeps>.html]")
@@ -127,9 +131,12 @@ def report_command(sweeps: tuple[str, ...], baseline: str | None, factor: float,
     """Execute report.ipynb and write it as one self-contained HTML page (no code cells)."""
     from pathlib import Path
 
+    from harness.paths import check_output_file
     from harness.report import build_report
 
     settings = settings_from(**flags)
+    if output:
+        check_output_file(Path(output), "-o/--output")
     for sweep_id in (*sweeps, *([baseline] if baseline else [])):
         settings.replace(sweep_id=sweep_id)  # a sweep id names a folder: checked here
     path = build_report(settings, list(sweeps), baseline=baseline,

@@ -1,5 +1,5 @@
-"""What every command shares: connection flags, settings from environment and flags, and
-integer lists (``1,2,4``)."""
+"""What every command shares: connection flags, settings from environment and flags, strict
+integers, and integer lists (``1,2,4``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,31 @@ from typing import Any
 import click
 
 from harness import logs
-from harness.config import ConfigError, Settings, option_help
+from harness.config import INTEGER_TEXT, ConfigError, Settings, option_help, redact
+
+INTEGER_RULE = "ASCII digits only, with an optional leading '-' (no spaces, '_' or other scripts' digits)"
+
+
+class StrictInt(click.types.IntParamType):
+    """An integer flag as the environment variables read one: click's own type calls int(),
+    which takes ' 5', '1_000' and '٣' (an Arabic-Indic 3)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not INTEGER_TEXT.fullmatch(value):
+            self.fail(f"{value!r} is not a valid integer: {INTEGER_RULE}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class StrictIntRange(click.IntRange):
+    """click.IntRange with :class:`StrictInt`'s parsing."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not INTEGER_TEXT.fullmatch(value):
+            self.fail(f"{value!r} is not a valid integer: {INTEGER_RULE}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+INT = StrictInt()
 
 
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,19 +62,24 @@ def settings_from(**flags: Any) -> Settings:
             params = ctx.command.params if ctx is not None else []
             opts = next((p.opts for p in params if p.name == exc.field), None)
             flag = "/".join(opts) if opts else "--" + exc.field.replace("_", "-")
-            raise ConfigError(f"{flag} {flags[exc.field]}: {exc}", exc.field) from None
+            value = flags[exc.field]
+            shown = redact(str(value))
+            if isinstance(value, str) and (not value.strip() or value != value.strip()):
+                shown = repr(shown)  # '' or ' 5': quoted, or the value would not show
+            raise ConfigError(f"{flag} {shown}: {exc}", exc.field) from None
         raise
     logs.configure(settings)
     return settings
 
 
 def int_list(text: str, name: str) -> list[int]:
-    """``"1,2,4"`` as [1, 2, 4]; a bad list is a usage error naming the flag."""
-    try:
-        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers",
-                                 param_hint=name) from None
+    """``"1,2,4"`` as [1, 2, 4]; a bad list is a usage error naming the flag. Spaces around
+    the commas are allowed; each value is an integer as :class:`StrictInt` reads one."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not all(INTEGER_TEXT.fullmatch(v) for v in items):
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers "
+                                 f"({INTEGER_RULE})", param_hint=name)
+    values = [int(v) for v in items]
     if not values or min(values) < 1:
         raise click.BadParameter(f"{text!r}: every value must be >= 1", param_hint=name)
     return values

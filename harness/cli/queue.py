@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from harness.cli.options import connection_options, settings_from
+from harness.cli.options import StrictIntRange, connection_options, settings_from
 
 
 @click.group(name="queue")
@@ -79,7 +79,7 @@ def queue_status(as_json: bool, **flags: Any) -> None:
 @connection_options
 @click.option("-t", "--types", default="waiting,active", show_default=True,
               help="comma-separated states: waiting, active, completed, failed, deferred, scheduled")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=StrictIntRange(min=1), default=20, show_default=True,
               help="at most this many per queue and state")
 @click.option("--json", "as_json", is_flag=True)
 def jobs(types: str, limit: int, as_json: bool, **flags: Any) -> None:

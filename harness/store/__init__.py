@@ -22,6 +22,8 @@ def open_store(settings: Settings) -> Store:
         from harness.store.mongo import MongoStore
 
         return MongoStore(settings.mongo_uri, settings.mongo_db, settings.store_timeout_s)
+    from harness.paths import data_dir
     from harness.store.sqlite import SQLiteStore
 
+    data_dir(settings)  # a regular file there is the user's to fix: ConfigError, not StoreError
     return SQLiteStore(sqlite_path(settings), settings.store_timeout_s)

@@ -24,10 +24,10 @@ from typing import Any, TypeVar, cast
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, ConfigurationError, DuplicateKeyError, PyMongoError
 
 from harness.config import redact
-from harness.errors import StaleRun
+from harness.errors import ConfigError, StaleRun
 from harness.orders import PENDING, PROCESSED, Order, processed_note
 from harness.record import RunRecord
 from harness.state import ACTIVE_PHASES
@@ -89,6 +89,12 @@ class MongoStore:
             self._client = client_factory(
                 uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
             )
+        except (ConfigurationError, ValueError) as exc:  # pymongo's URI parser (InvalidURI too)
+            if "DNS" not in str(exc):  # an SRV name that does not resolve is unreachable instead
+                raise ConfigError(f"MONGO_URI / --mongo-uri {redact(uri)!r} is not a usable "
+                                  f"MongoDB URI: {_reason(exc)}", "mongo_uri") from None
+            raise StoreError(f"cannot reach MongoDB at {redact(uri)}: {_reason(exc)}") from exc
+        try:
             self._db = self._client.get_default_database(database)
             self._server_version = self._client.server_info().get("version", "unknown")
             self._ensure_indexes()
