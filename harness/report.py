@@ -280,9 +280,12 @@ def _run_point(settings: Settings, source: Path, folder: Path, point: SweepPoint
     ended = threading.Event()
     watcher = threading.Thread(target=_when_run_ends, name="run-watcher", daemon=True, args=(
         settings, point.run_id, ended,
-        (lambda: kernels.prepare(child_env(after), source.parent)) if after else None))
+        (lambda: kernels.prepare(child_env(after), source.parent, after_run=True))
+        if after and not kernels.early else None))
     try:
         km = kernels.take(child_env(settings), source.parent)
+        if after is not None:
+            kernels.prepare(child_env(after), source.parent)  # early: at the lowest priority
         watcher.start()
         try:
             execute(source, folder / point.notebook, params, km=km)
