@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
+import pytest
+
 from harness.config import TIERS
-from harness.orders import NORMAL, PENDING, VIP, generate, generate_chunk, priority_of
+from harness.orders import NORMAL, PENDING, VIP, Order, generate, generate_chunk, priority_of
 
 EQUAL = [1.0, 1.0, 1.0, 1.0]
 
@@ -67,3 +69,30 @@ def test_ids_keep_their_seq_order_across_the_32_bit_range() -> None:
     assert all(i.startswith(ids[0][:13]) for i in ids)  # the run's 48-bit prefix
     assert {uuid.UUID(i).version for i in ids} == {8}
     assert id_prefix(1) != id_prefix(2)
+
+
+def _plain_chunk(seed: int, start: int, count: int, weights: list[float]) -> list[Order]:
+    """generate_chunk as first written (one order_id call per order): the reference the
+    optimised loop must match byte for byte."""
+    import random
+
+    from harness.orders import FIRST_NAMES, INITIAL_NOTE, LAST_NAMES, id_prefix, order_id
+
+    rng = random.Random(f"{seed}/{start}")
+    prefix = id_prefix(seed)
+    tiers = rng.choices(TIERS, weights=weights, k=count)
+    out = []
+    for i, tier in enumerate(tiers):
+        r = rng.getrandbits(106)
+        out.append(Order(start + i, order_id(prefix, start + i, r >> 64),
+                         f"{FIRST_NAMES[r % len(FIRST_NAMES)]} {LAST_NAMES[(r >> 8) % len(LAST_NAMES)]}",
+                         ((r >> 16) % 999_001 + 1_000) / 100, tier,
+                         VIP if tier == "DIAMANTE" else NORMAL, INITIAL_NOTE, PENDING, 5.0))
+    return out
+
+
+@pytest.mark.parametrize("start", [0, 10_000, 2**20 - 700, 7 * 2**20 + 3])
+def test_the_fast_generator_gives_exactly_the_plain_generators_orders(start: int) -> None:
+    weights = [4.0, 3.0, 2.0, 1.0]
+    assert generate_chunk(11, start, 1_500, weights, created_at=5.0) == _plain_chunk(
+        11, start, 1_500, weights)
