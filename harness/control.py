@@ -215,13 +215,52 @@ def close_workers(conn: Redis, timeout: float = 15.0, poll: float = 0.1) -> Clos
     return CloseResult(before, left)
 
 
-def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
-    """Queue counts, run phase and heuristics, and one classification with its reasons.
+@dataclass(frozen=True)
+class HealthFacts:
+    """What health is judged on, read from Redis in :func:`health`."""
 
-    ``error`` when the last run failed or its coordinator died; ``paused`` when workers are
-    suspended; ``aborted`` when the last run was cancelled or interrupted; ``degraded`` with
-    failed jobs or a run stuck (work pending, no progress for ``stuck_after_s``).
-    """
+    phase: str
+    error: str | None
+    paused: bool
+    dead_coordinator: str | None  # its run id, when the lock's holder provably died
+    failed_jobs: int
+    stuck_for_s: float | None  # seconds without progress with work pending, if stuck
+
+
+def classify(facts: HealthFacts) -> tuple[str, list[str]]:
+    """The classification and its reasons: ``error`` when the last run failed or its
+    coordinator died; ``paused`` when workers are suspended; ``aborted`` when the last run
+    was cancelled or interrupted; ``degraded`` with dead-lettered batches or a run stuck;
+    else ``healthy``. The first that applies wins; every reason is listed."""
+    reasons = []
+    if facts.phase == Phase.ERROR:
+        reasons.append(f"last run failed: {facts.error}")
+    if facts.dead_coordinator is not None:
+        reasons.append(f"coordinator of run {facts.dead_coordinator} died "
+                       "(`harness resume` finishes the run)")
+    if facts.paused:
+        reasons.append("queues paused")
+    if facts.phase == Phase.ABORTED:
+        reasons.append(f"last run aborted: {facts.error}")
+    if facts.failed_jobs:
+        reasons.append(f"{facts.failed_jobs} dead-lettered batch(es) (`harness retry-failed` "
+                       "requeues them while the run waits)")
+    if facts.stuck_for_s is not None:
+        reasons.append(f"no progress for {facts.stuck_for_s}s with work pending")
+    if facts.phase == Phase.ERROR or facts.dead_coordinator is not None:
+        return "error", reasons
+    if facts.paused:
+        return "paused", reasons
+    if facts.phase == Phase.ABORTED:
+        return "aborted", reasons
+    if facts.failed_jobs or facts.stuck_for_s is not None:
+        return "degraded", reasons
+    return "healthy", reasons
+
+
+def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
+    """Queue counts, run phase and heuristics, and one classification (:func:`classify`)
+    with its reasons; ``isStuck`` means work pending and no progress for ``stuck_after_s``."""
     conn = conn or connect_redis(settings, autostart=False)
     state = RunState(conn)
     fields = state.read()
@@ -232,7 +271,6 @@ def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
     phase, active = doc["phase"], doc["isProcessing"]
     paused = rq_queue.is_paused(conn)
     holder = RunLock(conn).holder()
-    coordinator_dead = bool(holder and holder.is_dead())
     last_progress = max((float(fields[k]) for k in ("progressAt", "end:VIP", "end:NORMAL")
                          if fields.get(k)), default=None)
     pending = total["waiting"] + total["active"] > 0 or (
@@ -240,31 +278,10 @@ def health(settings: Settings, conn: Redis | None = None) -> dict[str, Any]:
     idle_s = round(now - last_progress, 1) if last_progress is not None else None
     stuck = bool(active and not paused and pending and idle_s is not None
                  and idle_s > settings.stuck_after_s)
-    reasons = []
-    if phase == Phase.ERROR:
-        reasons.append(f"last run failed: {doc['error']}")
-    if coordinator_dead:
-        reasons.append(f"coordinator of run {holder.run_id if holder else '?'} died "
-                       "(`harness resume` finishes the run)")
-    if paused:
-        reasons.append("queues paused")
-    if phase == Phase.ABORTED:
-        reasons.append(f"last run aborted: {doc['error']}")
-    if total["failed"]:
-        reasons.append(f"{total['failed']} dead-lettered batch(es) (`harness retry-failed` "
-                       "requeues them while the run waits)")
-    if stuck:
-        reasons.append(f"no progress for {idle_s}s with work pending")
-    if phase == Phase.ERROR or coordinator_dead:
-        status = "error"
-    elif paused:
-        status = "paused"
-    elif phase == Phase.ABORTED:
-        status = "aborted"
-    elif total["failed"] or stuck:
-        status = "degraded"
-    else:
-        status = "healthy"
+    status, reasons = classify(HealthFacts(
+        phase=phase, error=doc["error"], paused=paused,
+        dead_coordinator=holder.run_id if holder and holder.is_dead() else None,
+        failed_jobs=total["failed"], stuck_for_s=idle_s if stuck else None))
     return {
         "status": status,
         "reasons": reasons,

@@ -217,3 +217,23 @@ def test_a_retry_is_due_its_backoff_after_its_try_ended() -> None:
     assert due_at(job) == (job.ended_at + timedelta(seconds=2.4)).timestamp()
     job.retry_intervals = []
     assert due_at(job) == 0.0
+
+
+# -- health ---------------------------------------------------------------------------------
+
+def test_health_classification_takes_the_worst_and_lists_every_reason() -> None:
+    from harness.control import HealthFacts, classify
+
+    calm = HealthFacts(phase="DONE", error=None, paused=False, dead_coordinator=None,
+                       failed_jobs=0, stuck_for_s=None)
+    assert classify(calm) == ("healthy", [])
+    assert classify(dataclasses.replace(calm, failed_jobs=2))[0] == "degraded"
+    assert classify(dataclasses.replace(calm, phase="WAITING_NORMAL_DRAIN", stuck_for_s=61.0)) == (
+        "degraded", ["no progress for 61.0s with work pending"])
+    assert classify(dataclasses.replace(calm, phase="ABORTED", error="cancelled"))[0] == "aborted"
+    everything = HealthFacts(phase="ERROR", error="boom", paused=True, dead_coordinator="r1",
+                             failed_jobs=1, stuck_for_s=None)
+    status, reasons = classify(everything)
+    assert status == "error" and len(reasons) == 4
+    assert classify(dataclasses.replace(everything, phase="GENERATING", dead_coordinator=None))[0] == "paused"
+    assert "`harness resume`" in classify(dataclasses.replace(calm, dead_coordinator="r1"))[1][0]

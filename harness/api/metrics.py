@@ -51,75 +51,86 @@ class HarnessCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         doc = get_status(self.conn)
-        queues = rq_queue.status(self.conn)
+        yield from _run_metrics(doc)
+        yield from _order_metrics(doc)
+        yield from _time_metrics(doc)
+        yield from _queue_metrics(doc, rq_queue.status(self.conn))
 
-        info = GaugeMetricFamily("harness_run_info", "The current (or last) run; value 1",
-                                 labels=["run_id"])
-        if doc["lastRunId"]:
-            info.add_metric([doc["lastRunId"]], 1)
-        yield info
-        phase = GaugeMetricFamily("harness_run_phase", "1 for the phase the current (or last) "
-                                  "run is in, 0 for the others", labels=["phase"])
-        for p in Phase:
-            phase.add_metric([p.value], 1 if doc["phase"] == p.value else 0)
-        yield phase
-        yield GaugeMetricFamily("harness_run_active", "1 while a run is in progress",
-                                value=1 if doc["isProcessing"] else 0)
-        yield GaugeMetricFamily("harness_run_target_orders", "Orders the run generates",
-                                value=doc["progress"]["target"])
-        yield GaugeMetricFamily("harness_run_progress_ratio", "Processed orders over the target",
-                                value=doc["eta"]["progressPercent"] / 100)
 
-        generated = CounterMetricFamily("harness_orders_generated", "Orders generated and "
-                                        "enqueued by the run, by priority", labels=["priority"])
-        processed = CounterMetricFamily("harness_orders_processed", "Orders the run has "
-                                        "processed (committed in the store), by priority",
-                                        labels=["priority"])
-        for priority, key in (("VIP", "vip"), ("NORMAL", "normal")):
-            generated.add_metric([priority], doc["counts"][f"{key}Generated"])
-            processed.add_metric([priority], doc["counts"][key])
-        yield generated
-        yield processed
+def _run_metrics(doc: dict[str, Any]) -> Iterator[Metric]:
+    info = GaugeMetricFamily("harness_run_info", "The current (or last) run; value 1",
+                             labels=["run_id"])
+    if doc["lastRunId"]:
+        info.add_metric([doc["lastRunId"]], 1)
+    yield info
+    phase = GaugeMetricFamily("harness_run_phase", "1 for the phase the current (or last) "
+                              "run is in, 0 for the others", labels=["phase"])
+    for p in Phase:
+        phase.add_metric([p.value], 1 if doc["phase"] == p.value else 0)
+    yield phase
+    yield GaugeMetricFamily("harness_run_active", "1 while a run is in progress",
+                            value=1 if doc["isProcessing"] else 0)
+    yield GaugeMetricFamily("harness_run_target_orders", "Orders the run generates",
+                            value=doc["progress"]["target"])
+    yield GaugeMetricFamily("harness_run_progress_ratio", "Processed orders over the target",
+                            value=doc["eta"]["progressPercent"] / 100)
 
-        throughput = GaugeMetricFamily("harness_throughput_orders_per_second", "Orders processed "
-                                       "per second: each priority over its processing window, "
-                                       "overall over the run's time", labels=["priority"])
-        for label, value in (("VIP", doc["throughput"]["vip"]), ("NORMAL", doc["throughput"]["normal"]),
-                             ("overall", doc["throughput"]["overall"])):
-            if value is not None:
-                throughput.add_metric([label], value)
-        yield throughput
 
-        duration = GaugeMetricFamily("harness_run_duration_seconds", "Time since the run "
-                                     "started, or its total time once it ended")
-        if doc["totalTimeMs"] is not None:
-            duration.add_metric([], doc["totalTimeMs"] / 1000)
-        yield duration
-        steps = GaugeMetricFamily("harness_run_step_duration_seconds", "Time each step of the run "
-                                  "took so far", labels=["step"])
-        for step, path in STEPS.items():
-            if (seconds := _seconds(_dig(doc, path))) is not None:
-                steps.add_metric([step], seconds)
-        yield steps
-        eta = GaugeMetricFamily("harness_run_eta_seconds", "Estimated time left (0 once DONE)")
-        if (left := _seconds(doc["eta"]["estimatedMs"])) is not None:
-            eta.add_metric([], left)
-        yield eta
+def _order_metrics(doc: dict[str, Any]) -> Iterator[Metric]:
+    generated = CounterMetricFamily("harness_orders_generated", "Orders generated and "
+                                    "enqueued by the run, by priority", labels=["priority"])
+    processed = CounterMetricFamily("harness_orders_processed", "Orders the run has "
+                                    "processed (committed in the store), by priority",
+                                    labels=["priority"])
+    for priority, key in (("VIP", "vip"), ("NORMAL", "normal")):
+        generated.add_metric([priority], doc["counts"][f"{key}Generated"])
+        processed.add_metric([priority], doc["counts"][key])
+    yield generated
+    yield processed
 
-        depth = GaugeMetricFamily("harness_queue_jobs", "Jobs per queue and state (BullMQ's "
-                                  "names: waiting, active, completed, failed, plus deferred and "
-                                  "scheduled)", labels=["queue", "state"])
-        for name, counts in queues["counts"].items():
-            if name != "total":
-                for state, n in counts.items():
-                    depth.add_metric([name, state], n)
-        yield depth
-        yield GaugeMetricFamily("harness_dead_letter_jobs", "Batches that failed every try "
-                                "(dead-lettered)", value=doc["deadLetters"]["count"])
-        yield GaugeMetricFamily("harness_queue_paused", "1 while the queues are paused",
-                                value=1 if queues["paused"] else 0)
-        yield GaugeMetricFamily("harness_workers", "Workers registered on the harness queues",
-                                value=queues["workers"])
+    throughput = GaugeMetricFamily("harness_throughput_orders_per_second", "Orders processed "
+                                   "per second: each priority over its processing window, "
+                                   "overall over the run's time", labels=["priority"])
+    for label, value in (("VIP", doc["throughput"]["vip"]), ("NORMAL", doc["throughput"]["normal"]),
+                         ("overall", doc["throughput"]["overall"])):
+        if value is not None:
+            throughput.add_metric([label], value)
+    yield throughput
+
+
+def _time_metrics(doc: dict[str, Any]) -> Iterator[Metric]:
+    duration = GaugeMetricFamily("harness_run_duration_seconds", "Time since the run "
+                                 "started, or its total time once it ended")
+    if doc["totalTimeMs"] is not None:
+        duration.add_metric([], doc["totalTimeMs"] / 1000)
+    yield duration
+    steps = GaugeMetricFamily("harness_run_step_duration_seconds", "Time each step of the run "
+                              "took so far", labels=["step"])
+    for step, path in STEPS.items():
+        if (seconds := _seconds(_dig(doc, path))) is not None:
+            steps.add_metric([step], seconds)
+    yield steps
+    eta = GaugeMetricFamily("harness_run_eta_seconds", "Estimated time left (0 once DONE)")
+    if (left := _seconds(doc["eta"]["estimatedMs"])) is not None:
+        eta.add_metric([], left)
+    yield eta
+
+
+def _queue_metrics(doc: dict[str, Any], queues: dict[str, Any]) -> Iterator[Metric]:
+    depth = GaugeMetricFamily("harness_queue_jobs", "Jobs per queue and state (BullMQ's "
+                              "names: waiting, active, completed, failed, plus deferred and "
+                              "scheduled)", labels=["queue", "state"])
+    for name, counts in queues["counts"].items():
+        if name != "total":
+            for state, n in counts.items():
+                depth.add_metric([name, state], n)
+    yield depth
+    yield GaugeMetricFamily("harness_dead_letter_jobs", "Batches that failed every try "
+                            "(dead-lettered)", value=doc["deadLetters"]["count"])
+    yield GaugeMetricFamily("harness_queue_paused", "1 while the queues are paused",
+                            value=1 if queues["paused"] else 0)
+    yield GaugeMetricFamily("harness_workers", "Workers registered on the harness queues",
+                            value=queues["workers"])
 
 
 def router(ctx: Context) -> APIRouter:

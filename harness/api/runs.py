@@ -96,6 +96,14 @@ def router(ctx: Context) -> APIRouter:
         while a run is active unless force=true, which cancels it first."""
         return control.reset(ctx.settings, force=force)
 
+    api.include_router(history_router(ctx))
+    return api
+
+
+def history_router(ctx: Context) -> APIRouter:
+    """The run history: what `harness runs --json` prints."""
+    api = APIRouter(tags=["pedidos"])
+
     @api.get("/pedidos/runs")
     def runs(limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
         """Run records from process_runs, newest first (what `harness runs --json` prints)."""
