@@ -7,9 +7,13 @@ import ast
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -17,6 +21,7 @@ from urllib.parse import unquote
 import nbformat
 import pytest
 from click.testing import CliRunner
+from conftest import free_port, wait_for
 from redis import Redis
 
 from harness.cli import main
@@ -387,3 +392,115 @@ def test_papermill_with_a_bad_parameter_stops_at_one_line_naming_it(
     errors = [o for o in _outputs(out) if o.output_type == "error"]
     assert len(errors) == 1 and errors[0].traceback == [line]  # the evidence, one line too
     assert redis_conn.dbsize() == 0 and not (tmp_path / "data").exists()
+
+
+@contextmanager
+def lab_server(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+    """JupyterLab on ``root`` as `make lab` starts it, on a free port with a token; its
+    base URL with the token. Shut down through its API when done (kernels first, then the
+    server, as Ctrl-C twice does), killed if it does not stop."""
+    import httpx
+
+    port, token = free_port(), secrets.token_hex(16)
+    args = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}", "--LabApp.default_url=/lab/tree/notebooks"]
+    if os.geteuid() == 0:
+        args.append("--allow-root")
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{base}/api/status", headers=auth, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with log.open("w") as sink:
+        server = subprocess.Popen(args, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: server.poll() is not None or answers(), "JupyterLab to answer", 120)
+        assert server.poll() is None, f"JupyterLab exited: {log.read_text()[-2000:]}"
+        yield f"{base}/?token={token}"
+    finally:
+        with suppress(httpx.HTTPError):
+            httpx.post(f"{base}/api/shutdown", headers=auth, timeout=30)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+
+
+def _run_all_cells(page: Any, url: str) -> tuple[str, list[list[int]]]:
+    """Open run.ipynb from Lab's file browser, Run > Run All Cells, wait for every cell;
+    the text of the run's output (bar and summary) and the charts' natural sizes. Keeps
+    screenshots of both under test-artifacts/."""
+    page.goto(url)  # the default URL: the file browser in notebooks/
+    page.locator(".jp-DirListing-item", has_text="run.ipynb").dblclick()
+    status = page.locator(".jp-StatusBar-Widget", has_text="| Idle")
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    wait_for(lambda: status.count() or dialog.count(), "the notebook's kernel", 60)
+    if dialog.count():  # Lab may ask which kernel: the one the notebook names
+        dialog.get_by_role("button", name="Select", exact=True).click()
+    status.wait_for()
+    news = page.locator(".jp-Notification-Toast").get_by_role("button", name="No", exact=True)
+    if news.count():  # "Would you like to get notified about official Jupyter news?"
+        news.click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.wait_for_function(
+        "() => { const prompts = Array.from(document.querySelectorAll("
+        "'.jp-CodeCell .jp-InputArea-prompt')).map(p => p.textContent.trim());"
+        " return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t)); }",
+        timeout=180_000)  # every cell ran ("[*]:" while it runs, "[ ]:" before)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+    assert errors.count() == 0, errors.all_inner_texts()
+    output = page.locator(".jp-OutputArea-output", has_text="processed:")
+    output.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "lab-run.png"))
+    images = page.evaluate("Array.from(document.querySelectorAll('.jp-OutputArea-output img'))"
+                           ".map(i => [i.naturalWidth, i.naturalHeight])")
+    page.locator(".jp-OutputArea-output img").last.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "lab-run-charts.png"))
+    return output.inner_text(), images
+
+
+def test_run_notebook_in_jupyterlab_runs_to_done_at_100_percent_with_its_charts(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A new user's way: `make lab`, open run.ipynb from the file browser, Run > Run All
+    Cells. The run lands in the checkout's store (its default data folder)."""
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    checkout = checkout_copy(tmp_path)
+    env = harness_env(tmp_path, redis_url, checkout)
+    ARTIFACTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    with lab_server(checkout, env, tmp_path / "lab.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            try:
+                output, images = _run_all_cells(page, url)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "lab-run-failed.png"))
+                raise
+        finally:
+            browser.close()
+    took = time.monotonic() - started
+    # What JupyterLab shows: the bar's redraws over one another, its last at 100 %, then the
+    # summary; the two charts drawn.
+    bars = [line for line in output.splitlines() if line.startswith("processed:")]
+    assert len(bars) == 1 and "100%" in bars[0] and "5.00k/5.00k" in bars[0], output
+    assert "DONE" in bars[0] and re.search(r"^run \S+: DONE$", output, re.M), output
+    assert len(images) == 2 and all(w > 0 and h > 0 for w, h in images), images
+    store = open_store(Settings.from_env(environ={}, redis_url=redis_url, data_dir=checkout / "data"))
+    try:
+        runs = store.list_runs()
+    finally:
+        store.close()
+    assert len(runs) == 1 and runs[0].phase == "DONE" and runs[0].counts.processed == 5_000
+    assert not (checkout / "notebooks" / "data").exists()
+    print(f"JupyterLab: started, run.ipynb run to DONE and shut down in {took:.1f} s")
