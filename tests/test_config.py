@@ -148,3 +148,18 @@ def test_a_checkout_is_the_folder_above_the_package_whose_pyproject_names_the_ha
         assert find_checkout(package) is None
     pyproject.write_text('[project]\nname = "harness"\n')
     assert find_checkout(package) == package.parent
+
+
+def test_a_notebook_names_its_bad_parameter_and_leaves_an_environment_error_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness import notebook
+
+    with pytest.raises(ConfigError, match=r"^notebook parameter quantity=-5: quantity must be >= 1"):
+        notebook.settings(quantity=-5)
+    with pytest.raises(ConfigError, match=r"^notebook parameter grid\['concurrency'\]=\[\]: "):
+        notebook.sweep_size(Settings.from_env(environ={}), {"concurrency": []}, 1, None)
+    monkeypatch.setenv("GENERATION_CHUNK_SIZE", "0")  # the parameter left None: the variable's
+    with pytest.raises(ConfigError, match=r"^GENERATION_CHUNK_SIZE='0': chunk_size must be >= 1"):
+        notebook.settings(quantity=5, chunk_size=None)
+    assert notebook.settings(quantity=5, chunk_size=7).chunk_size == 7
