@@ -26,9 +26,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy harness
 
+# JupyterLab serves the checkout (so a sweep's link to its report opens), opened at notebooks/;
+# runs and reports land in the checkout's data/ and reports/, as from the command line.
 lab: setup  ## open the notebooks in JupyterLab, the project's .venv as the kernel
-	$(BIN)/pip install --quiet -e '.[mongo,notebooks,api,test,lab]'
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) data *.egg-info test-artifacts

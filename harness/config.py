@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,32 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "port": ("PORT", "TCP port `harness serve` listens on"),
     "api_token": ("HARNESS_API_TOKEN", "when set, every POST to the HTTP API needs this bearer token"),
 }
+
+
+def find_checkout(package_dir: Path) -> Path | None:
+    """The checkout the harness package in ``package_dir`` runs from: the folder above it,
+    when that folder holds the project's pyproject.toml (an editable install, `make setup`).
+    None for an installed package (the Docker image, a wheel), which has no such folder."""
+    root = package_dir.parent
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text()).get("project", {})
+    except (OSError, ValueError):
+        return None
+    return root if project.get("name") == "harness" else None
+
+
+CHECKOUT = find_checkout(Path(__file__).resolve().parent)
+
+
+def default_dir(name: str) -> Path:
+    """Where a default folder (``data``, ``reports``) is: in the checkout when the harness
+    runs from one, whatever the working directory, so that a run started from the CLI at
+    the project's root, from JupyterLab (whose kernels start in ``notebooks/``) or from
+    papermill anywhere lands in one store and one reports folder. Without a checkout, the
+    working directory's (the Docker image sets HARNESS_DATA_DIR and HARNESS_REPORTS_DIR).
+    A relative folder the user gives (flag or variable) stays relative to their working
+    directory, as any command-line path is."""
+    return CHECKOUT / name if CHECKOUT is not None else Path(name)
 
 
 def parse_tier_mix(spec: str) -> dict[str, float]:
@@ -188,7 +215,7 @@ class Settings:
     seed: int | None = None
     tier_mix: str = DEFAULT_TIER_MIX
     work_ms: float = 0.0
-    data_dir: Path = field(default_factory=lambda: Path("data"))
+    data_dir: Path = field(default_factory=lambda: default_dir("data"))
     log_progress_every_ms: int = 5_000
     log_memory: bool = False
     backend_logs: bool = False
@@ -199,7 +226,7 @@ class Settings:
     job_retries: int = 3
     retry_backoff_s: float = 1.0
     sweep_id: str | None = None
-    reports_dir: Path = field(default_factory=lambda: Path("reports"))
+    reports_dir: Path = field(default_factory=lambda: default_dir("reports"))
     notebooks_dir: Path | None = None
     port: int = 3_000
     api_token: str | None = field(default=None, repr=False)

@@ -40,6 +40,12 @@ class HarnessError(Exception):
     exit_code: ClassVar[int] = 1
     http_status: ClassVar[int] = 500
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for this error in a notebook (JupyterLab, papermill's executed
+        notebook and its error report): the one line the CLI prints, not a traceback
+        through the harness's internals. IPython calls this hook on any exception."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class BadInput(HarnessError, ValueError):
     """A value the harness cannot use; nothing was written."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, Settings, parse_tier_mix, redact
+from harness.config import CHECKOUT, ConfigError, Settings, find_checkout, parse_tier_mix, redact
 
 
 def test_defaults_match_the_original_service() -> None:
@@ -148,3 +148,45 @@ def test_every_setting_is_documented_in_the_readme_and_the_cli() -> None:
     for name, (var, _doc) in ENV_VARS.items():
         assert f"`{var}`" in readme, f"{var} missing from README's configuration table"
         assert f"env {var};" in option_help(name)
+
+
+def test_default_folders_are_the_checkouts_wherever_the_process_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # as a JupyterLab kernel starts in notebooks/
+    assert CHECKOUT is not None  # the tests run from a checkout
+    s = Settings.from_env(environ={})
+    assert s.data_dir == CHECKOUT / "data" and s.reports_dir == CHECKOUT / "reports"
+    # A folder the user names stays as they wrote it: relative to their working directory.
+    assert Settings.from_env(environ={"HARNESS_DATA_DIR": "mine"}).data_dir == Path("mine")
+    assert Settings.from_env(environ={}, reports_dir="out").with_absolute_paths().reports_dir == (
+        tmp_path / "out").resolve()
+
+
+def test_a_checkout_is_the_folder_above_the_package_whose_pyproject_names_the_harness(
+    tmp_path: Path,
+) -> None:
+    package = tmp_path / "site-packages" / "harness"
+    package.mkdir(parents=True)
+    assert find_checkout(package) is None  # an installed package: no pyproject.toml
+    pyproject = package.parent / "pyproject.toml"
+    for text in ('[project]\nname = "other"\n', "not [toml"):
+        pyproject.write_text(text)
+        assert find_checkout(package) is None
+    pyproject.write_text('[project]\nname = "harness"\n')
+    assert find_checkout(package) == package.parent
+
+
+def test_a_notebook_names_its_bad_parameter_and_leaves_an_environment_error_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness import notebook
+
+    with pytest.raises(ConfigError, match=r"^notebook parameter quantity=-5: quantity must be >= 1"):
+        notebook.settings(quantity=-5)
+    with pytest.raises(ConfigError, match=r"^notebook parameter grid\['concurrency'\]=\[\]: "):
+        notebook.sweep_size(Settings.from_env(environ={}), {"concurrency": []}, 1, None)
+    monkeypatch.setenv("GENERATION_CHUNK_SIZE", "0")  # the parameter left None: the variable's
+    with pytest.raises(ConfigError, match=r"^GENERATION_CHUNK_SIZE='0': chunk_size must be >= 1"):
+        notebook.settings(quantity=5, chunk_size=None)
+    assert notebook.settings(quantity=5, chunk_size=7).chunk_size == 7

@@ -3,20 +3,30 @@ the HTML report opened in a real headless Chromium."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
+import secrets
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import nbformat
 import pytest
 from click.testing import CliRunner
+from conftest import free_port, wait_for
 from redis import Redis
 
 from harness.cli import main
 from harness.config import ConfigError, Settings
+from harness.launch import RUN_ID_VAR, SETTING_VARS
 from harness.lock import LOCK_KEY, LockHolder
 from harness.report import CHECKOUT_NOTEBOOKS, execute, sweep
 from harness.store import open_store
@@ -79,6 +89,7 @@ def test_run_notebook_runs_once_and_shows_summary_timeline_and_phases(
     assert len(pngs) == 2  # the timeline and the phase times
     text = "".join(o.get("text", "") for o in outputs)
     assert "barrier" in text and "DONE" in text
+    assert "100%" in last_bar(text) and "3.00k/3.00k" in last_bar(text), last_bar(text)
 
 
 def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
@@ -93,11 +104,24 @@ def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
     assert len(runs) == 8 and all(r.phase == "DONE" for r in runs)
     points = {(r.param("chunk_size"), r.param("concurrency")) for r in runs}
     assert points == {(500, 1), (500, 2), (1_000, 1), (1_000, 2)}
-    points_html = "".join(o.get("data", {}).get("text/html", "")
-                          for o in _outputs(tmp_path / "sweep.ipynb"))
+    outputs = _outputs(tmp_path / "sweep.ipynb")
+    # A line per point as it ends, as `harness sweep` prints them, then the table of points
+    # with each run's throughput from its record, then a link to the report.
+    lines = "".join(o.get("text", "") for o in outputs).splitlines()
+    assert lines[0] == "sweep t2x2: 8 run(s)"
+    assert [line.split(":")[0] for line in lines[1:9]] == [f"point {k}/8" for k in range(1, 9)]
+    assert all(", repeat " in line and ": ok in " in line for line in lines[1:9])
+    points_html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     table = points_html[points_html.index('class="dataframe sweep-points"'):]
     body = table[table.index("<tbody>"):table.index("</tbody>")]
     assert body.count("<tr>") == 8 and body.count("<td>ok</td>") == 8  # a row per run
+    assert "<th>orders/s</th>" in table
+    assert all(f"<td>{round(r.throughput.overall)}</td>" in body for r in runs if r.throughput)
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    link = re.search(r"\[report\.html\]\(([^)]+)\)", markdown)
+    assert link is not None, markdown  # relative to the kernel's folder, the notebook's
+    assert (CHECKOUT_NOTEBOOKS / unquote(link.group(1))).resolve() == (
+        kernel_env.reports_dir / "t2x2" / "report.html").resolve()
     folder = kernel_env.reports_dir / "t2x2"
     manifest = json.loads((folder / "sweep.json").read_text())
     assert manifest["failed"] == 0 and len(list(folder.glob("run-*.ipynb"))) == 8
@@ -115,11 +139,7 @@ def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
 def _render(html: Path, screenshot: str) -> dict[str, Any]:
     """Open the page in headless Chromium; the images' rendered sizes, the run table's ids,
     and a screenshot kept under test-artifacts/."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is required (HARNESS_REQUIRE_BROWSER=1): scripts/ensure-chromium")
-        pytest.skip("no chromium on PATH (scripts/ensure-chromium installs it)")
+    chromium = _chromium()
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -136,6 +156,22 @@ def _render(html: Path, screenshot: str) -> dict[str, Any]:
         finally:
             browser.close()
     return {"images": images, "runIds": run_ids, "failed": failed}
+
+
+def _chromium() -> str:
+    """Debian's chromium: skipped without it, except in CI (HARNESS_REQUIRE_BROWSER=1)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required (HARNESS_REQUIRE_BROWSER=1): scripts/ensure-chromium")
+        pytest.skip("no chromium on PATH (scripts/ensure-chromium installs it)")
+    return chromium
+
+
+def last_bar(text: str) -> str:
+    """The progress bar as a terminal or JupyterLab shows it at the end: its last redraw."""
+    bars = [part for part in re.split(r"[\r\n]", text) if part.startswith("processed:")]
+    return bars[-1] if bars else ""
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kernel_env: Settings) -> None:
@@ -199,11 +235,15 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("notebook_name", "parameters", "message"), [
-    ("run.ipynb", {"quantity": -5}, "quantity must be >= 1, got -5"),
-    ("run.ipynb", {"quantity": 1_000, "work_ms": "slow"}, "work_ms must be a number, got 'slow'"),
+    ("run.ipynb", {"quantity": -5}, "notebook parameter quantity=-5: quantity must be >= 1, got -5"),
+    ("run.ipynb", {"quantity": 1_000, "work_ms": "slow"},
+     "notebook parameter work_ms='slow': work_ms must be a number, got 'slow'"),
     ("sweep.ipynb", {"grid": {"chunk_size": [500, 0], "quantity": [1_000]}},
-     "chunk_size must be >= 1, got 0"),
-    ("sweep.ipynb", {"repeats": "2"}, "repeats must be an integer >= 1, got '2'"),
+     "notebook parameter grid['chunk_size']=[500, 0]: chunk_size must be >= 1, got 0"),
+    ("sweep.ipynb", {"repeats": "2"},
+     "notebook parameter repeats='2': repeats must be an integer >= 1, got '2'"),
+    ("sweep.ipynb", {"sweep_id": "../x"},
+     "notebook parameter sweep_id='../x': sweep id '../x' must be 1-64 letters, digits"),
 ])
 def test_a_bad_notebook_parameter_is_named_and_nothing_is_written(
     kernel_env: Settings, redis_conn: Redis, tmp_path: Path, notebook_name: str,
@@ -214,6 +254,253 @@ def test_a_bad_notebook_parameter_is_named_and_nothing_is_written(
     out = tmp_path / "out" / notebook_name
     with pytest.raises(papermill.PapermillExecutionError) as info:
         execute(CHECKOUT_NOTEBOOKS / notebook_name, out, parameters)
-    assert info.value.ename == "ConfigError" and message in info.value.evalue
+    assert info.value.ename == "ConfigError" and info.value.evalue.startswith(message)
+    assert info.value.traceback == [f"ConfigError: {info.value.evalue}"]  # one line, no traceback
     assert _runs(kernel_env) == [] and redis_conn.dbsize() == 0
     assert not kernel_env.reports_dir.exists()
+
+
+# -- the same wherever they start: the CLI, papermill, JupyterLab --------------------------
+
+PAPERMILL = str(Path(sys.executable).parent / "papermill")  # the command, as users run it
+
+
+def checkout_copy(tmp_path: Path) -> Path:
+    """A checkout of its own (pyproject.toml, the package, the notebooks), so that runs
+    started with the default folders write into it, not into this checkout. Processes
+    given ``PYTHONPATH`` = this folder import the harness from it, and so find it."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    root = CHECKOUT_NOTEBOOKS.parent
+    shutil.copy(root / "pyproject.toml", checkout)
+    for folder in ("harness", "notebooks"):
+        shutil.copytree(root / folder, checkout / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    return checkout
+
+
+def harness_env(tmp_path: Path, redis_url: str, checkout: Path | None = None) -> dict[str, str]:
+    """This environment without any harness setting but the test Redis; Jupyter's and
+    matplotlib's state under tmp_path; with ``checkout``, the harness imported from it."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_VARS and k != RUN_ID_VAR}
+    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
+                "MPLCONFIGDIR"):
+        folder = tmp_path / "jupyter-env" / var.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        env[var] = str(folder)
+    env["REDIS_URL"] = redis_url
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    return env
+
+
+def _call(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{args[:3]} exited {done.returncode}: {done.stderr[-3000:]}"
+    return done
+
+
+def test_runs_and_reports_land_in_the_checkout_wherever_they_start(
+    redis_url: str, tmp_path: Path
+) -> None:
+    checkout = checkout_copy(tmp_path)
+    env = harness_env(tmp_path, redis_url, checkout)  # no HARNESS_DATA_DIR, no REPORTS_DIR
+    notebooks, elsewhere = checkout / "notebooks", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    harness = [sys.executable, "-m", "harness.cli"]
+    small = ["-n", "1500", "--chunk-size", "500", "-j", "100", "--no-progress"]
+    # The CLI started in notebooks/ (where JupyterLab's kernels start) ...
+    _call([*harness, "run", *small], notebooks, env)
+    # ... papermill started anywhere (its kernel works there) ...
+    _call([PAPERMILL, str(notebooks / "run.ipynb"), str(elsewhere / "run.ipynb"),
+           "-p", "quantity", "1500", "-p", "chunk_size", "500", "-p", "orders_per_job", "100"],
+          elsewhere, env)
+    # ... and sweep.ipynb with its kernel in notebooks/, as JupyterLab runs it:
+    _call([PAPERMILL, "sweep.ipynb", str(elsewhere / "sweep.ipynb"), "-y",
+           "{grid: {quantity: [1500], chunk_size: [500], orders_per_job: [100]}, repeats: 1, "
+           "sweep_id: here, with_report: false}"], notebooks, env)
+    # all land in the checkout's store and reports, as `harness runs` at its root shows.
+    runs = json.loads(_call([*harness, "runs", "--json"], checkout, env).stdout)
+    assert len(runs) == 3 and all(r["phase"] == "DONE" for r in runs)
+    assert (checkout / "data" / "harness.sqlite3").exists()
+    assert json.loads((checkout / "reports" / "here" / "sweep.json").read_text())["failed"] == 0
+    assert sorted(p.name for p in checkout.iterdir()) == [
+        "data", "harness", "notebooks", "pyproject.toml", "reports"]
+    assert sorted(p.name for p in notebooks.iterdir()) == ["report.ipynb", "run.ipynb", "sweep.ipynb"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["run.ipynb", "sweep.ipynb"]
+    # A relative folder the user names is relative to where they are, as any path they type.
+    _call([*harness, "run", *small, "--data-dir", "mine"], elsewhere, env)
+    assert (elsewhere / "mine" / "harness.sqlite3").exists()
+    assert len(json.loads(_call([*harness, "runs", "--json"], checkout, env).stdout)) == 3
+
+
+def test_the_cli_progress_bar_of_a_done_run_ends_at_100_percent(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = {**harness_env(tmp_path, settings.redis_address),
+           "HARNESS_DATA_DIR": str(settings.data_dir)}
+    done = _call([sys.executable, "-m", "harness.cli", "run", "-n", "5000", "--chunk-size", "1000",
+                  "-j", "250"], tmp_path, env)
+    bar = last_bar(done.stderr)
+    assert "100%" in bar and "5.00k/5.00k" in bar and "DONE" in bar, done.stderr[-500:]
+
+
+def _parameter_names(path: Path) -> list[str]:
+    cell = next(c for c in nbformat.read(path, as_version=4).cells
+                if "parameters" in c.metadata.get("tags", []))
+    names = []
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+            assert isinstance(target, ast.Name)
+            names.append(target.id)
+    return names
+
+
+@pytest.mark.parametrize("name", ["run.ipynb", "sweep.ipynb", "report.ipynb"])
+def test_papermill_help_gives_every_parameter_a_type_and_help(name: str) -> None:
+    path = CHECKOUT_NOTEBOOKS / name
+    done = subprocess.run([PAPERMILL, "--help-notebook", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    shown: dict[str, list[str]] = {}
+    current = None
+    for line in done.stdout.splitlines():
+        # "  name: type (default value)", the help after it or on the next line, indented
+        if m := re.match(r"^  (\w+): (.+?) \(default (.*?)\)(?:\s+(.*))?$", line):
+            current = m.group(1)
+            shown[current] = [m.group(2), m.group(4) or ""]
+        elif current and line.startswith(" " * 34):
+            shown[current][1] += line.strip()
+    assert list(shown) == _parameter_names(path), done.stdout
+    for parameter, (kind, text) in shown.items():
+        assert kind != "Unknown type" and text, f"{name}: {parameter}: {kind!r}, help {text!r}"
+
+
+def test_papermill_with_a_bad_parameter_stops_at_one_line_naming_it(
+    redis_url: str, redis_conn: Redis, tmp_path: Path
+) -> None:
+    env = {**harness_env(tmp_path, redis_url), "HARNESS_DATA_DIR": str(tmp_path / "data")}
+    out = tmp_path / "bad.ipynb"
+    done = subprocess.run([PAPERMILL, str(CHECKOUT_NOTEBOOKS / "run.ipynb"), str(out),
+                           "-p", "quantity", "-5"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=180)
+    line = "ConfigError: notebook parameter quantity=-5: quantity must be >= 1, got -5"
+    # papermill exits 1 for any cell that fails (README says so) and ends with the cell's error.
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.rstrip().splitlines()[-1] == line
+    errors = [o for o in _outputs(out) if o.output_type == "error"]
+    assert len(errors) == 1 and errors[0].traceback == [line]  # the evidence, one line too
+    assert redis_conn.dbsize() == 0 and not (tmp_path / "data").exists()
+
+
+@contextmanager
+def lab_server(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+    """JupyterLab on ``root`` as `make lab` starts it, on a free port with a token; its
+    base URL with the token. Shut down through its API when done (kernels first, then the
+    server, as Ctrl-C twice does), killed if it does not stop."""
+    import httpx
+
+    port, token = free_port(), secrets.token_hex(16)
+    args = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}", "--LabApp.default_url=/lab/tree/notebooks"]
+    if os.geteuid() == 0:
+        args.append("--allow-root")
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{base}/api/status", headers=auth, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with log.open("w") as sink:
+        server = subprocess.Popen(args, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: server.poll() is not None or answers(), "JupyterLab to answer", 120)
+        assert server.poll() is None, f"JupyterLab exited: {log.read_text()[-2000:]}"
+        yield f"{base}/?token={token}"
+    finally:
+        with suppress(httpx.HTTPError):
+            httpx.post(f"{base}/api/shutdown", headers=auth, timeout=30)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+
+
+def _run_all_cells(page: Any, url: str) -> tuple[str, list[list[int]]]:
+    """Open run.ipynb from Lab's file browser, Run > Run All Cells, wait for every cell;
+    the text of the run's output (bar and summary) and the charts' natural sizes. Keeps
+    screenshots of both under test-artifacts/."""
+    page.goto(url)  # the default URL: the file browser in notebooks/
+    page.locator(".jp-DirListing-item", has_text="run.ipynb").dblclick()
+    status = page.locator(".jp-StatusBar-Widget", has_text="| Idle")
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    wait_for(lambda: status.count() or dialog.count(), "the notebook's kernel", 60)
+    if dialog.count():  # Lab may ask which kernel: the one the notebook names
+        dialog.get_by_role("button", name="Select", exact=True).click()
+    status.wait_for()
+    news = page.locator(".jp-Notification-Toast").get_by_role("button", name="No", exact=True)
+    if news.count():  # "Would you like to get notified about official Jupyter news?"
+        news.click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.wait_for_function(
+        "() => { const prompts = Array.from(document.querySelectorAll("
+        "'.jp-CodeCell .jp-InputArea-prompt')).map(p => p.textContent.trim());"
+        " return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t)); }",
+        timeout=180_000)  # every cell ran ("[*]:" while it runs, "[ ]:" before)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+    assert errors.count() == 0, errors.all_inner_texts()
+    output = page.locator(".jp-OutputArea-output", has_text="processed:")
+    output.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "lab-run.png"))
+    images = page.evaluate("Array.from(document.querySelectorAll('.jp-OutputArea-output img'))"
+                           ".map(i => [i.naturalWidth, i.naturalHeight])")
+    page.locator(".jp-OutputArea-output img").last.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "lab-run-charts.png"))
+    return output.inner_text(), images
+
+
+def test_run_notebook_in_jupyterlab_runs_to_done_at_100_percent_with_its_charts(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A new user's way: `make lab`, open run.ipynb from the file browser, Run > Run All
+    Cells. The run lands in the checkout's store (its default data folder)."""
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    checkout = checkout_copy(tmp_path)
+    env = harness_env(tmp_path, redis_url, checkout)
+    ARTIFACTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    with lab_server(checkout, env, tmp_path / "lab.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            try:
+                output, images = _run_all_cells(page, url)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "lab-run-failed.png"))
+                raise
+        finally:
+            browser.close()
+    took = time.monotonic() - started
+    # What JupyterLab shows: the bar's redraws over one another, its last at 100 %, then the
+    # summary; the two charts drawn.
+    bars = [line for line in output.splitlines() if line.startswith("processed:")]
+    assert len(bars) == 1 and "100%" in bars[0] and "5.00k/5.00k" in bars[0], output
+    assert "DONE" in bars[0] and re.search(r"^run \S+: DONE$", output, re.M), output
+    assert len(images) == 2 and all(w > 0 and h > 0 for w, h in images), images
+    store = open_store(Settings.from_env(environ={}, redis_url=redis_url, data_dir=checkout / "data"))
+    try:
+        runs = store.list_runs()
+    finally:
+        store.close()
+    assert len(runs) == 1 and runs[0].phase == "DONE" and runs[0].counts.processed == 5_000
+    assert not (checkout / "notebooks" / "data").exists()
+    print(f"JupyterLab: started, run.ipynb run to DONE and shut down in {took:.1f} s")

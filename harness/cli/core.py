@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from harness.cli.options import INT, StrictIntRange, connection_options, settings_from
 from harness.config import option_help
+from harness.progress import ProgressBar
 
 if TYPE_CHECKING:
     from harness.record import RunRecord
@@ -42,12 +42,9 @@ def run(as_json: bool, no_progress: bool, no_workers: bool, force: bool, **flags
 
     settings = settings_from(**flags)
     run_id = launched_run_id()
-    progress, close = (None, lambda: None) if no_progress else _progress_bar(settings.quantity)
-    try:
-        record = run_pipeline(settings, progress=progress, start_workers=not no_workers,
-                              force=force, run_id=run_id)
-    finally:
-        close()
+    with ProgressBar(settings.quantity, sys.stderr) as bar:
+        record = run_pipeline(settings, progress=None if no_progress else bar,
+                              start_workers=not no_workers, force=force, run_id=run_id)
     _report(record, as_json)
 
 
@@ -71,12 +68,9 @@ def resume(run_id: str | None, concurrency: int | None, as_json: bool, no_progre
     from harness.pipeline import resume as resume_run
 
     settings = settings_from(concurrency=concurrency, **flags)  # checks -c
-    progress, close = (None, lambda: None) if no_progress else _progress_bar(None)
-    try:
-        record = resume_run(settings, run_id, progress=progress, start_workers=not no_workers,
-                            concurrency=concurrency)
-    finally:
-        close()
+    with ProgressBar(None, sys.stderr) as bar:
+        record = resume_run(settings, run_id, progress=None if no_progress else bar,
+                            start_workers=not no_workers, concurrency=concurrency)
     _report(record, as_json)
 
 
@@ -101,28 +95,6 @@ def _report(record: RunRecord, as_json: bool) -> None:
     click.echo(json.dumps(record.to_json(), indent=2) if as_json else format_summary(record))
     if not record.is_done:
         sys.exit(1)
-
-
-def _progress_bar(total: int | None) -> tuple[Callable[[Any], None], Callable[[], None]]:
-    """A tqdm bar of processed orders, opened on the first report (not before an error);
-    without ``total`` (a resume), the first report gives it."""
-    from tqdm import tqdm
-
-    bars: list[Any] = []
-
-    def update(p: Any) -> None:
-        if not bars:
-            bars.append(tqdm(total=total or p.target, unit="order", unit_scale=True,
-                             dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
-                             desc="processed"))
-        bars[0].set_postfix_str(f"{p.phase.value}, generated {p.generated:,}", refresh=False)
-        bars[0].update(p.processed - bars[0].n)
-
-    def close() -> None:
-        if bars:
-            bars[0].close()
-
-    return update, close
 
 
 @click.command()
