@@ -51,7 +51,7 @@ def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP,
     name = uuid.uuid4().hex[:12]
     km = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(sockets / "k"),
                        connection_file=str(Path(jupyter_runtime_dir()) / f"harness-{name}.json"))
-    km.sockets_dir = sockets  # type: ignore[attr-defined]  # removed with it, see _shutdown
+    km.sockets_dir = sockets  # type: ignore[attr-defined]  # removed with it: shutdown_kernel
     Path(km.connection_file).parent.mkdir(parents=True, exist_ok=True)
     km.start_kernel(env=dict(env), cwd=str(cwd))
     if nice is not None:
@@ -62,7 +62,7 @@ def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP,
         kc.wait_for_ready(timeout=START_TIMEOUT_S)
         kc.execute_interactive(warm_up, timeout=START_TIMEOUT_S, store_history=False)
     except BaseException:
-        _shutdown(km)
+        shutdown_kernel(km)
         raise
     finally:
         kc.stop_channels()
@@ -163,7 +163,7 @@ class WarmKernels:
 
     def retire(self, km: Any) -> None:
         """Shut ``km`` down in the background."""
-        self._stopping.append(self._pool.submit(_shutdown, km))
+        self._stopping.append(self._pool.submit(shutdown_kernel, km))
 
     def close(self) -> None:
         """Shut down every kernel this pool started; return when they are gone."""
@@ -179,7 +179,8 @@ class WarmKernels:
         self._pool.shutdown(wait=True)
 
 
-def _shutdown(km: Any) -> None:
+def shutdown_kernel(km: Any) -> None:
+    """Stop ``km``'s kernel (if it runs) and remove its sockets."""
     try:
         if km.has_kernel:
             km.shutdown_kernel(now=True)

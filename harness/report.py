@@ -29,7 +29,7 @@ from harness.config import SWEEPABLE, Settings, redact
 from harness.connection import connect_redis
 from harness.errors import ConfigError, NotebookMissing
 from harness.extras import require
-from harness.kernels import WarmKernels, engine_name
+from harness.kernels import WarmKernels, engine_name, shutdown_kernel, start_kernel
 from harness.launch import child_env
 from harness.logs import event
 from harness.paths import REPORTS_DIR, check_output_file, usable_dir
@@ -57,45 +57,31 @@ def new_sweep_id() -> str:
     return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%S}"
 
 
-@contextmanager
-def _kernel_env(settings: Settings) -> Iterator[None]:
-    """Every setting, for the kernels: papermill hands this process's environment to each
-    kernel it starts, so it becomes :func:`harness.launch.child_env` for the duration (the
-    kernel's own parameters then override the run's shape); restored afterwards."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(child_env(settings))
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def execute(source: Path, output: Path, parameters: dict[str, Any], km: Any = None) -> None:
+def execute(source: Path, output: Path, parameters: dict[str, Any], km: Any = None,
+            env: Mapping[str, str] | None = None) -> None:
     """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``.
 
-    ``km``: a kernel already started (see :mod:`harness.kernels`); else papermill starts one
-    from this process's environment and shuts it down at the end.
+    ``km``: a kernel already started (see :mod:`harness.kernels`); else one is started now
+    with ``env`` (default: this process's environment). Either way it is shut down when the
+    notebook ends. Kernels use local sockets (IPC) in a folder of their own, not TCP:
+    nothing listens on the network, and nothing is left in the notebooks' folder.
     """
     papermill = require("papermill")
-    from traitlets.config import Config
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    # Kernels on local sockets (IPC), not TCP: nothing listens on the network, and no
-    # kernel warns about unencrypted TCP on every start.
-    extra = {"km": km, "engine_name": engine_name()} if km is not None else {}
+    if km is None:
+        km = start_kernel(os.environ if env is None else env, source.parent, warm_up="")
     with _ctrl_c_reaches_the_kernel() as interrupted:
         try:
             papermill.execute_notebook(str(source), str(output), parameters=parameters,
                                        kernel_name=KERNEL, progress_bar=False,
-                                       cwd=str(source.parent),
-                                       config=Config({"KernelManager": {"transport": "ipc"}}),
-                                       **extra)
+                                       cwd=str(source.parent), km=km, engine_name=engine_name())
         except Exception:
             if interrupted.is_set():
                 raise KeyboardInterrupt from None
             raise
+        finally:
+            shutdown_kernel(km)  # the engine stopped it, unless papermill failed first
     if interrupted.is_set():
         raise KeyboardInterrupt
 
@@ -356,11 +342,10 @@ def build_report(
     else:
         output = check_output_file(Path(settings.reports_dir) / f"report-{name}.html", REPORTS_DIR)
     executed = output.with_suffix(".ipynb")
-    with _kernel_env(settings):
-        execute(notebook(settings, "report.ipynb"), executed, {
-            "sweep_ids": list(sweep_ids or []), "baseline": baseline or "", "latest": latest,
-            "factor": factor,
-        })
+    execute(notebook(settings, "report.ipynb"), executed, {
+        "sweep_ids": list(sweep_ids or []), "baseline": baseline or "", "latest": latest,
+        "factor": factor,
+    }, env=child_env(settings))
     output.write_text(to_html(executed))
     log.info(event("report", sweeps=",".join(sweep_ids or []) or None, html=str(output)))
     return output
