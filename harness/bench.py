@@ -25,6 +25,7 @@ from harness.config import TIERS, Settings
 from harness.connection import connect_redis
 from harness.errors import BenchFailed, HarnessError
 from harness.extras import require
+from harness.fixed_costs import TARGET_POINT_OVERHEAD_S, TARGET_RUN_FIXED_S, fixed_costs
 from harness.launch import run_in_child
 from harness.lock import LockHolder, RunLock
 from harness.orders import VIP, generate
@@ -230,6 +231,7 @@ def bench(
         report(f"harness run -n {n:,} -c {c} ...")
         scaling.append(_run_row(full_run(settings, n, c)))
     scaling.sort(key=lambda row: row["c"])
+    fixed = fixed_costs(settings, n, report)
     total_s = (main.total_time_ms or 0) / 1000
     ratio = round(total_s / floor["totalS"], 2) if floor["totalS"] else None
     max_rss = max(max(r["coordinatorMaxRssMb"], r["workerMaxRssMb"] or 0) for r in runs)
@@ -248,11 +250,16 @@ def bench(
         "statusLatencyMs": status,
         "sizes": runs,
         "concurrency": scaling,
+        "fixedCosts": fixed,
         "targets": [
             _target(f"end to end, {n:,} orders (s)", total_s, TARGET_TOTAL_S),
             _target("end to end / store floor", ratio, TARGET_RATIO),
             _target("peak RSS, coordinator or any worker, any N (MB)", max_rss, TARGET_RSS_MB),
             _target("status call p95 during the run (ms)", status["p95"], TARGET_STATUS_P95_MS),
+            _target("harness run -n 1000 fixed cost, median (s)", fixed["run"]["medianS"],
+                    TARGET_RUN_FIXED_S),
+            _target("sweep point overhead at 2,000 orders, median (s)",
+                    fixed["sweepPoint"]["medianS"], TARGET_POINT_OVERHEAD_S),
         ],
     }
 
@@ -290,10 +297,18 @@ def format_table(result: dict[str, Any]) -> str:
     sizes = pd.DataFrame(result["sizes"]).drop(columns=["runId"])
     levels = pd.DataFrame(result["concurrency"])[["c", "n", "totalS", "ordersPerSec",
                                                   "workerMaxRssMb"]]
+    run, point = result["fixedCosts"]["run"], result["fixedCosts"]["sweepPoint"]
+    fixed = pd.DataFrame([
+        (f"harness run -n 1000 after a {run['afterOrders']:,}-order run (wall - total)",
+         f"median {run['medianS']:.2f} s", f"{run['minS']:.2f}-{run['maxS']:.2f} s, {run['tries']} tries"),
+        ("sweep point at 2,000 orders (wall - total)", f"median {point['medianS']:.2f} s",
+         f"first {point['firstS']:.2f} s, max {point['maxS']:.2f} s, {point['points']} points"),
+    ], columns=["fixed cost", "time", "spread"])
     targets = pd.DataFrame(result["targets"])
     return "\n".join([
         *head, summary.to_string(index=False), "",
         "scaling with N:", sizes.to_string(index=False), "",
         f"scaling with workers (N = {n:,}):", levels.to_string(index=False), "",
+        "fixed costs:", fixed.to_string(index=False), "",
         "targets:", targets.to_string(index=False),
     ])

@@ -14,10 +14,15 @@ from harness.config import Settings
 from harness.store import open_store
 
 
-def test_bench_measures_everything_at_small_n(settings: Settings, tmp_path: Path) -> None:
+def test_bench_measures_everything_at_small_n(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "bench.json"
+    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
+                "MPLCONFIGDIR"):  # the fixed-cost sweep's kernels write here, not in ~
+        monkeypatch.setenv(var, str(tmp_path / "jupyter" / var.lower()))
     env = {"REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(settings.data_dir),
-           "MONGO_URI": ""}
+           "HARNESS_REPORTS_DIR": str(tmp_path / "reports"), "MONGO_URI": ""}
     result = CliRunner().invoke(
         main, ["bench", "-n", "3000", "--chunk-size", "500", "-j", "100",
                "--concurrency-levels", "1,2", "-o", str(out)],
@@ -40,13 +45,22 @@ def test_bench_measures_everything_at_small_n(settings: Settings, tmp_path: Path
                for r in doc["sizes"])
     assert [r["c"] for r in doc["concurrency"]] == [1, 2]
     assert {t["name"].split(",")[0] for t in doc["targets"]} >= {"end to end", "end to end / store floor"}
+    # Fixed costs: harness run -n 1000 after an N-order run, twice at this N; a sweep of four
+    # 2,000-order points. Each figure is wall time less the run's own total: positive.
+    run, point = doc["fixedCosts"]["run"], doc["fixedCosts"]["sweepPoint"]
+    assert run["tries"] == 2 and run["afterOrders"] == 3000
+    assert 0 < run["minS"] <= run["medianS"] <= run["maxS"]
+    assert point["points"] == 4 and 0 < point["medianS"] <= point["maxS"]
+    assert (tmp_path / "reports" / point["sweepId"] / "sweep.json").exists()
     # The table printed is the same result.
     assert "end to end / floor" in result.output and f"{e2e['ratioToFloor']}" in result.output
-    # Every run is in the history; the floor left no orders behind but the last run's.
+    assert "fixed costs:" in result.output and "sweep point at 2,000 orders" in result.output
+    # Every run is in the history (4 measured, 2 x 2 for the fixed cost of a run, 4 sweep
+    # points); the floor left no orders behind but the last run's.
     store = open_store(settings)
     try:
-        assert len(store.list_runs()) == 4
-        assert store.count_orders() == 3000
+        assert len(store.list_runs()) == 12
+        assert store.count_orders() == 2000
     finally:
         store.close()
 
