@@ -208,6 +208,11 @@ def mongo_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     monkeypatch.setattr(
         mongo_module, "client_factory", lambda uri, **kw: litemongo.connect(str(folder))
     )
+    # Processes this test starts (a sweep's kernels) load tests/standin/sitecustomize.py,
+    # which swaps in the same stand-in over the same folder.
+    monkeypatch.setenv("HARNESS_TEST_LITEMONGO_DIR", str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(Path(__file__).parent / "standin"), *filter(None, [os.environ.get("PYTHONPATH")])]))
     yield "mongodb://harness:s3cret-pw@standin.invalid:27017/harness_test"
 
 

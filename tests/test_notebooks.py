@@ -202,6 +202,25 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(kernel_env: Settings)
     assert len(rendered["failed"]) == 1 and "someone-elses-run" in rendered["failed"][0]
 
 
+def test_a_sweep_given_a_mongodb_uri_as_a_flag_stores_its_points_there(
+    kernel_env: Settings, mongo_standin: str, tmp_path: Path
+) -> None:
+    """Before settings crossed into kernels whole (Settings.to_env), a sweep given
+    --mongo-uri as a flag ran its points on SQLite without a word. (MongoDB here: the
+    litemongo stand-in, or a real server with HARNESS_TEST_MONGO_URI; see conftest.)"""
+    env = {"REDIS_URL": kernel_env.redis_address, "HARNESS_DATA_DIR": str(kernel_env.data_dir),
+           "HARNESS_REPORTS_DIR": str(kernel_env.reports_dir)}
+    result = CliRunner().invoke(main, [
+        "sweep", "-n", "1500", "--chunk-sizes", "500", "-j", "100", "-c", "1,2", "-r", "1",
+        "--sweep-id", "on-mongo", "--no-report", "--mongo-uri", mongo_standin], env=env)
+    assert result.exit_code == 0, result.output
+    mongo = _runs(kernel_env.replace(mongo_uri=mongo_standin))
+    assert len(mongo) == 2 and all(r.phase == "DONE" and r.backend == "mongo" for r in mongo)
+    assert all(r.param("sweep_id") == "on-mongo" for r in mongo)
+    assert "s3cret-pw" not in repr([r.to_json() for r in mongo])
+    assert _runs(kernel_env) == []  # nothing went to SQLite
+
+
 def test_a_sweep_with_a_bad_value_is_refused_before_anything_runs(kernel_env: Settings) -> None:
     with pytest.raises(ConfigError, match="chunk_size must be >= 1, got 0"):
         sweep(kernel_env, {"quantity": [1_500], "chunk_size": [500, 0]}, repeats=1, sweep_id="t-bad")
