@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import resource
 import signal
 import socket
 import time
@@ -153,10 +152,9 @@ class _Batch:
             self.done_in_job = sum(d["status"] == PROCESSED for d in store.get_orders(self.seqs))
         else:
             self.done_in_job += moved
-        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         window = (done[0][1], done[-1][2]) if moved else None
         self.state.record_batch(self.run_id, self.epoch, self.priority, self.job_id,
-                                self.done_in_job, window, worker_name(), rss_kb)
+                                self.done_in_job, window)
 
 
 class HarnessPool(WorkerPool):

@@ -38,6 +38,15 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
                                                                   max(1, 3 * n // 10), n})
     for size in size_list:  # validated like a run's quantity, before anything is written
         settings.replace(quantity=size)
+    if max(size_list) != n:
+        # N is the largest size by design (the floor, generator and queue rows run at N):
+        # never change a given N quietly.
+        if flags.get("quantity") is not None:
+            raise ConfigError(
+                f"-n/--quantity {n:,} and --sizes {sizes}: N is the largest size, so the "
+                f"largest of --sizes must be {n:,} (got {max(size_list):,}); add {n} to "
+                f"--sizes or drop -n", "quantity")
+        click.echo(f"bench: N = {max(size_list):,}, the largest of --sizes", err=True)
     levels = int_list(concurrency_levels, "--concurrency-levels")
     for c in levels:
         settings.replace(concurrency=c)

@@ -18,7 +18,17 @@ from typing import Any, TypeVar, cast
 from harness.orders import PENDING, PROCESSED, Order, processed_note
 from harness.record import RunRecord
 from harness.state import ACTIVE_PHASES
-from harness.store.base import Done, DuplicateOrderError, Fence, StoreError, Tally, Window, stale
+from harness.store.base import (
+    PERCENTS,
+    Done,
+    DuplicateOrderError,
+    Fence,
+    Spread,
+    StoreError,
+    Tally,
+    Window,
+    stale,
+)
 
 ORDER_COLUMNS = (
     "seq", "id", "cliente", "valor", "tier", "priority", "observacoes", "status", "created_at",
@@ -79,6 +89,8 @@ def _translated(method: F) -> F:
 
     return cast(F, wrapper)
 
+
+LATENCY_SQL = {"wait": "started_at - created_at", "service": "processed_at - started_at"}
 
 FIELD_NAMES = {
     "created_at": "createdAt", "started_at": "startedAt", "processed_at": "processedAt",
@@ -245,6 +257,37 @@ class SQLiteStore:
             (PROCESSED,),
         )
         return {row[0]: Window(*row[1:]) for row in rows}
+
+    @_translated
+    def processed_per_bin(self, since: float, bin_ms: int) -> dict[str, dict[int, int]]:
+        rows = self._db.execute(
+            "SELECT priority, CAST((processed_at - ?) * 1000.0 / ? AS INTEGER) AS bin, COUNT(*) "
+            "FROM orders WHERE status = ? GROUP BY priority, bin",
+            (since, bin_ms, PROCESSED),
+        )
+        out: dict[str, dict[int, int]] = {}
+        for priority, b, n in rows:
+            bins = out.setdefault(priority, {})
+            bins[max(0, b)] = bins.get(max(0, b), 0) + n
+        return out
+
+    @_translated
+    def latency(self, kind: str, percents: Sequence[int] = PERCENTS) -> dict[str, Spread]:
+        """One statement: a window function ranks each priority's values once; the
+        percentiles are the values at their nearest ranks (ceil(p * n / 100), in integers
+        because SQLite's ceil() is an optional extension)."""
+        picks = ", ".join(f"MAX(CASE WHEN rn = ({int(p)} * n + 99) / 100 THEN v END)"
+                          for p in percents)
+        rows = self._db.execute(
+            f"SELECT priority, MAX(n), MAX(v), AVG(v), {picks} FROM ("
+            "  SELECT priority, v, ROW_NUMBER() OVER (PARTITION BY priority ORDER BY v) AS rn,"
+            "         COUNT(*) OVER (PARTITION BY priority) AS n"
+            f"  FROM (SELECT priority, {LATENCY_SQL[kind]} AS v FROM orders WHERE status = ?)"
+            ") GROUP BY priority",
+            (PROCESSED,),
+        )
+        return {row[0]: Spread(int(row[1]), dict(zip(percents, row[4:], strict=True)),
+                               row[2], row[3]) for row in rows}
 
     @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
