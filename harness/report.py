@@ -15,14 +15,16 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness import results
 from harness.codec import to_json
+from harness.compare import ALPHA, FACTOR
 from harness.config import SWEEPABLE, Settings, redact
 from harness.errors import ConfigError, NotebookMissing
 from harness.extras import require
@@ -89,6 +91,7 @@ class SweepPoint:
     status: str = "pending"
     error: str | None = None
     wall_s: float | None = None
+    warmup: bool = False  # a warm-up run: recorded, left out of every statistic
 
 
 @dataclass
@@ -99,6 +102,7 @@ class SweepManifest:
     grid: dict[str, list[Any]]
     repeats: int
     points: list[SweepPoint] = field(default_factory=list)
+    warmup: int = 0
     wall_time_s: float | None = None
     report: str | None = None
 
@@ -111,12 +115,18 @@ class SweepManifest:
 
 
 def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: int,
-                sweep_id: str) -> list[tuple[dict[str, Any], int, Settings]]:
-    """Every (values, repeat, settings) of the sweep, repeats interleaved across points (so
-    a slow minute of the machine does not land on one point), each point's settings built
-    and so validated before anything runs: a bad value raises ConfigError naming it."""
+                sweep_id: str, warmup: int = 0) -> list[tuple[dict[str, Any], int, Settings]]:
+    """Every (values, repeat, settings) of the sweep, each point's settings built and so
+    validated before anything runs: a bad value raises ConfigError naming it.
+
+    ``warmup`` rounds come first (their settings say ``warmup``; their repeat numbers
+    start at 0 too), then the measured repeats; each round goes through every point, so
+    repeats are interleaved across points and a slow minute of the machine does not land
+    on one point."""
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}", "repeats")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}", "warmup")
     if unknown := [name for name in grid if name not in SWEEPABLE]:
         raise ConfigError(f"cannot sweep {', '.join(map(repr, unknown))}; sweepable settings: "
                           f"{', '.join(SWEEPABLE)}", unknown[0])
@@ -124,41 +134,50 @@ def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: 
         raise ConfigError(f"the grid gives {empty[0]} no values", empty[0])
     names = list(grid)
     out = []
-    for repeat in range(repeats):
+    rounds = [(True, w) for w in range(warmup)] + [(False, r) for r in range(repeats)]
+    for is_warmup, repeat in rounds:
         for combo in itertools.product(*(grid[n] for n in names)):
             values = dict(zip(names, combo, strict=True))
             seed = values.get("seed", settings.seed if settings.seed is not None else repeat + 1)
-            out.append((values, repeat, settings.replace(**values, seed=seed, sweep_id=sweep_id)))
+            out.append((values, repeat, settings.replace(**values, seed=seed, sweep_id=sweep_id,
+                                                         warmup=is_warmup)))
     return out
 
 
 def sweep(
     settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: int,
     sweep_id: str | None = None, with_report: bool = True, baseline: str | None = None,
-    report: Callable[[str], None] = lambda line: None,
+    report: Callable[[str], None] = lambda line: None, warmup: int = 0,
 ) -> SweepManifest:
     """Run every point of ``grid`` (setting name -> values; the other settings as
-    ``settings`` say) ``repeats`` times through ``run.ipynb``. Returns the manifest, also
-    saved as ``sweep.json``.
+    ``settings`` say) ``repeats`` times through ``run.ipynb``, after ``warmup`` warm-up
+    rounds. Returns the manifest, also saved as ``sweep.json``.
 
-    Every point is checked before anything runs or is written: a bad one raises ConfigError
-    naming it. A point that fails as it runs (its run refused, or ending in error) is
-    recorded with its error, and the sweep goes on.
+    Every point, and the baseline (a sweep id or an exported file), is checked before
+    anything runs or is written: a bad one raises ConfigError or NotFound naming it. A point
+    that fails as it runs (its run refused, or ending in error) is recorded with its error,
+    and the sweep goes on.
     """
     sweep_id = sweep_id or new_sweep_id()
-    points = grid_points(settings, grid, repeats, sweep_id)
+    points = grid_points(settings, grid, repeats, sweep_id, warmup)
+    if baseline:
+        results.resolve(settings, baseline, "baseline")
     folder = Path(settings.reports_dir) / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats)
+    manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats,
+                             warmup=warmup)
     started = time.perf_counter()
     for k, (values, repeat, point_settings) in enumerate(points):
+        kind = "w" if point_settings.warmup else "r"
         point = SweepPoint(values, repeat, int(point_settings.seed or 0), new_run_id(),
-                           f"run-{k:03d}-{_label(values)}-r{repeat}.ipynb")
+                           f"run-{k:03d}-{_label(values)}-{kind}{repeat}.ipynb",
+                           warmup=point_settings.warmup)
         log.info(event("sweep-point", sweep=sweep_id, point=k + 1, of=len(points),
-                       repeat=repeat, **values))
+                       repeat=repeat, warmup=point_settings.warmup or None, **values))
         _run_point(point_settings, folder, point)
         manifest.points.append(point)
-        report(f"point {k + 1}/{len(points)}: {_describe(values)}, repeat {repeat}: "
+        report(f"point {k + 1}/{len(points)}: {_describe(values)}, "
+               f"{'warm-up' if point.warmup else 'repeat'} {repeat}: "
                f"{point.status} in {point.wall_s:.1f} s"
                + (f" ({point.error})" if point.error else ""))
     manifest.wall_time_s = round(time.perf_counter() - started, 1)
@@ -208,33 +227,62 @@ def _short_error(exc: Exception) -> str:
 
 def build_report(
     settings: Settings, sweep_ids: Sequence[str] | None = None, baseline: str | None = None,
-    output: Path | None = None, latest: int = 20, factor: float = 1.2,
+    output: Path | None = None, latest: int = 20, factor: float = FACTOR, alpha: float = ALPHA,
 ) -> Path:
-    """Execute ``report.ipynb`` for the given sweeps (or the latest runs) and write it as
-    one self-contained HTML page without code."""
+    """Execute ``report.ipynb`` for the given sweeps (or the latest runs) against an optional
+    baseline (a sweep id or an exported file), and write it as one self-contained HTML page
+    without code.
+
+    What is asked for is checked first, in one line each: a sweep or baseline without runs
+    is NotFound naming it, no runs at all is NoRuns; no kernel starts for either."""
+    chosen = results.select(settings, list(sweep_ids or []), latest)
+    if baseline:
+        base = results.resolve(settings, baseline, "--baseline")
+        if base.source != "store":  # the kernel starts in notebooks/: an absolute path
+            baseline = str(Path(base.source).resolve())
     name = "-".join(sweep_ids) if sweep_ids else f"latest-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     output = Path(output) if output else Path(settings.reports_dir) / f"report-{name}.html"
     executed = output.with_suffix(".ipynb")
     with _kernel_env(settings):
         execute(notebook(settings, "report.ipynb"), executed, {
             "sweep_ids": list(sweep_ids or []), "baseline": baseline or "", "latest": latest,
-            "factor": factor,
+            "factor": factor, "alpha": alpha, "links_from": str(output.parent.resolve()),
         })
-    output.write_text(to_html(executed))
+    output.write_text(to_html(executed, title=f"Benchmark report: {chosen.label}"))
     log.info(event("report", sweeps=",".join(sweep_ids or []) or None, html=str(output)))
     return output
 
 
-def to_html(executed: Path) -> str:
+def notebooks_of(settings: Settings, sweep_ids: Iterable[str]) -> dict[str, Path]:
+    """Run id -> its executed notebook, from the sweeps' manifests (``sweep.json``) under
+    the reports folder; runs of sweeps whose folder is elsewhere are simply not linked."""
+    out: dict[str, Path] = {}
+    for sweep_id in set(sweep_ids):
+        folder = Path(settings.reports_dir) / sweep_id
+        try:
+            manifest = json.loads((folder / "sweep.json").read_text())
+        except (OSError, ValueError):
+            continue
+        for point in manifest.get("points", []):
+            path = folder / str(point.get("notebook", ""))
+            if point.get("runId") and path.is_file():
+                out[point["runId"]] = path.resolve()
+    return out
+
+
+def to_html(executed: Path, title: str | None = None) -> str:
     """The executed notebook as HTML: outputs only, figures embedded as PNG, no script
-    fetched from the network, passwords redacted."""
+    fetched from the network, passwords redacted; ``title`` is the page's (else the
+    notebook's ``title`` metadata, else its file name: never "Notebook")."""
     nbformat = require("nbformat")
     HTMLExporter = require("nbconvert").HTMLExporter
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     exporter.log.setLevel(logging.ERROR)  # not a warning per figure without alt text
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["title"] = title or nb.metadata.get("title") or executed.stem
+    body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", "", body)
     body = re.sub(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>", "", body)
     return redact(body)

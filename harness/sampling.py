@@ -13,8 +13,8 @@ RSS during the run minus its RSS when the run started); the coordinator's own pe
 kept too, and from a notebook it is the kernel's, pandas and all.
 
 Cost, measured on the 2-core machine: one sample of the coordinator, the pool and two
-workers takes about 1 ms of CPU (USS reads ``/proc/PID/smaps_rollup``), so about 1 % of
-one core at 100 ms; the record keeps the sampler's own CPU time (``samplerCpuMs``).
+workers takes 1.3-2.2 ms of CPU (USS reads ``/proc/PID/smaps_rollup``), about 2 % of one
+core at 100 ms; each record keeps the sampler's own CPU time (``samplerCpuMs``).
 Workers this run did not start (``harness worker`` elsewhere, ``--no-workers``) are not
 measured.
 """
@@ -31,6 +31,9 @@ import psutil
 from harness.record import Memory, ProcessMemory
 
 INTERVAL_S = 0.1
+# Listing a process's children scans every process on the machine (1.4 ms here, more than
+# sampling three processes): the pool's workers are listed again only this often.
+CHILDREN_EVERY_S = 1.0
 MB = 1024 * 1024
 
 
@@ -59,6 +62,8 @@ class RunSampler:
         self.interval_s = interval_s
         self._me = psutil.Process(os.getpid())
         self._pool: psutil.Process | None = None
+        self._workers: list[psutil.Process] = []
+        self._listed_at = 0.0
         self._seen: dict[int, _Seen] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -83,15 +88,16 @@ class RunSampler:
             self._pool = psutil.Process(pid)
         except psutil.Error:
             self._pool = None
-        self.sample()
+        self.sample(relist=True)
 
     def _loop(self) -> None:
         while not self._stopping.wait(self.interval_s):
             self.sample()
         self._sampler_cpu_s += time.thread_time()
 
-    def sample(self) -> None:
-        """One look at every process of the run; processes that are gone are skipped."""
+    def sample(self, relist: bool = False) -> None:
+        """One look at every process of the run; processes that are gone are skipped.
+        ``relist``: list the pool's workers again now (else at most every second)."""
         with self._lock:
             self._samples += 1
             self._look(self._me, "coordinator", full=False)
@@ -99,11 +105,14 @@ class RunSampler:
             if pool is None:
                 return
             self._look(pool, "pool", full=True)
-            try:
-                workers = pool.children(recursive=True)
-            except psutil.Error:
-                return
-            for proc in workers:
+            now = time.monotonic()
+            if relist or now - self._listed_at >= CHILDREN_EVERY_S:
+                try:
+                    self._workers = pool.children(recursive=True)
+                except psutil.Error:
+                    self._workers = []
+                self._listed_at = now
+            for proc in self._workers:
                 self._look(proc, "worker", full=True)
 
     def _look(self, proc: psutil.Process, role: str, full: bool) -> None:
@@ -125,7 +134,7 @@ class RunSampler:
         if self._memory is not None:
             return self._memory
         if self._thread is not None:
-            self.sample()
+            self.sample(relist=True)
             self._stopping.set()
             self._thread.join()
         with self._lock:

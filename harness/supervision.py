@@ -221,7 +221,7 @@ class Supervisor:
         """Warm-stop the pool: running batches finish, then the workers exit."""
         if self.pool is None or not self.pool.is_alive():
             return
-        self.sampler.sample()  # the workers' last figures, before they go
+        self.sampler.sample(relist=True)  # the workers' last figures, before they go
         self.pool.terminate()  # SIGTERM: WorkerPool asks its workers to stop
         self.pool.join(POOL_STOP_TIMEOUT_S)
         if self.pool.is_alive():

@@ -11,6 +11,7 @@ through Redis.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -197,6 +198,12 @@ def run_pool_for(parent_pid: int, settings: Settings) -> None:
     """
     if not die_with_parent(parent_pid):
         return
+    # Everything inherited from the coordinator (a notebook kernel: pandas, matplotlib, the
+    # user's data) goes to the permanent generation, so the workers' garbage collections
+    # never write to those pages and copy them: a worker's private memory (USS) measured
+    # 10.1 MB from the CLI, and 16.3 MB (41.3 MB with a million objects in the parent)
+    # from a fatter parent without this; 11.4 and 11.9 MB with it.
+    gc.freeze()
     run_pool(settings)
 
 

@@ -155,6 +155,7 @@ def any_settings(draw: st.DrawFn) -> Settings:
                                                "DIAMANTE=0.25,BRONZE=3.5"]))
     values["log_memory"] = draw(st.booleans())
     values["backend_logs"] = draw(st.booleans())
+    values["warmup"] = draw(st.booleans())
     values["data_dir"] = Path(draw(st.sampled_from(["data", "/tmp/x y", "rel/é"])))
     values["log_file"] = draw(st.none() | st.just(Path("/tmp/h.log")))
     values["sweep_id"] = draw(st.none() | st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True))
