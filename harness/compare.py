@@ -68,6 +68,10 @@ class Point:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.values)
 
+    def without(self, columns: Iterable[str]) -> Point:
+        drop = set(columns)
+        return Point(tuple((c, v) for c, v in self.values if c not in drop))
+
 
 def _plain(value: Any) -> Any:
     """Values that compare and hash alike whatever table they came from: 0 and 0.0 and
@@ -190,7 +194,7 @@ def summarize(records: Iterable[RunRecord], metric: str = METRIC) -> list[PointS
 def min_p_value(n1: int, n2: int) -> float:
     """The smallest two-sided p-value a Mann-Whitney U test can give with n1 and n2 values
     (all of one side below all of the other): 2 / C(n1 + n2, n1)."""
-    if n1 < 1 or n2 < 1:
+    if n1 < 1 or n2 < 1:  # nothing to test
         return 1.0
     return min(1.0, 2 / math.comb(n1 + n2, n1))
 
@@ -245,6 +249,9 @@ class Comparison:
     only_baseline: list[Point]
     only_candidate: list[Point]
     environment: list[EnvDifference]
+    # Settings with one value on each side, a different one: what the comparison measures
+    # (e.g. --work-ms added); points are matched on the other settings.
+    changed: list[EnvDifference] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[PointComparison]:
@@ -262,7 +269,9 @@ class Comparison:
     def columns(self) -> list[str]:
         """The point columns worth showing: those that vary, or all when none does."""
         points = [p.point for p in self.points] + self.only_baseline + self.only_candidate
-        return varying(points) or list(POINT_COLUMNS)
+        if not points:
+            return []
+        return varying(points) or [c for c, _ in points[0].values]
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per matched point, for a table."""
@@ -300,6 +309,8 @@ class Comparison:
             "onlyCandidate": [p.as_dict() for p in self.only_candidate],
             "environment": [{"name": d.name, "baseline": d.baseline, "candidate": d.candidate,
                              "differs": d.differs} for d in self.environment],
+            "changedSettings": [{"name": d.name, "baseline": d.baseline, "candidate": d.candidate}
+                                for d in self.changed],
         }
 
 
@@ -314,9 +325,16 @@ def compare(
     baseline_env: Environment | None = None, candidate_env: Environment | None = None,
     metric: str = METRIC,
 ) -> Comparison:
-    """Every point both sides measured, compared; points on one side only listed."""
-    base = {s.point: s for s in summarize(baseline, metric) if s.stats.n}
-    cand = {s.point: s for s in summarize(candidate, metric) if s.stats.n}
+    """Every point both sides measured, compared; points on one side only listed.
+
+    A setting with one value throughout each side but different values on the two sides
+    (``--work-ms`` added, another backend) is what the comparison is about: it is reported
+    as changed (:attr:`Comparison.changed`) and points are matched on the other settings.
+    Any setting that varies within a side stays part of the point."""
+    changed = changed_settings(summarize(baseline, metric), summarize(candidate, metric))
+    drop = [d.name for d in changed]
+    base = {s.point.without(drop): s for s in summarize(baseline, metric) if s.stats.n}
+    cand = {s.point.without(drop): s for s in summarize(candidate, metric) if s.stats.n}
     points = []
     for point in sorted(base.keys() & cand.keys(), key=_sort_key):
         b, c = base[point].stats, cand[point].stats
@@ -340,8 +358,20 @@ def compare(
         baseline_label, candidate_label, factor, alpha, metric, points,
         sorted(base.keys() - cand.keys(), key=_sort_key),
         sorted(cand.keys() - base.keys(), key=_sort_key),
-        environment_diff(baseline_env, candidate_env),
+        environment_diff(baseline_env, candidate_env), changed,
     )
+
+
+def changed_settings(baseline: Sequence[PointSummary],
+                     candidate: Sequence[PointSummary]) -> list[EnvDifference]:
+    """Point settings with a single value on each side, different between the sides."""
+    out = []
+    for column in POINT_COLUMNS:
+        a = {s.point.get(column) for s in baseline if s.stats.n}
+        b = {s.point.get(column) for s in candidate if s.stats.n}
+        if len(a) == 1 and len(b) == 1 and a != b:
+            out.append(EnvDifference(column, a.pop(), b.pop()))
+    return out
 
 
 # -- environments ----------------------------------------------------------------------------
@@ -389,7 +419,11 @@ def format_text(comparison: Comparison) -> str:
                      "-" if p.p_value is None else f"{p.p_value:.3g}",
                      p.flag or ("~" if p.note else "")])
     lines = [f"{c.candidate} against {c.baseline}: {c.metric} (orders/s, generation to DONE), "
-             f"median of each point's runs", _table(header, body), "", c.verdict()]
+             f"median of each point's runs"]
+    if c.changed:
+        lines.append("changed between the two (points matched on everything else): " + ", ".join(
+            f"{SHORT.get(d.name, d.name)} {_fmt(d.baseline)} -> {_fmt(d.candidate)}" for d in c.changed))
+    lines += [_table(header, body), "", c.verdict()]
     notes = [(p, p.note) for p in c.points if p.note]
     if notes:
         lines += ["", "~ notes:"] + [f"  {p.point.label(cols)}: {note}" for p, note in notes]
