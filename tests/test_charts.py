@@ -4,9 +4,9 @@ point, every run drawn, axes by point, throughput from zero, legends off the dat
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from matplotlib.collections import PathCollection
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
 
 from harness import charts
 from harness.record import Latency, OrderLatency, Percentiles, RunRecord, Timeline

@@ -81,7 +81,8 @@ def test_compare_flags_added_work_as_slower_and_identical_sweeps_as_nothing(
     (["report", "--baseline", "nosuch"], "--baseline nosuch: no runs are recorded for sweep 'nosuch'"),
     (["report", "--baseline", "missing.json"], "--baseline missing.json: no such file"),
     (["compare", "nosuch", "other"], "BASELINE nosuch: no runs are recorded for sweep 'nosuch'"),
-    (["export", "--sweep", "nosuch", "-o", "x.json"], "--sweep nosuch: no runs are recorded for sweep 'nosuch'"),
+    (["export", "--sweep", "nosuch", "-o", "x.json"],
+     "--sweep nosuch: no runs are recorded for sweep 'nosuch'"),
     (["sweep", "-n", "1000", "-r", "1", "--baseline", "nosuch"],
      "--baseline nosuch: no runs are recorded for sweep 'nosuch'"),
 ])
