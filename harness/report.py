@@ -30,7 +30,7 @@ from harness.errors import ConfigError, NotebookMissing
 from harness.extras import require
 from harness.launch import child_env
 from harness.logs import event
-from harness.record import failed_point, new_run_id
+from harness.record import Environment, failed_point, new_run_id
 from harness.store import open_store
 
 log = logging.getLogger("harness")
@@ -205,9 +205,11 @@ def _run_point(settings: Settings, folder: Path, point: SweepPoint) -> None:
         store = open_store(settings)
         try:
             if store.get_run(point.run_id) is None:
-                store.save_run(failed_point(point.run_id, {**settings.public_dict(),
-                                                           "seed": point.seed},
-                                            point.error or "failed"), fenced=False)
+                record = failed_point(point.run_id, {**settings.public_dict(), "seed": point.seed},
+                                      point.error or "failed")
+                # its backend, so that the report shows it at its own parameter point
+                record.environment = Environment(store={"backend": settings.backend})
+                store.save_run(record, fenced=False)
         finally:
             store.close()
 
