@@ -179,15 +179,17 @@ def full_run(settings: Settings, n: int, concurrency: int) -> RunRecord:
 
 def _run_row(record: RunRecord) -> dict[str, Any]:
     assert record.memory and record.throughput and record.processing and record.barrier
-    workers = record.memory.worker_max_rss_mb
+    memory = record.memory
     return {
         "n": record.counts.generated, "c": record.param("concurrency"),
         "totalS": round((record.total_time_ms or 0) / 1000, 3),
         "ordersPerSec": record.throughput.overall,
         "generationS": round((record.generation_time_ms or 0) / 1000, 3),
         "normalWindowS": round((record.processing.normal.time_ms or 0) / 1000, 3),
-        "coordinatorMaxRssMb": record.memory.coordinator_max_rss_mb,
-        "workerMaxRssMb": max(workers.values()) if workers else None,
+        # Sampled (harness.sampling): the coordinator's peak RSS, and the largest worker's
+        # peak USS (its own memory, not pages shared with the coordinator it forked from).
+        "coordinatorMaxRssMb": memory.coordinator_mb,
+        "workerMaxRssMb": memory.worker_peak_mb,
         "barrierHeld": record.barrier.held, "runId": record.run_id,
     }
 

@@ -1,22 +1,32 @@
 """Charts and tables of runs, shared by the notebooks and so by the HTML reports.
 
-Each function takes the flat table of runs (:func:`runs_table`, one row per run, the
-columns of ``harness runs --csv``) or one run record, and draws on an Axes it is given, so
-a notebook lays figures out as it likes and a test can draw without a screen.
+Each function takes the flat table of runs (:func:`table`, one row per run, the columns of
+``harness runs --csv`` plus the run's parameter point) or one run record, and draws on an
+Axes it is given, so a notebook lays figures out as it likes and a test can draw without a
+screen.
+
+Conventions, so that a chart reads at a glance: x axes by parameter point (labelled with
+the settings that differ between the points shown), never by run id; throughput axes start
+at zero; every run is a dot over its point's median and interquartile range; legends sit
+outside the data; numbers have thousands separators and a fixed number of decimals.
+Statistics (points, medians, comparisons) come from :mod:`harness.compare`, so the report,
+`harness compare` and the tests agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from harness import compare
 from harness.record import RunRecord
 from harness.runs import runs_table
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # Phases in the order they happen; together they make up a run's total time.
 PHASES = (
@@ -26,16 +36,195 @@ PHASES = (
     ("enqueueNormalTimeMs", "enqueue NORMAL"),
     ("waitNormalDrainMs", "NORMAL drain"),
 )
-POINT = ["quantity", "chunkSize", "ordersPerJob", "concurrency"]
+POINT = list(compare.POINT_COLUMNS)
+VIP_COLOR, NORMAL_COLOR = "tab:orange", "tab:blue"
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False, "fontsize": 8}
 
+
+# -- tables ----------------------------------------------------------------------------------
 
 def table(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """Run records as the flat table, oldest first (charts read left to right in time)."""
+    """Run records as the flat table, oldest first (charts read left to right in time),
+    with each run's parameter point: ``point`` (its label, naming the settings that differ
+    between the points here) and ``pointIndex`` (its position, in point order)."""
     frame = pd.DataFrame(runs_table(records))
     if frame.empty:
         return frame
-    return frame.sort_values("startedAt", kind="stable").reset_index(drop=True)
+    frame = frame.sort_values("startedAt", kind="stable").reset_index(drop=True)
+    return with_points(frame)
 
+
+def with_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``point`` and ``pointIndex`` columns (see :func:`table`)."""
+    runs = runs.copy()
+    keys = [compare.Point.of(row) for row in runs.to_dict("records")]
+    order = sorted(set(keys), key=compare._sort_key)
+    shown = compare.varying(order)
+    index = {p: i for i, p in enumerate(order)}
+    runs["point"] = [p.label(shown) if shown else p.label() for p in keys]
+    runs["pointIndex"] = [index[p] for p in keys]
+    return runs
+
+
+def _measured(runs: pd.DataFrame) -> pd.DataFrame:
+    warmup = runs["warmup"].fillna(False).astype(bool) if "warmup" in runs else False
+    return runs[(runs["phase"] == "DONE") & ~warmup]
+
+
+def throughput_by_point(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per parameter point (every setting that differs between runs, and the backend):
+    median, quartiles, IQR, coefficient of variation and count of orders/s over the DONE
+    runs that are not warm-ups."""
+    done = _measured(with_points(runs) if "point" not in runs else runs)
+    rows = []
+    for _, part in done.groupby("pointIndex", sort=True):
+        stats = compare.Stats.of(part["overallPerSec"].dropna().astype(float))
+        first = part.iloc[0]
+        rows.append({**{c: first.get(c) for c in POINT}, "point": first["point"],
+                     "median": stats.median, "q25": stats.q25, "q75": stats.q75,
+                     "iqr": stats.iqr, "cv": stats.cv, "runs": stats.n})
+    return pd.DataFrame(rows, columns=[*POINT, "point", "median", "q25", "q75", "iqr", "cv", "runs"])
+
+
+# The name the report used before points were whole: kept for notebooks that call it.
+throughput_by_concurrency = throughput_by_point
+
+
+def points_table(summaries: Sequence[compare.PointSummary],
+                 links: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per point: its settings, n, median, IQR, CV (flagged above 5 %), warm-ups
+    and failures, and links to its runs' executed notebooks (``links``: run id -> href)."""
+    shown = compare.varying(s.point for s in summaries) or list(compare.POINT_COLUMNS)
+    rows = []
+    for s in summaries:
+        st = s.stats
+        cv = "-" if st.cv is None else f"{st.cv:.1%}" + (" ⚠" if st.noisy else "")
+        notebooks = " ".join(f'<a href="{links[r.run_id]}" title="{r.run_id}">{mark}{i}</a>'
+                             for mark, runs in (("w", s.warmups), ("r", s.runs), ("failed ", s.failed))
+                             for i, r in enumerate(runs) if links and r.run_id in links)
+        rows.append({**{compare.SHORT.get(c, c): _cell(s.point.get(c)) for c in shown},
+                     "runs": st.n, "median orders/s": _num(st.median), "IQR": _num(st.iqr),
+                     "CV": cv, "warm-ups": len(s.warmups), "failed": len(s.failed),
+                     "notebooks": notebooks or "-"})
+    return pd.DataFrame(rows)
+
+
+def latency_table(run: RunRecord) -> pd.DataFrame:
+    """A run's latency percentiles: one row per priority and latency, in milliseconds."""
+    rows = []
+    if run.latency is not None:
+        for priority, lat in (("VIP", run.latency.vip), ("NORMAL", run.latency.normal)):
+            for kind, p in (("queue wait", lat.wait), ("service", lat.service)):
+                rows.append({"priority": priority, "latency": kind, "orders": f"{p.count:,}",
+                             **{k: _ms(getattr(p, f"{k}_ms")) for k in ("p50", "p95", "p99", "max", "mean")}})
+    return pd.DataFrame(rows)
+
+
+def latency_by_point(summaries: Sequence[compare.PointSummary]) -> pd.DataFrame:
+    """Per point, the median over its runs of each run's p50 / p99 queue wait and service."""
+    shown = compare.varying(s.point for s in summaries) or list(compare.POINT_COLUMNS)
+
+    def med(runs: Sequence[RunRecord], get: Callable[[RunRecord], float | None]) -> str:
+        values = [v for r in runs if r.latency is not None and (v := get(r)) is not None]
+        return _ms(compare.Stats.of(values).median) if values else "-"
+
+    rows = []
+    for s in summaries:
+        rows.append({
+            **{compare.SHORT.get(c, c): _cell(s.point.get(c)) for c in shown},
+            "VIP wait p50": med(s.runs, lambda r: r.latency.vip.wait.p50_ms if r.latency else None),
+            "VIP wait p99": med(s.runs, lambda r: r.latency.vip.wait.p99_ms if r.latency else None),
+            "NORMAL wait p50": med(s.runs, lambda r: r.latency.normal.wait.p50_ms if r.latency else None),
+            "NORMAL wait p99": med(s.runs, lambda r: r.latency.normal.wait.p99_ms if r.latency else None),
+            "service p99": med(s.runs, lambda r: r.row()["serviceP99Ms"]),
+            "service max": med(s.runs, lambda r: max(r.latency.vip.service.max_ms or 0,
+                                                     r.latency.normal.service.max_ms or 0)
+                               if r.latency else None),
+        })
+    return pd.DataFrame(rows)
+
+
+def memory_by_point(summaries: Sequence[compare.PointSummary]) -> pd.DataFrame:
+    """Per point, the median over its runs of what the run's own processes used."""
+    shown = compare.varying(s.point for s in summaries) or list(compare.POINT_COLUMNS)
+    rows = []
+    for s in summaries:
+        table_ = pd.DataFrame([r.row() for r in s.runs])
+
+        def med(col: str, table_: pd.DataFrame = table_) -> str:
+            if table_.empty or col not in table_ or table_[col].isna().all():
+                return "-"
+            return f"{table_[col].astype(float).median():,.1f}"
+
+        rows.append({**{compare.SHORT.get(c, c): _cell(s.point.get(c)) for c in shown},
+                     "coordinator peak RSS (MB)": med("coordinatorPeakRssMb"),
+                     "coordinator growth (MB)": med("coordinatorGrowthMb"),
+                     "largest worker (MB)": med("workerPeakMb"),
+                     "coordinator CPU (s)": med("coordinatorCpuS"),
+                     "workers CPU (s)": med("workersCpuS")})
+    return pd.DataFrame(rows)
+
+
+def comparison_table(comparison: compare.Comparison) -> pd.DataFrame:
+    """The comparison's matched points, formatted."""
+    rows = []
+    for p in comparison.points:
+        rows.append({
+            **{compare.SHORT.get(c, c): _cell(p.point.get(c)) for c in comparison.columns()},
+            "baseline median": _num(p.baseline.median), "baseline IQR": _num(p.baseline.iqr),
+            "baseline n": p.baseline.n, "candidate median": _num(p.candidate.median),
+            "candidate IQR": _num(p.candidate.iqr), "candidate n": p.candidate.n,
+            "ratio": "-" if p.ratio is None else f"{p.ratio:.3f}",
+            "p": "-" if p.p_value is None else f"{p.p_value:.3g}",
+            "flag": p.flag.upper() if p.flag == "slower" else p.flag, "note": p.note})
+    return pd.DataFrame(rows)
+
+
+def environment_table(comparison: compare.Comparison) -> pd.DataFrame:
+    return pd.DataFrame([{"": d.name, "baseline": _cell(d.baseline), "candidate": _cell(d.candidate),
+                          "differs": "≠" if d.differs else ""} for d in comparison.environment])
+
+
+def html(frame: pd.DataFrame, classes: str) -> str:
+    """A table as HTML, links and marks kept, empty cells blank."""
+    return frame.to_html(index=False, escape=False, na_rep="", classes=classes)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.3g}"
+    return str(value)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _thousands(ax: Axes, axis: str = "y") -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda v, _pos: f"{v:,.0f}")
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+
+
+def _point_axis(ax: Axes, labels: Sequence[str]) -> None:
+    ax.set_xticks(range(len(labels)), [label.replace(" · ", "\n") for label in labels],
+                  fontsize=8)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_xlabel("parameter point")
+
+
+# -- charts of one run -----------------------------------------------------------------------
 
 def run_timeline(run: RunRecord, ax: Axes) -> None:
     """Generation, then the VIP window, then the NORMAL window, in seconds from the start:
@@ -51,7 +240,7 @@ def run_timeline(run: RunRecord, ax: Axes) -> None:
 
     rows: list[tuple[str, tuple[float, float] | None, str]] = [
         ("generation", (0.0, (record.get("generationTimeMs") or 0) / 1000), "tab:gray")]
-    for key, color in (("vip", "tab:orange"), ("normal", "tab:blue")):
+    for key, color in (("vip", VIP_COLOR), ("normal", NORMAL_COLOR)):
         window = (record.get("processing") or {}).get(key) or {}
         rows.append((f"{key.upper()} window", span(window.get("start"), window.get("end")), color))
     for y, (_label, bar, color) in enumerate(rows):
@@ -61,74 +250,205 @@ def run_timeline(run: RunRecord, ax: Axes) -> None:
     if last_vip:
         x = (pd.Timestamp(last_vip) - t0).total_seconds()
         ax.axvline(x, color="black", linestyle="--", linewidth=1, label="last VIP processed")
-        ax.legend(loc="lower right")
+        ax.legend(**OUTSIDE)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
+    ax.set_xlim(left=0)
     ax.set_xlabel("seconds since the run started")
     ax.set_title(f"run {run.run_id}: {run.counts.generated:,} orders")
 
 
+def throughput_over_time(run: RunRecord, ax: Axes) -> None:
+    """Orders processed per second in each bin (100 ms) of the run, VIP and NORMAL, from
+    the stored ``processedAt``: where the run was fast, where it stalled, and the barrier
+    (NORMAL starts only once VIP is done)."""
+    timeline = run.timeline
+    if timeline is None or not (timeline.vip or timeline.normal):
+        ax.text(0.5, 0.5, "no timeline in this record", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    _stacked_rates(ax, timeline.vip, timeline.normal, timeline.bin_ms / 1000, counts=True)
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
+    _thousands(ax)
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("orders/s")
+    ax.set_title(f"throughput over time ({timeline.bin_ms} ms bins)")
+    ax.legend(**OUTSIDE)
+
+
+def _stacked_rates(ax: Axes, vip: Sequence[int], normal: Sequence[int], width: float,
+                   counts: bool = False) -> None:
+    """VIP's orders/s per bin, NORMAL's stacked on top: the top edge is the total."""
+    edges = [i * width for i in range(max(len(vip), len(normal)) + 1)]
+    v = [c / width for c in vip] + [0.0] * (len(edges) - 1 - len(vip))
+    n = [c / width for c in normal] + [0.0] * (len(edges) - 1 - len(normal))
+    ax.stairs(v, edges, fill=True, color=VIP_COLOR, alpha=0.8,
+              label=f"VIP ({sum(vip):,} orders)" if counts else "VIP")
+    ax.stairs([a + b for a, b in zip(v, n, strict=True)], edges, baseline=v, fill=True,
+              color=NORMAL_COLOR, alpha=0.8,
+              label=f"NORMAL ({sum(normal):,} orders)" if counts else "NORMAL")
+
+
+def latency_chart(run: RunRecord, ax: Axes) -> None:
+    """p50, p95, p99 and max of queue wait and service per priority, milliseconds (log)."""
+    frame = latency_table(run)
+    if frame.empty:
+        ax.text(0.5, 0.5, "no latency in this record", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    labels = [f"{r['priority']} {r['latency']}" for r in frame.to_dict("records")]
+    marks = (("p50", "o"), ("p95", "s"), ("p99", "D"), ("max", "x"))
+    lat = run.latency
+    assert lat is not None
+    values = [(lat.vip.wait, lat.vip.service, lat.normal.wait, lat.normal.service)[i]
+              for i in range(len(labels))]
+    for name, marker in marks:
+        xs = [max(getattr(v, f"{name}_ms") or 0.0, 0.001) for v in values]
+        ax.scatter(xs, range(len(labels)), marker=marker, label=name, zorder=3)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.set_xlabel("milliseconds (log scale)")
+    ax.set_title("per-order latency")
+    ax.legend(**OUTSIDE)
+
+
 def phase_times(runs: pd.DataFrame, ax: Axes) -> None:
-    """Each run's total split into its phases, stacked."""
+    """Each run's total split into its phases, stacked (one bar per run: run.ipynb)."""
     data = runs.set_index("runId")[[c for c, _ in PHASES]].fillna(0) / 1000
     data.columns = [label for _, label in PHASES]
-    data.plot.bar(stacked=True, ax=ax, width=0.8)
+    data.plot.bar(stacked=True, ax=ax, width=0.6)
     ax.set_ylabel("seconds")
     ax.set_xlabel("")
-    ax.set_title("phase times per run")
-    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    ax.set_title("phase times")
+    ax.tick_params(axis="x", labelrotation=0, labelsize=7)
+    ax.legend(**OUTSIDE)
 
 
-def throughput_by_concurrency(runs: pd.DataFrame) -> pd.DataFrame:
-    """Median and interquartile range of orders/s over repeats, per chunk size and
-    concurrency (DONE runs only)."""
-    done = runs[runs["phase"] == "DONE"]
-    grouped = done.groupby(["chunkSize", "concurrency"])["overallPerSec"]
-    return pd.DataFrame({
-        "median": grouped.median(), "q25": grouped.quantile(0.25), "q75": grouped.quantile(0.75),
-        "runs": grouped.size(),
-    }).reset_index()
+# -- charts of many runs, by parameter point -------------------------------------------------
 
-
-def throughput_vs_concurrency(runs: pd.DataFrame, ax: Axes) -> None:
-    """Orders/s against workers, one line per chunk size: median, whiskers at the quartiles."""
-    stats = throughput_by_concurrency(runs)
-    for chunk, part in stats.groupby("chunkSize"):
-        ax.errorbar(part["concurrency"], part["median"],
-                    yerr=[part["median"] - part["q25"], part["q75"] - part["median"]],
-                    marker="o", capsize=4, label=f"chunk {int(chunk):,}")
-    ax.set_xlabel("workers (concurrency)")
+def throughput_vs_points(runs: pd.DataFrame, ax: Axes) -> None:
+    """Orders/s per parameter point: every run a dot, the median a bar, the interquartile
+    range a box; axis from zero."""
+    runs = runs if "point" in runs else with_points(runs)
+    done = _measured(runs)
+    stats = throughput_by_point(runs)
+    labels = _labels(runs)
+    for _, row in stats.iterrows():
+        x = int(runs.loc[runs["point"] == row["point"], "pointIndex"].iloc[0])
+        if row["q25"] is not None and row["q75"] is not None:
+            ax.bar(x, row["q75"] - row["q25"], bottom=row["q25"], width=0.5, color="tab:blue",
+                   alpha=0.25, label="interquartile range" if x == 0 else "_nolegend_")
+        ax.hlines(row["median"], x - 0.3, x + 0.3, color="tab:blue", linewidth=2,
+                  label="median" if x == 0 else "_nolegend_")
+    for i, (_, part) in enumerate(done.groupby("pointIndex")):
+        n = len(part)
+        offsets = [(k - (n - 1) / 2) * 0.08 for k in range(n)]
+        ax.scatter([int(part["pointIndex"].iloc[0]) + o for o in offsets], part["overallPerSec"],
+                   color="black", s=14, zorder=3, label="a run" if i == 0 else "_nolegend_")
+    ax.set_ylim(bottom=0, top=max(1.0, float(done["overallPerSec"].max() or 0)) * 1.1)
+    _point_axis(ax, labels)
+    _thousands(ax)
     ax.set_ylabel("orders/s, generation to DONE")
-    ax.set_xticks(sorted(stats["concurrency"].unique()))
-    ax.set_title("throughput (median, interquartile whiskers)")
-    ax.legend()
+    ax.set_title("throughput per parameter point")
+    ax.legend(**OUTSIDE)
+
+
+# The chart's former name.
+throughput_vs_concurrency = throughput_vs_points
+
+
+def _labels(runs: pd.DataFrame) -> list[str]:
+    by_index = runs.drop_duplicates("pointIndex").sort_values("pointIndex")
+    return list(by_index["point"])
+
+
+def phase_breakdown(runs: pd.DataFrame, ax: Axes) -> None:
+    """Each point's median phase times, stacked: where a point's time goes."""
+    runs = runs if "point" in runs else with_points(runs)
+    done = _measured(runs)
+    labels = _labels(runs)
+    data = (done.groupby("pointIndex")[[c for c, _ in PHASES]].median().reindex(range(len(labels)))
+            .fillna(0) / 1000)
+    bottom = [0.0] * len(labels)
+    for column, label in PHASES:
+        values = list(data[column])
+        ax.bar(range(len(labels)), values, bottom=bottom, width=0.6, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    _point_axis(ax, labels)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("seconds (median of the point's runs)")
+    ax.set_title("phase times per parameter point")
+    ax.legend(**OUTSIDE)
 
 
 def windows_and_gap(runs: pd.DataFrame, ax: Axes) -> None:
-    """VIP and NORMAL processing windows per run, and the barrier gap on its own axis."""
-    data = runs.set_index("runId")[["vipTimeMs", "normalTimeMs"]].fillna(0) / 1000
-    data.columns = ["VIP window", "NORMAL window"]
-    data.plot.bar(ax=ax, width=0.8, color=["tab:orange", "tab:blue"])
-    ax.set_ylabel("seconds")
-    ax.set_xlabel("")
-    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    """Per point, the median VIP and NORMAL processing windows; every run's barrier gap
+    on its own axis (at or above zero: the barrier held)."""
+    runs = runs if "point" in runs else with_points(runs)
+    done = _measured(runs)
+    labels = _labels(runs)
+    med = (done.groupby("pointIndex")[["vipTimeMs", "normalTimeMs"]].median()
+           .reindex(range(len(labels))).fillna(0) / 1000)
+    xs = list(range(len(labels)))
+    ax.bar([x - 0.17 for x in xs], med["vipTimeMs"], width=0.34, color=VIP_COLOR, label="VIP window")
+    ax.bar([x + 0.17 for x in xs], med["normalTimeMs"], width=0.34, color=NORMAL_COLOR,
+           label="NORMAL window")
+    _point_axis(ax, labels)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("seconds (median)")
     gap = ax.twinx()
-    gap.plot(range(len(runs)), runs["barrierGapMs"], "k.", label="barrier gap (ms)")
-    gap.set_ylabel("barrier gap, ms (≥ 0: held)")
+    gap.scatter(done["pointIndex"], done["barrierGapMs"], color="black", s=12, zorder=3,
+                label="barrier gap, a run (ms)")
     gap.axhline(0, color="red", linewidth=0.8)
-    gap.legend(loc="upper left")
-    ax.set_title("processing windows and barrier gap per run")
+    gap.set_ylabel("barrier gap, ms (≥ 0: held)")
+    handles = ax.get_legend_handles_labels()
+    more = gap.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left",
+              bbox_to_anchor=(1.12, 1.0), frameon=False, fontsize=8)
+    ax.set_title("processing windows and barrier gap per parameter point")
 
 
-def compare(runs: pd.DataFrame, baseline: pd.DataFrame, factor: float) -> pd.DataFrame:
-    """Median orders/s per parameter point, against the baseline's; a change beyond
-    ``factor`` either way is flagged."""
-    def medians(frame: pd.DataFrame) -> pd.Series:
-        return frame[frame["phase"] == "DONE"].groupby(POINT)["overallPerSec"].median()
+def _closest(runs: Sequence[RunRecord], median: float) -> RunRecord:
+    """The run whose throughput is nearest the point's median: the point's typical run."""
+    return min(runs, key=lambda r: abs((compare.metric_of(r) or 0.0) - median))
 
-    out = pd.DataFrame({"baseline": medians(baseline), "now": medians(runs)}).dropna()
-    out["ratio"] = (out["now"] / out["baseline"]).round(3)
-    out["flag"] = ""
-    out.loc[out["ratio"] > factor, "flag"] = f"faster (> {factor}x)"
-    out.loc[out["ratio"] < 1 / factor, "flag"] = f"SLOWER (< 1/{factor}x)"
-    return out.reset_index()
+
+def timelines_by_point(summaries: Sequence[compare.PointSummary], fig: Figure) -> None:
+    """Throughput over time of each point's median run, one small chart per point, on one
+    time scale so points compare at a glance."""
+    chosen = []
+    for s in summaries:
+        runs = [r for r in s.runs if r.timeline is not None and (r.timeline.vip or r.timeline.normal)]
+        median = s.stats.median
+        if runs and median is not None:
+            chosen.append((s, _closest(runs, median)))
+    if not chosen:
+        return
+    shown = compare.varying(s.point for s, _ in chosen)
+    cols = min(3, len(chosen))
+    rows = (len(chosen) + cols - 1) // cols
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    top = 0.0
+    for ax, (s, run) in zip(axes.flat, chosen, strict=False):
+        assert run.timeline is not None
+        width = run.timeline.bin_ms / 1000
+        _stacked_rates(ax, run.timeline.vip, run.timeline.normal, width)
+        top = max([top, *((v + n) / width for v, n in zip(run.timeline.vip, run.timeline.normal,
+                                                          strict=False))])
+        ax.set_title(s.point.label(shown) if shown else s.point.label(), fontsize=8)
+        _thousands(ax)
+    axes.flat[0].set_ylim(0, top * 1.05 or 1.0)  # shared: one scale, from zero, nothing cut
+    for ax in axes.flat[len(chosen):]:
+        ax.set_axis_off()
+    for ax in axes[-1]:
+        ax.set_xlabel("seconds", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("orders/s", fontsize=8)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", frameon=False, fontsize=8)
+    fig.suptitle("throughput over time, the median run of each point (100 ms bins)", fontsize=10)

@@ -54,8 +54,8 @@ POSITIVE = frozenset({"stuck_after_s", "cancel_timeout_s", "store_timeout_s"})
 # Settings that shape a run's orders and work: a resumed run takes them from its record, and
 # a sweep may vary any of them (`harness sweep --param NAME=A,B`).
 RUN_SHAPE = ("max_orders", "quantity", "chunk_size", "normal_batch_size", "orders_per_job",
-             "concurrency", "seed", "tier_mix", "work_ms", "sweep_id")
-SWEEPABLE = tuple(name for name in RUN_SHAPE if name not in ("max_orders", "sweep_id"))
+             "concurrency", "seed", "tier_mix", "work_ms", "sweep_id", "warmup")
+SWEEPABLE = tuple(name for name in RUN_SHAPE if name not in ("max_orders", "sweep_id", "warmup"))
 
 
 # field -> (environment variable, what it means). Defaults live on Settings below; CLI help
@@ -87,6 +87,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "job_retries": ("HARNESS_JOB_RETRIES", "retries of a failed or abandoned batch before dead-lettering"),
     "retry_backoff_s": ("HARNESS_RETRY_BACKOFF_S", "seconds before a first retry; doubles each retry"),
     "sweep_id": ("HARNESS_SWEEP_ID", "tags the run as part of a sweep (letters, digits, . _ -)"),
+    "warmup": ("HARNESS_WARMUP", "tags the run as a sweep's warm-up: recorded, left out of statistics"),
     "reports_dir": ("HARNESS_REPORTS_DIR", "folder for sweeps' notebooks and HTML reports"),
     "notebooks_dir": ("HARNESS_NOTEBOOKS_DIR", "where run/sweep/report.ipynb are; unset: the checkout's"),
     "port": ("PORT", "TCP port `harness serve` listens on"),
@@ -226,6 +227,7 @@ class Settings:
     job_retries: int = 3
     retry_backoff_s: float = 1.0
     sweep_id: str | None = None
+    warmup: bool = False
     reports_dir: Path = field(default_factory=lambda: default_dir("reports"))
     notebooks_dir: Path | None = None
     port: int = 3_000

@@ -8,7 +8,8 @@ branch here and every front end handles it without a change of its own.
     ├── BadInput            exit 2, HTTP 400   a value the harness cannot use
     │   ├── ConfigError                        a setting (flag, variable, parameter, query)
     │   ├── NotFound        HTTP 404           a run, sweep or file named that does not exist
-    │   │   └── LogFileMissing  exit 1             no log file yet (as `harness logs` always said)
+    │   │   ├── LogFileMissing  exit 1             no log file yet (as `harness logs` always said)
+    │   │   └── NoRuns          exit 1             nothing recorded at all (a report of nothing)
     │   └── MissingExtra                       an optional dependency is not installed
     ├── ServiceUnavailable  exit 1, HTTP 503   Redis or the store cannot be reached or used
     │   ├── RedisUnavailable
@@ -75,6 +76,13 @@ class NotFound(BadInput):
 class LogFileMissing(NotFound):
     """No log file exists where runs would write one. Not the caller's mistake but a setting
     of the runs, so the CLI keeps the exit code 1 that `harness logs` has always had."""
+
+    exit_code = 1
+
+
+class NoRuns(NotFound):
+    """No run is recorded at all: nothing to report or export. Not a mistake in what was
+    asked, so exit 1; a sweep id that has no runs is a plain NotFound (exit 2)."""
 
     exit_code = 1
 

@@ -1,9 +1,10 @@
 """Optional dependency groups, and the one error a command gives when its group is missing.
 
-The core install (redis, rq, click, tqdm, hiredis) runs `harness run`, `worker` and `status`
-on SQLite; a worker image needs nothing more. The rest comes in extras: ``[mongo]``
-(pymongo), ``[notebooks]`` (pandas, matplotlib, papermill, nbconvert, ipykernel) for tables,
-sweeps and reports, ``[api]`` (FastAPI, uvicorn, prometheus-client) for `harness serve`.
+The core install (redis, rq, click, tqdm, hiredis, psutil) runs `harness run`, `worker`,
+`status` and `export` on SQLite; a worker image needs nothing more. The rest comes in extras:
+``[mongo]`` (pymongo), ``[notebooks]`` (pandas, matplotlib, papermill, nbconvert, ipykernel,
+scipy) for tables, sweeps, reports and comparisons, ``[api]`` (FastAPI, uvicorn,
+prometheus-client) for `harness serve`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from harness.errors import MissingExtra
 EXTRA_OF = {
     "pymongo": "mongo",
     "pandas": "notebooks", "matplotlib": "notebooks", "papermill": "notebooks",
-    "nbconvert": "notebooks", "nbformat": "notebooks",
+    "nbconvert": "notebooks", "nbformat": "notebooks", "scipy": "notebooks",
     "fastapi": "api", "uvicorn": "api", "prometheus_client": "api",
 }
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import resource
 import signal
 import time
 from dataclasses import dataclass
@@ -35,10 +34,11 @@ from harness.codec import camel
 from harness.config import TIERS, Settings, redact
 from harness.connection import connect_redis
 from harness.errors import RunActive, RunFailed, StaleRun, StoreError
+from harness.inside import inside
 from harness.lock import LockHolder, RunLock
 from harness.logs import event
 from harness.orders import NORMAL, VIP, generate
-from harness.record import CancelInfo, Measured, Memory, RunRecord, finish, iso, ms, new_run_id
+from harness.record import CancelInfo, Measured, RunRecord, finish, iso, ms, new_run_id
 from harness.resume import Resumption, load, restore
 from harness.runs import environment
 from harness.state import CancelRequest, Phase, RunState
@@ -175,6 +175,7 @@ class Pipeline:
             raise RunActive(
                 f"{running} job(s) of an earlier run are still running after "
                 f"{IDLE_WAIT_S:.0f}s; stop their workers, or wait for RQ to expire them")
+        self.sup.sampler.start()
         if self.start_workers:
             self.sup.start_pool()
         try:
@@ -186,6 +187,7 @@ class Pipeline:
         finally:
             self.sup.stopping = True
             self.sup.stop_pool()
+            self.sup.sampler.stop()
 
     def _phases(self, setup_start: float) -> None:
         """Every phase in order, then the end, recorded once whatever stopped the phases."""
@@ -502,10 +504,7 @@ class Pipeline:
             remove_pending_ms=ms(time.perf_counter() - t), by_coordinator=True)
 
     def _measure(self, phase: Phase, store_down: bool, total_s: float) -> Measured:
-        memory = Memory(
-            coordinator_max_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            worker_max_rss_mb={k: round(v / 1024, 1) for k, v in
-                               sorted(self._redis_or(self.state.worker_rss_kb, {}).items())})
+        memory = self.sup.sampler.stop()
         if store_down:
             return Measured(windows=None, total_s=total_s, memory=memory)
         try:
@@ -514,7 +513,9 @@ class Pipeline:
         except StoreError as exc:
             log.error("run %s: the store could not be read at the end: %s", self.run_id, exc)
             return Measured(windows=None, total_s=total_s, memory=memory)
-        return Measured(windows=windows, total_s=total_s, memory=memory, tally=tally)
+        timeline, latency = inside(self.store, self.started, total_s)
+        return Measured(windows=windows, total_s=total_s, memory=memory, tally=tally,
+                        timeline=timeline, latency=latency)
 
     def _redis_or(self, call: Any, default: Any = None) -> Any:
         """``call()``, or ``default`` when Redis fails: recording a run must not need it."""

@@ -137,9 +137,108 @@ class Breakdown:
 
 
 @dataclass
+class ProcessMemory:
+    """One process of a run, as the sampler saw it: ``role`` coordinator, pool (RQ's
+    WorkerPool, which only watches its workers) or worker."""
+
+    role: str
+    pid: int
+    peak_rss_mb: float | None = None
+    peak_uss_mb: float | None = None
+    cpu_s: float | None = None
+
+
+@dataclass
 class Memory:
+    """What a run's own processes used, sampled with psutil (see :mod:`harness.sampling`).
+
+    Records before sampling (no ``method``) kept only ``coordinatorMaxRssMb`` and
+    ``workerMaxRssMb``: ``ru_maxrss``, which a forked worker inherits from whoever launched
+    the run (35 MB per worker from the CLI, 109-131 MB from a notebook). Sampled records
+    leave those two empty; read :attr:`coordinator_mb` and :attr:`worker_peak_mb`, which
+    fall back to them for old records.
+
+    Figures that do not depend on the launcher: ``worker_peak_uss_mb`` (memory private to a
+    worker; pages shared with the process it was forked from do not count) and
+    ``coordinator_growth_mb`` (peak RSS during the run minus RSS when it started).
+    ``coordinator_peak_rss_mb`` is the whole coordinator process: from a notebook, the
+    kernel with pandas and matplotlib loaded.
+    """
+
     coordinator_max_rss_mb: float | None = None
     worker_max_rss_mb: dict[str, float] = field(default_factory=dict)
+    method: str | None = None
+    interval_ms: float | None = None
+    samples: int = 0
+    sampler_cpu_ms: float | None = None
+    coordinator_start_rss_mb: float | None = None
+    coordinator_peak_rss_mb: float | None = None
+    coordinator_growth_mb: float | None = None
+    coordinator_cpu_s: float | None = None
+    worker_peak_uss_mb: float | None = None
+    worker_peak_rss_mb: float | None = None
+    workers_cpu_s: float | None = None
+    workers: int = 0
+    processes: list[ProcessMemory] = field(default_factory=list)
+
+    @property
+    def coordinator_mb(self) -> float | None:
+        """The coordinator's peak RSS: sampled, or an old record's ``ru_maxrss``."""
+        if self.method is not None:
+            return self.coordinator_peak_rss_mb
+        return self.coordinator_max_rss_mb
+
+    @property
+    def worker_peak_mb(self) -> float | None:
+        """The largest worker: peak USS when sampled, an old record's ``ru_maxrss`` else."""
+        if self.method is not None:
+            return self.worker_peak_uss_mb
+        return max(self.worker_max_rss_mb.values()) if self.worker_max_rss_mb else None
+
+
+@dataclass
+class Timeline:
+    """Orders processed per bin of ``bin_ms`` from the run's start (``since``), per
+    priority: ``vip[i]`` orders were processed in [since + i*bin, since + (i+1)*bin).
+    Counted by the store in one query at the end of the run (``query_ms``)."""
+
+    bin_ms: int = 100
+    since: str | None = None
+    vip: list[int] = field(default_factory=list)
+    normal: list[int] = field(default_factory=list)
+    query_ms: float | None = None
+
+
+@dataclass
+class Percentiles:
+    """Nearest-rank percentiles of one latency over ``count`` orders, in milliseconds."""
+
+    count: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+
+
+@dataclass
+class OrderLatency:
+    """Queue wait (createdAt → startedAt) and service (startedAt → processedAt) of one
+    priority's processed orders. ``createdAt`` is per chunk, so the wait includes the rest
+    of the order's chunk being generated and stored."""
+
+    wait: Percentiles = field(default_factory=Percentiles)
+    service: Percentiles = field(default_factory=Percentiles)
+
+
+@dataclass
+class Latency:
+    """Per-order latency percentiles per priority, computed in the store at the end of a
+    run (``query_ms`` for both queries)."""
+
+    vip: OrderLatency = field(default_factory=OrderLatency)
+    normal: OrderLatency = field(default_factory=OrderLatency)
+    query_ms: float | None = None
 
 
 @dataclass
@@ -194,6 +293,14 @@ class Environment:
     host: str | None = None
     platform: str | None = None
     git_revision: str | None = None
+    # Added with the comparison of results across machines (asv's machine.json):
+    cpu_model: str | None = None
+    cpu_cores: int | None = None  # physical; cpu_count is logical
+    memory_total_mb: float | None = None
+    os: str | None = None
+    machine: str | None = None
+    python_implementation: str | None = None
+    git_dirty: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -226,6 +333,8 @@ class RunRecord:
     throughput: Throughput | None = None
     barrier: BarrierProof | None = None
     memory: Memory | None = None
+    timeline: Timeline | None = None
+    latency: Latency | None = None
     environment: Environment | None = None
     resumes: list[Resume] = field(default_factory=list)
     cancel: CancelInfo | None = None
@@ -266,6 +375,15 @@ def _windows(record: RunRecord) -> Processing:
     return record.processing or Processing()
 
 
+def _service_p99(record: RunRecord) -> float | None:
+    """The larger of the two priorities' service p99 (both are the same work)."""
+    if record.latency is None:
+        return None
+    values = [v for v in (record.latency.vip.service.p99_ms, record.latency.normal.service.p99_ms)
+              if v is not None]
+    return max(values) if values else None
+
+
 # Columns of `harness runs` and the reports, in order: (column, how to read it).
 COLUMNS: tuple[tuple[str, Callable[[RunRecord], Any]], ...] = (
     ("runId", lambda r: r.run_id),
@@ -277,6 +395,11 @@ COLUMNS: tuple[tuple[str, Callable[[RunRecord], Any]], ...] = (
     ("chunkSize", lambda r: r.param("chunk_size")),
     ("ordersPerJob", lambda r: r.param("orders_per_job")),
     ("concurrency", lambda r: r.param("concurrency")),
+    ("normalBatchSize", lambda r: r.param("normal_batch_size")),
+    ("tierMix", lambda r: r.param("tier_mix")),
+    ("workMs", lambda r: r.param("work_ms")),
+    ("seed", lambda r: r.param("seed")),
+    ("warmup", lambda r: bool(r.param("warmup"))),
     ("totalTimeMs", lambda r: r.total_time_ms),
     ("generationTimeMs", lambda r: r.generation_time_ms),
     ("enqueueVipTimeMs", lambda r: r.enqueue_vip_time_ms),
@@ -289,6 +412,14 @@ COLUMNS: tuple[tuple[str, Callable[[RunRecord], Any]], ...] = (
     ("overallPerSec", lambda r: r.throughput.overall if r.throughput else None),
     ("barrierHeld", lambda r: r.barrier.held if r.barrier else None),
     ("barrierGapMs", lambda r: r.barrier.gap_ms if r.barrier else None),
+    ("coordinatorPeakRssMb", lambda r: r.memory.coordinator_mb if r.memory else None),
+    ("coordinatorGrowthMb", lambda r: r.memory.coordinator_growth_mb if r.memory else None),
+    ("workerPeakMb", lambda r: r.memory.worker_peak_mb if r.memory else None),
+    ("coordinatorCpuS", lambda r: r.memory.coordinator_cpu_s if r.memory else None),
+    ("workersCpuS", lambda r: r.memory.workers_cpu_s if r.memory else None),
+    ("vipWaitP99Ms", lambda r: r.latency.vip.wait.p99_ms if r.latency else None),
+    ("normalWaitP99Ms", lambda r: r.latency.normal.wait.p99_ms if r.latency else None),
+    ("serviceP99Ms", lambda r: _service_p99(r)),
     ("resumes", lambda r: len(r.resumes)),  # its times then include downtime
     ("error", lambda r: r.error),
 )
@@ -310,6 +441,8 @@ class Measured:
     total_s: float | None = None
     memory: Memory | None = None
     tally: Tally | None = None  # orders stored per priority: counts of a run that stopped early
+    timeline: Timeline | None = None
+    latency: Latency | None = None
 
 
 def finish(
@@ -353,6 +486,10 @@ def finish(
             overall=round(processed / measured.total_s, 1) if measured.total_s else None)
     if measured.memory is not None:
         record.memory = measured.memory
+    if measured.timeline is not None:
+        record.timeline = measured.timeline
+    if measured.latency is not None:
+        record.latency = measured.latency
     if cancel is not None:
         record.cancel = cancel
     if phase is not Phase.DONE:

@@ -17,14 +17,16 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness import results
 from harness.codec import to_json
+from harness.compare import ALPHA, FACTOR
 from harness.config import SWEEPABLE, Settings, redact
 from harness.connection import connect_redis
 from harness.errors import ConfigError, NotebookMissing
@@ -33,7 +35,7 @@ from harness.kernels import WarmKernels, engine_name, shutdown_kernel, start_ker
 from harness.launch import child_env
 from harness.logs import event
 from harness.paths import REPORTS_DIR, check_output_file, usable_dir
-from harness.record import failed_point, new_run_id
+from harness.record import Environment, failed_point, new_run_id
 from harness.state import Phase, RunState
 from harness.store import open_store
 from harness.sweep_lock import sweep_lock
@@ -145,6 +147,7 @@ class SweepPoint:
     status: str = "pending"
     error: str | None = None
     wall_s: float | None = None
+    warmup: bool = False  # a warm-up run: recorded, left out of every statistic
 
 
 @dataclass
@@ -155,6 +158,7 @@ class SweepManifest:
     grid: dict[str, list[Any]]
     repeats: int
     points: list[SweepPoint] = field(default_factory=list)
+    warmup: int = 0
     wall_time_s: float | None = None
     report: str | None = None
 
@@ -167,12 +171,18 @@ class SweepManifest:
 
 
 def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: int,
-                sweep_id: str) -> list[tuple[dict[str, Any], int, Settings]]:
-    """Every (values, repeat, settings) of the sweep, repeats interleaved across points (so
-    a slow minute of the machine does not land on one point), each point's settings built
-    and so validated before anything runs: a bad value raises ConfigError naming it."""
+                sweep_id: str, warmup: int = 0) -> list[tuple[dict[str, Any], int, Settings]]:
+    """Every (values, repeat, settings) of the sweep, each point's settings built and so
+    validated before anything runs: a bad value raises ConfigError naming it.
+
+    ``warmup`` rounds come first (their settings say ``warmup``; their repeat numbers
+    start at 0 too), then the measured repeats; each round goes through every point, so
+    repeats are interleaved across points and a slow minute of the machine does not land
+    on one point."""
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}", "repeats")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}", "warmup")
     if unknown := [name for name in grid if name not in SWEEPABLE]:
         raise ConfigError(f"cannot sweep {', '.join(map(repr, unknown))}; sweepable settings: "
                           f"{', '.join(SWEEPABLE)}", unknown[0])
@@ -180,37 +190,44 @@ def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: 
         raise ConfigError(f"the grid gives {empty[0]} no values", empty[0])
     names = list(grid)
     out = []
-    for repeat in range(repeats):
+    rounds = [(True, w) for w in range(warmup)] + [(False, r) for r in range(repeats)]
+    for is_warmup, repeat in rounds:
         for combo in itertools.product(*(grid[n] for n in names)):
             values = dict(zip(names, combo, strict=True))
             seed = values.get("seed", settings.seed if settings.seed is not None else repeat + 1)
-            out.append((values, repeat, settings.replace(**values, seed=seed, sweep_id=sweep_id)))
+            out.append((values, repeat, settings.replace(**values, seed=seed, sweep_id=sweep_id,
+                                                         warmup=is_warmup)))
     return out
 
 
 def sweep(
     settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: int,
     sweep_id: str | None = None, with_report: bool = True, baseline: str | None = None,
-    report: Callable[[str], None] = lambda line: None,
+    report: Callable[[str], None] = lambda line: None, warmup: int = 0,
 ) -> SweepManifest:
     """Run every point of ``grid`` (setting name -> values; the other settings as
-    ``settings`` say) ``repeats`` times through ``run.ipynb``. Returns the manifest, also
-    saved as ``sweep.json``.
+    ``settings`` say) ``repeats`` times through ``run.ipynb``, after ``warmup`` warm-up
+    rounds. Returns the manifest, also saved as ``sweep.json``.
 
-    Every point is checked before anything runs or is written: a bad one raises ConfigError
-    naming it. Another sweep running (:mod:`harness.sweep_lock`) raises SweepActive, also
-    before anything is written. A point that fails as it runs (its run refused, or ending in
-    error) is recorded with its error, and the sweep goes on; Ctrl-C stops the point's run
-    (recorded ABORTED), saves the manifest of the points run, and stops the sweep.
+    Every point, and the baseline (a sweep id or an exported file), is checked before
+    anything runs or is written: a bad one raises ConfigError or NotFound naming it. Another
+    sweep running (:mod:`harness.sweep_lock`) raises SweepActive, also before anything is
+    written. A point that fails as it runs (its run refused, or ending in error) is recorded
+    with its error, and the sweep goes on; Ctrl-C stops the point's run (recorded ABORTED),
+    saves the manifest of the points run, and stops the sweep.
     """
     sweep_id = sweep_id or new_sweep_id()
-    points = grid_points(settings, grid, repeats, sweep_id)
+    points = grid_points(settings, grid, repeats, sweep_id, warmup)
+    if baseline:
+        results.resolve(settings, baseline, "baseline")
     conn = connect_redis(settings)
     try:
         with sweep_lock(conn, sweep_id):
             folder = usable_dir(Path(settings.reports_dir) / sweep_id, REPORTS_DIR)
-            report(f"sweep {sweep_id}: {len(points)} run(s)")
-            manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats)
+            report(f"sweep {sweep_id}: {len(points)} run(s)"
+                   + (f", {warmup} warm-up round(s) first" if warmup else ""))
+            manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats,
+                                     warmup=warmup)
             _sweep(settings, points, folder, manifest, report)
             if with_report:
                 manifest.report = str(build_report(settings, [sweep_id], baseline=baseline,
@@ -229,10 +246,12 @@ def _sweep(settings: Settings, points: list[tuple[dict[str, Any], int, Settings]
     kernels = WarmKernels()
     try:
         for k, (values, repeat, point_settings) in enumerate(points):
+            kind = "w" if point_settings.warmup else "r"
             point = SweepPoint(values, repeat, int(point_settings.seed or 0), new_run_id(),
-                               f"run-{k:03d}-{_label(values)}-r{repeat}.ipynb")
+                               f"run-{k:03d}-{_label(values)}-{kind}{repeat}.ipynb",
+                               warmup=point_settings.warmup)
             log.info(event("sweep-point", sweep=manifest.sweep_id, point=k + 1, of=len(points),
-                           repeat=repeat, **values))
+                           repeat=repeat, warmup=point_settings.warmup or None, **values))
             after = points[k + 1][2] if k + 1 < len(points) else None
             manifest.points.append(point)
             try:
@@ -242,7 +261,8 @@ def _sweep(settings: Settings, points: list[tuple[dict[str, Any], int, Settings]
                 report(f"point {k + 1}/{len(points)} interrupted; sweep stopped, "
                        f"{folder / 'sweep.json'} lists the points run")
                 raise
-            report(f"point {k + 1}/{len(points)}: {_describe(values)}, repeat {repeat}: "
+            report(f"point {k + 1}/{len(points)}: {_describe(values)}, "
+                   f"{'warm-up' if point.warmup else 'repeat'} {repeat}: "
                    f"{point.status} in {point.wall_s:.1f} s"
                    + (f" ({point.error})" if point.error else ""))
     finally:
@@ -290,9 +310,11 @@ def _run_point(settings: Settings, source: Path, folder: Path, point: SweepPoint
         store = open_store(settings)
         try:
             if store.get_run(point.run_id) is None:
-                store.save_run(failed_point(point.run_id, {**settings.public_dict(),
-                                                           "seed": point.seed},
-                                            point.error or "failed"), fenced=False)
+                record = failed_point(point.run_id, {**settings.public_dict(), "seed": point.seed},
+                                      point.error or "failed")
+                # its backend, so that the report shows it at its own parameter point
+                record.environment = Environment(store={"backend": settings.backend})
+                store.save_run(record, fenced=False)
         finally:
             store.close()
 
@@ -332,35 +354,64 @@ def _short_error(exc: Exception) -> str:
 
 def build_report(
     settings: Settings, sweep_ids: Sequence[str] | None = None, baseline: str | None = None,
-    output: Path | None = None, latest: int = 20, factor: float = 1.2,
+    output: Path | None = None, latest: int = 20, factor: float = FACTOR, alpha: float = ALPHA,
 ) -> Path:
-    """Execute ``report.ipynb`` for the given sweeps (or the latest runs) and write it as
-    one self-contained HTML page without code."""
+    """Execute ``report.ipynb`` for the given sweeps (or the latest runs) against an optional
+    baseline (a sweep id or an exported file), and write it as one self-contained HTML page
+    without code.
+
+    What is asked for is checked first, in one line each: a sweep or baseline without runs
+    is NotFound naming it, no runs at all is NoRuns; no kernel starts for either."""
     name = "-".join(sweep_ids) if sweep_ids else f"latest-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     if output is not None:
         output = check_output_file(Path(output), "report output")
     else:
         output = check_output_file(Path(settings.reports_dir) / f"report-{name}.html", REPORTS_DIR)
+    chosen = results.select(settings, list(sweep_ids or []), latest)
+    if baseline:
+        base = results.resolve(settings, baseline, "--baseline")
+        if base.source != "store":  # the kernel starts in notebooks/: an absolute path
+            baseline = str(Path(base.source).resolve())
     executed = output.with_suffix(".ipynb")
     execute(notebook(settings, "report.ipynb"), executed, {
         "sweep_ids": list(sweep_ids or []), "baseline": baseline or "", "latest": latest,
-        "factor": factor,
+        "factor": factor, "alpha": alpha, "links_from": str(output.parent.resolve()),
     }, env=child_env(settings))
-    output.write_text(to_html(executed))
+    output.write_text(to_html(executed, title=f"Benchmark report: {chosen.label}"))
     log.info(event("report", sweeps=",".join(sweep_ids or []) or None, html=str(output)))
     return output
 
 
-def to_html(executed: Path) -> str:
+def notebooks_of(settings: Settings, sweep_ids: Iterable[str]) -> dict[str, Path]:
+    """Run id -> its executed notebook, from the sweeps' manifests (``sweep.json``) under
+    the reports folder; runs of sweeps whose folder is elsewhere are simply not linked."""
+    out: dict[str, Path] = {}
+    for sweep_id in set(sweep_ids):
+        folder = Path(settings.reports_dir) / sweep_id
+        try:
+            manifest = json.loads((folder / "sweep.json").read_text())
+        except (OSError, ValueError):
+            continue
+        for point in manifest.get("points", []):
+            path = folder / str(point.get("notebook", ""))
+            if point.get("runId") and path.is_file():
+                out[point["runId"]] = path.resolve()
+    return out
+
+
+def to_html(executed: Path, title: str | None = None) -> str:
     """The executed notebook as HTML: outputs only, figures embedded as PNG, no script
-    fetched from the network, passwords redacted."""
+    fetched from the network, passwords redacted; ``title`` is the page's (else the
+    notebook's ``title`` metadata, else its file name: never "Notebook")."""
     nbformat = require("nbformat")
     HTMLExporter = require("nbconvert").HTMLExporter
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     exporter.log.setLevel(logging.ERROR)  # not a warning per figure without alt text
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["title"] = title or nb.metadata.get("title") or executed.stem
+    body, _ = exporter.from_notebook_node(nb)
     body = re.sub(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", "", body)
     body = re.sub(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>", "", body)
     return redact(body)

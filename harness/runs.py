@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 from redis import Redis
 
 from harness.config import Settings, redact
@@ -40,29 +41,68 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git_revision() -> str | None:
+def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+            ["git", *args], cwd=Path(__file__).parent,
             capture_output=True, text=True, timeout=5, check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip()
+
+
+def _git_revision() -> tuple[str | None, bool | None]:
+    """The checkout's short revision and whether tracked files differ from it (a result from
+    a dirty tree cannot be reproduced from its revision alone); (None, None) outside git."""
+    revision = _git("rev-parse", "--short", "HEAD")
+    if not revision:
+        return None, None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return revision, None if status is None else bool(status)
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _os_name() -> str:
+    try:
+        release = platform.freedesktop_os_release()
+        return release.get("PRETTY_NAME") or release.get("NAME") or platform.system()
+    except OSError:
+        return f"{platform.system()} {platform.release()}"
+
+
+PACKAGES = ("harness", "rq", "redis", "hiredis", "pymongo", "psutil", "click", "pandas", "numpy",
+            "scipy", "matplotlib", "papermill")
 
 
 def environment(settings: Settings, conn: Redis, store: Store) -> Environment:
-    """Where and with what a run ran; connection strings redacted."""
+    """Where and with what a run ran, as asv's machine.json says it: CPU model, cores, RAM,
+    OS, Python, package versions, the backends' versions, git revision and dirty flag.
+    Connection strings redacted."""
     try:
         redis_version = conn.info("server").get("redis_version")
     except Exception:  # an unanswered INFO must not fail the run record
         redis_version = None
+    revision, dirty = _git_revision()
     return Environment(
         python=platform.python_version(),
-        packages={p: _version(p) for p in ("harness", "rq", "redis", "pymongo", "pandas")},
+        packages={p: _version(p) for p in PACKAGES},
         redis=RedisInfo(version=redis_version, url=redact(settings.redis_address)),
         store=store.describe(), cpu_count=os.cpu_count(), host=socket.gethostname(),
-        platform=platform.platform(), git_revision=_git_revision(),
+        platform=platform.platform(), git_revision=revision, git_dirty=dirty,
+        cpu_model=_cpu_model(), cpu_cores=psutil.cpu_count(logical=False),
+        memory_total_mb=round(psutil.virtual_memory().total / 2**20),
+        os=_os_name(), machine=platform.machine(),
+        python_implementation=platform.python_implementation(),
     )
 
 
@@ -103,7 +143,22 @@ def format_summary(run: RunRecord) -> str:
         f"  barrier         {'held' if barrier.held else 'VIOLATED'}, gap {barrier.gap_ms} ms "
         f"(last VIP done {barrier.last_vip_processed_at}, first NORMAL started "
         f"{barrier.first_normal_started_at})",
-        f"  peak memory     coordinator {memory.coordinator_max_rss_mb} MB, workers "
-        + (", ".join(f"{v} MB" for v in memory.worker_max_rss_mb.values()) or "-"),
+        f"  memory          {_memory_line(memory)}",
     ]
+    if run.latency is not None:
+        for name, lat in (("VIP", run.latency.vip), ("NORMAL", run.latency.normal)):
+            w, sv = lat.wait, lat.service
+            lines.append(f"  {name + ' latency':<16}wait p50 {w.p50_ms} / p99 {w.p99_ms} / max "
+                         f"{w.max_ms} ms; service p50 {sv.p50_ms} / p99 {sv.p99_ms} ms")
     return "\n".join(lines)
+
+
+def _memory_line(memory: Memory) -> str:
+    """Sampled figures (psutil), or an old record's peak RSS (inherited by forked workers)."""
+    if memory.method is None:
+        return (f"peak RSS coordinator {memory.coordinator_max_rss_mb} MB, workers "
+                + (", ".join(f"{v} MB" for v in memory.worker_max_rss_mb.values()) or "-"))
+    cpu = memory.coordinator_cpu_s
+    return (f"coordinator peak {memory.coordinator_peak_rss_mb} MB RSS (+{memory.coordinator_growth_mb} "
+            f"MB during the run), {memory.workers} worker(s) peak {memory.worker_peak_uss_mb} MB USS; "
+            f"CPU coordinator {cpu} s, workers {memory.workers_cpu_s} s")

@@ -20,13 +20,12 @@ from redis import Redis
 from harness.codec import from_json, to_json
 
 STATE_KEY = "harness:run"
-WORKER_RSS_KEY = "harness:worker-rss"
 # Per job id: how many tries it has had (raised as each try starts), and how many of its
 # orders are counted in the state's processed counters. A retried batch counts only what
 # its earlier tries left uncounted, so no order is counted twice whatever died where.
 ATTEMPTS_KEY = "harness:attempts"
 COUNTED_KEY = "harness:counted"
-RUN_KEYS = (STATE_KEY, WORKER_RSS_KEY, ATTEMPTS_KEY, COUNTED_KEY)
+RUN_KEYS = (STATE_KEY, ATTEMPTS_KEY, COUNTED_KEY)
 # A cancel request: JSON naming the run and the cancel's options. Workers and the
 # coordinator read it; it outlives the run so that a job popped late still sees it.
 ABORT_KEY = "harness:abort"
@@ -48,19 +47,19 @@ ACTIVE_PHASES = frozenset({
     Phase.GENERATING, Phase.WAITING_VIP_DRAIN, Phase.ENQUEUE_NORMAL, Phase.WAITING_NORMAL_DRAIN,
 })
 
-# KEYS: state hash, worker RSS hash, counted hash.
+# KEYS: state hash, counted hash.
 # ARGV: runId, epoch, priority, job id, orders of the job now processed in the store
-# (cumulative over its tries), first start, last end ('' when this call moved nothing),
-# worker name, worker max RSS (KB).
+# (cumulative over its tries), first start, last end ('' when this call moved nothing).
+# (Workers' memory is sampled by the coordinator: harness.sampling.)
 # Returns how many orders it added to the counter, or -1 when the run (or its epoch: a
 # resume starts a new one) is no longer the job's.
 RECORD_BATCH = """
 local run = redis.call('HMGET', KEYS[1], 'runId', 'epoch')
 if run[1] ~= ARGV[1] or (run[2] or '0') ~= ARGV[2] then return -1 end
 local p = ARGV[3]
-local delta = tonumber(ARGV[5]) - tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0')
+local delta = tonumber(ARGV[5]) - tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
 if delta > 0 then
-  redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
   redis.call('HINCRBY', KEYS[1], 'processed:' .. p, delta)
 end
 if ARGV[6] ~= '' then
@@ -69,7 +68,6 @@ if ARGV[6] ~= '' then
   local e = redis.call('HGET', KEYS[1], 'end:' .. p)
   if (not e) or tonumber(ARGV[7]) > tonumber(e) then redis.call('HSET', KEYS[1], 'end:' .. p, ARGV[7]) end
 end
-redis.call('HSET', KEYS[2], ARGV[8], ARGV[9])
 return math.max(delta, 0)
 """
 
@@ -179,23 +177,20 @@ class RunState:
 
     def record_batch(
         self, run_id: str, epoch: int, priority: str, job_id: str, done_in_job: int,
-        window: tuple[float, float] | None, worker: str, rss_kb: int,
+        window: tuple[float, float] | None,
     ) -> int:
         """Count a job's committed orders: ``done_in_job`` is how many of its orders the
         store now holds processed. Returns how many were new to the counter, -1 when the
         run is no longer the job's."""
         start, end = (repr(window[0]), repr(window[1])) if window else ("", "")
         return int(self._record_batch(
-            keys=[STATE_KEY, WORKER_RSS_KEY, COUNTED_KEY],
-            args=[run_id, epoch, priority, job_id, done_in_job, start, end, worker, rss_kb],
+            keys=[STATE_KEY, COUNTED_KEY],
+            args=[run_id, epoch, priority, job_id, done_in_job, start, end],
         ))
 
     def clear(self) -> None:
         """Forget the live state (metrics, counters, cancel request): status shows IDLE."""
         self.conn.delete(*RUN_KEYS, ABORT_KEY)
-
-    def worker_rss_kb(self) -> dict[str, int]:
-        return {_text(k): int(v) for k, v in self.conn.hgetall(WORKER_RSS_KEY).items()}
 
 
 def _for_run(value: bytes | str | None, run_id: str) -> CancelRequest | None:

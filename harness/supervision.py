@@ -33,6 +33,7 @@ from harness.errors import RunFailed
 from harness.lock import LockHolder, RunLock
 from harness.logs import event
 from harness.orders import NORMAL, VIP
+from harness.sampling import RunSampler
 from harness.state import CancelRequest, Phase, RunState
 from harness.worker import run_pool_for
 
@@ -96,6 +97,7 @@ class Supervisor:
         self.signal: str | None = None  # the stop signal received, if any
         self.stopping = False  # the run is ending: a signal now only waits for that
         self.pool: multiprocessing.process.BaseProcess | None = None
+        self.sampler = RunSampler()  # memory and CPU of the run's processes
         self._last_refresh = self._last_log = self._last_checkpoint = 0.0
         self._last_retry_check = 0.0
         self.t0 = time.perf_counter()
@@ -226,11 +228,13 @@ class Supervisor:
         self.pool = multiprocessing.get_context("fork").Process(
             target=run_pool_for, args=(os.getpid(), self.settings), name="harness-workers")
         self.pool.start()
+        self.sampler.watch_pool(self.pool.pid)
 
     def stop_pool(self) -> None:
         """Warm-stop the pool: running batches finish, then the workers exit."""
         if self.pool is None or not self.pool.is_alive():
             return
+        self.sampler.sample(relist=True)  # the workers' last figures, before they go
         self.pool.terminate()  # SIGTERM: WorkerPool asks its workers to stop
         self.pool.join(POOL_STOP_TIMEOUT_S)
         if self.pool.is_alive():

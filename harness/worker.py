@@ -11,9 +11,9 @@ through Redis.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
-import resource
 import signal
 import socket
 import threading
@@ -160,10 +160,9 @@ class _Batch:
             self.done_in_job = sum(d["status"] == PROCESSED for d in store.get_orders(self.seqs))
         else:
             self.done_in_job += moved
-        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         window = (done[0][1], done[-1][2]) if moved else None
         self.state.record_batch(self.run_id, self.epoch, self.priority, self.job_id,
-                                self.done_in_job, window, worker_name(), rss_kb)
+                                self.done_in_job, window)
 
 
 class HarnessPool(WorkerPool):
@@ -259,6 +258,12 @@ def run_pool_for(parent_pid: int, settings: Settings) -> None:
     """
     if not die_with_parent(parent_pid):
         return
+    # Everything inherited from the coordinator (a notebook kernel: pandas, matplotlib, the
+    # user's data) goes to the permanent generation, so the workers' garbage collections
+    # never write to those pages and copy them: a worker's private memory (USS) measured
+    # 10.1 MB from the CLI, and 16.3 MB (41.3 MB with a million objects in the parent)
+    # from a fatter parent without this; 11.4 and 11.9 MB with it.
+    gc.freeze()
     try:
         run_pool(settings)
     except KeyboardInterrupt:  # Ctrl-C reached the pool too: the run stops it anyway

@@ -56,6 +56,7 @@ BAD_ENV = [
     ("HARNESS_JOB_RETRIES", "-1", "job_retries must be >= 0"),
     ("HARNESS_RETRY_BACKOFF_S", "-1", "retry_backoff_s must be at least 0"),
     ("HARNESS_SWEEP_ID", "../etc", "must be 1-64 letters"),
+    ("HARNESS_WARMUP", "perhaps", "must be true or false"),
     ("PORT", "0", "port must be >= 1"),
     ("PORT", "http", "PORT must be an integer"),
 ]

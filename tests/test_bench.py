@@ -74,3 +74,13 @@ def test_bench_refuses_bad_sizes_before_doing_anything(settings: Settings) -> No
         result = CliRunner().invoke(main, ["bench", "-n", "100", *args], env=env)
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (settings.data_dir / "harness.sqlite3").exists()
+
+
+def test_bench_refuses_an_n_that_is_not_the_largest_size(settings: Settings) -> None:
+    # It used to run at N = 10,000 without a word.
+    env = {"REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(main, ["bench", "-n", "20000", "--sizes", "5000,10000"], env=env)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert "\n" not in line and "-n/--quantity 20,000" in line and "--sizes 5000,10000" in line
+    assert not (settings.data_dir / "harness.sqlite3").exists()

@@ -86,7 +86,11 @@ def test_run_notebook_runs_once_and_shows_summary_timeline_and_phases(
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert 'class="dataframe run-summary"' in html and runs[0].run_id in html
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(pngs) == 2  # the timeline and the phase times
+    assert len(pngs) == 4  # the timeline, the phase times, throughput over time, latency
+    assert 'class="dataframe latency"' in html
+    record = runs[0]
+    assert record.timeline is not None and sum(record.timeline.vip + record.timeline.normal) == 3_000
+    assert record.latency is not None and record.latency.normal.wait.count == record.counts.normal
     text = "".join(o.get("text", "") for o in outputs)
     assert "barrier" in text and "DONE" in text
     assert "100%" in last_bar(text) and "3.00k/3.00k" in last_bar(text), last_bar(text)
@@ -131,9 +135,15 @@ def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
     assert 'src="http' not in text and "def in_sweeps" not in text  # offline, no code
     assert not re.search(r'<link[^>]*href="https?://', text)
     rendered = _render(html, "report-2x2x2.png")
-    assert len(rendered["images"]) == 3
+    # throughput per point, phases per point, timelines per point, windows and gap
+    assert len(rendered["images"]) == 4
     assert all(w > 0 and h > 0 and shown > 0 for w, h, shown in rendered["images"])
     assert sorted(rendered["runIds"]) == sorted(r.run_id for r in runs)
+    assert rendered["title"] == "Benchmark report: t2x2"
+    # each point links to its runs' executed notebooks, relative to the page
+    assert len(rendered["points"]) == 4 and len(rendered["links"]) == 8
+    assert all(not href.startswith(("/", "file:")) and (folder / href).is_file()
+               for href in rendered["links"])
 
 
 def _render(html: Path, screenshot: str) -> dict[str, Any]:
@@ -152,10 +162,14 @@ def _render(html: Path, screenshot: str) -> dict[str, Any]:
                                    "[i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])")
             run_ids = page.locator("table.runs tbody tr td:first-child").all_inner_texts()
             failed = page.locator("table.failed tbody tr").all_inner_texts()
+            points = page.locator("table.points tbody tr").all_inner_texts()
+            links = [a.get_attribute("href") for a in page.locator("table.points a").all()]
+            title = page.title()
             page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
         finally:
             browser.close()
-    return {"images": images, "runIds": run_ids, "failed": failed}
+    return {"images": images, "runIds": run_ids, "failed": failed, "points": points,
+            "links": links, "title": title}
 
 
 def _chromium() -> str:
@@ -231,19 +245,31 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
     env = {"REDIS_URL": kernel_env.redis_address, "HARNESS_DATA_DIR": str(kernel_env.data_dir),
            "HARNESS_REPORTS_DIR": str(kernel_env.reports_dir), "MONGO_URI": ""}
     result = CliRunner().invoke(main, ["sweep", "-n", "1500", "--chunk-sizes", "500", "-j", "100",
-                                       "-c", "1", "-r", "1", "--sweep-id", "cli"], env=env)
+                                       "-c", "1", "-r", "1", "--warmup", "1", "--sweep-id", "cli"],
+                                env=env)
     assert result.exit_code == 0, result.output
-    assert "sweep cli: 1 runs, 0 failed" in result.output
-    assert ("point 1/1: quantity 1500, chunk_size 500, orders_per_job 100, concurrency 1, "
-            "repeat 0: ok in") in result.output
+    assert "sweep cli: 2 runs, 0 failed" in result.output
+    assert ("point 1/2: quantity 1500, chunk_size 500, orders_per_job 100, concurrency 1, "
+            "warm-up 0: ok in") in result.output
+    assert "point 2/2: quantity 1500, chunk_size 500, orders_per_job 100, concurrency 1, " \
+           "repeat 0: ok in" in result.output
+    # The warm-up is recorded as such, and left out of the statistics.
+    records = sorted(_runs(kernel_env), key=lambda r: r.started_at or "")
+    assert [r.param("warmup") for r in records] == [True, False]
+    manifest = json.loads((kernel_env.reports_dir / "cli" / "sweep.json").read_text())
+    assert manifest["warmup"] == 1 and [p["warmup"] for p in manifest["points"]] == [True, False]
     out = tmp_path / "mine.html"
     result = CliRunner().invoke(main, ["report", "--sweep", "cli", "-o", str(out)], env=env)
     assert result.exit_code == 0, result.output
     assert out.exists() and "Benchmark report: cli" in out.read_text()
+    points = out.read_text().split('class="dataframe points"')[1].split("</table>")[0]
+    assert "<td>1</td>" in points  # 1 run and 1 warm-up in the point's row
     result = CliRunner().invoke(main, ["report", "--sweep", "cli", "--baseline", "cli", "-o", str(out)],
                                 env=env)
     assert result.exit_code == 0, result.output
-    assert 'class="dataframe baseline"' in out.read_text() and "0 flagged" in out.read_text()
+    text = out.read_text()
+    assert 'class="dataframe baseline"' in text and "0 slower, 0 faster, 1 unchanged" in text
+    assert "too few runs for p &lt; 0.05" in text or "too few runs for p < 0.05" in text
     result = CliRunner().invoke(main, ["report"], env={**env, "HARNESS_NOTEBOOKS_DIR": str(tmp_path)})
     assert result.exit_code == 1 and "report.ipynb is missing" in result.output
     for args, message in ((["sweep", "--chunk-sizes", "0"], "must be >= 1"),
@@ -307,6 +333,12 @@ def harness_env(tmp_path: Path, redis_url: str, checkout: Path | None = None) ->
         folder = tmp_path / "jupyter-env" / var.lower()
         folder.mkdir(parents=True, exist_ok=True)
         env[var] = str(folder)
+    # JupyterLab 4 renders only the cells in view ("windowing"); the test reads every
+    # cell's output from the page, so it asks Lab to render them all.
+    tracker = (Path(env["JUPYTER_CONFIG_DIR"]) / "lab" / "user-settings" / "@jupyterlab"
+               / "notebook-extension" / "tracker.jupyterlab-settings")
+    tracker.parent.mkdir(parents=True, exist_ok=True)
+    tracker.write_text('{"windowingMode": "none"}')
     env["REDIS_URL"] = redis_url
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout)
@@ -510,11 +542,12 @@ def test_run_notebook_in_jupyterlab_runs_to_done_at_100_percent_with_its_charts(
             browser.close()
     took = time.monotonic() - started
     # What JupyterLab shows: the bar's redraws over one another, its last at 100 %, then the
-    # summary; the two charts drawn.
+    # summary; its four charts drawn.
     bars = [line for line in output.splitlines() if line.startswith("processed:")]
     assert len(bars) == 1 and "100%" in bars[0] and "5.00k/5.00k" in bars[0], output
     assert "DONE" in bars[0] and re.search(r"^run \S+: DONE$", output, re.M), output
-    assert len(images) == 2 and all(w > 0 and h > 0 for w, h in images), images
+    # the timeline, the phase times, throughput over time, latency (as the papermill test)
+    assert len(images) == 4 and all(w > 0 and h > 0 for w, h in images), images
     store = open_store(Settings.from_env(environ={}, redis_url=redis_url, data_dir=checkout / "data"))
     try:
         runs = store.list_runs()

@@ -24,8 +24,21 @@ def test_20000_orders_processed_once_vip_first(
     record = run(settings)
     docs = assert_complete(settings, record, redis_conn)
     workers = {d["worker"] for d in docs}
-    assert record.memory is not None
-    assert len(record.memory.worker_max_rss_mb) == len(workers) <= concurrency
+    # The run's own processes, sampled: each worker the pool started, busy or not.
+    assert record.memory is not None and record.memory.method == "psutil"
+    assert record.memory.workers == concurrency and len(workers) <= concurrency
+    assert record.memory.worker_peak_mb and record.memory.coordinator_cpu_s
+    # Inside the run, from the store: every order in a 100 ms bin, latency over every order.
+    assert record.timeline is not None and record.timeline.bin_ms == 100
+    assert sum(record.timeline.vip) == record.counts.vip
+    assert sum(record.timeline.normal) == record.counts.normal
+    assert record.latency is not None
+    assert record.latency.vip.wait.count == record.counts.vip
+    assert record.latency.normal.service.count == record.counts.normal
+    # NORMAL orders wait for every VIP order: the barrier, seen in their queue wait
+    vip_wait, normal_wait = record.latency.vip.wait, record.latency.normal.wait
+    assert normal_wait.p50_ms is not None and vip_wait.p50_ms is not None
+    assert normal_wait.p50_ms > vip_wait.p50_ms
 
 
 def test_one_order_per_job_like_the_original(settings: Settings) -> None:

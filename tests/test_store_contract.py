@@ -4,6 +4,8 @@ test id)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from harness.errors import StaleRun
@@ -220,3 +222,51 @@ def test_close_run_never_overwrites_a_final_record(store: Store) -> None:
     store.save_run(_record("y", "01", "GENERATING"))
     assert store.close_run(_record("y", "01", "ABORTED"))  # an open one is closed
     assert store.get_run("y") == _record("y", "01", "ABORTED")
+
+
+def _nearest_rank(values: list[float], percent: int) -> float:
+    """Independent of the stores: the value at rank ceil(p/100 * n) of the sorted values."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(percent / 100 * len(ordered))) - 1]
+
+
+def test_processed_per_bin_counts_each_priority_in_its_100ms_bins(store: Store) -> None:
+    since = 1_700_000_000.0
+    orders = generate_chunk(3, 0, 200, EQUAL, created_at=since)
+    store.insert_orders(orders)
+    vip, normal = _seqs(orders, VIP), _seqs(orders, NORMAL)
+    store.mark_processed(VIP, [(s, since, since + 0.05) for s in vip[:10]]
+                         + [(s, since + 0.2, since + 0.25) for s in vip[10:]], "w")
+    store.mark_processed(NORMAL, [(s, since + 0.3, since + 0.35) for s in normal[:-7]], "w")
+    bins = store.processed_per_bin(since, 100)
+    assert bins == {VIP: {0: 10, 2: len(vip) - 10}, NORMAL: {3: len(normal) - 7}}  # 7 pending
+    assert store.processed_per_bin(since, 1_000) == {VIP: {0: len(vip)}, NORMAL: {0: len(normal) - 7}}
+
+
+def test_latency_percentiles_are_computed_in_the_store_by_nearest_rank(store: Store) -> None:
+    created = 1_700_000_000.0
+    orders = generate_chunk(4, 0, 300, EQUAL, created_at=created)
+    store.insert_orders(orders)
+    vip, normal = _seqs(orders, VIP), _seqs(orders, NORMAL)
+    # VIP order k waits 10*(k+1) ms and is served in 2*(k+1) ms; NORMAL orders wait 1 s + k ms
+    # (in reverse order, so the store must sort) and are all served in 5 ms.
+    vip_done = [(s, created + 0.010 * (k + 1), created + 0.012 * (k + 1)) for k, s in enumerate(vip)]
+    normal_done = [(s, created + 1 + 0.001 * (len(normal) - k), created + 1.005 + 0.001 * (len(normal) - k))
+                   for k, s in enumerate(normal[:-3])]
+    store.mark_processed(VIP, vip_done, "w")
+    store.mark_processed(NORMAL, normal_done, "w")
+    wait, service = store.latency("wait"), store.latency("service")
+    assert set(wait) == set(service) == {VIP, NORMAL}
+    expected = {
+        (VIP, "wait"): [10.0 * (k + 1) for k in range(len(vip))],
+        (VIP, "service"): [2.0 * (k + 1) for k in range(len(vip))],
+        (NORMAL, "wait"): [1000.0 + (len(normal) - k) for k in range(len(normal) - 3)],
+        (NORMAL, "service"): [5.0] * (len(normal) - 3),
+    }
+    for (priority, kind), values in expected.items():
+        spread = (wait if kind == "wait" else service)[priority]
+        assert spread.count == len(values), (priority, kind)
+        for p in (50, 95, 99):  # ms precision: MongoDB keeps dates in milliseconds
+            assert spread.percentiles[p] * 1000 == pytest.approx(_nearest_rank(values, p), abs=1.5)
+        assert spread.max * 1000 == pytest.approx(max(values), abs=1.5)
+        assert spread.mean * 1000 == pytest.approx(sum(values) / len(values), abs=1.5)

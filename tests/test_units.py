@@ -75,10 +75,10 @@ def test_version_1_records_have_the_parts_typed() -> None:
 
 def test_a_newer_records_unknown_keys_are_kept() -> None:
     raw = {"runId": "x", "phase": "DONE", "schemaVersion": SCHEMA_VERSION + 1,
-           "latency": {"p99Ms": 3.5}, "counts": {"generated": 5, "future": 1},
+           "gpuLoad": {"p99Ms": 3.5}, "counts": {"generated": 5, "future": 1},
            "environment": {"python": "3.14", "gpu": "none"}}
     written = RunRecord.from_json(raw).to_json()
-    assert written["latency"] == {"p99Ms": 3.5} and written["environment"]["gpu"] == "none"
+    assert written["gpuLoad"] == {"p99Ms": 3.5} and written["environment"]["gpu"] == "none"
     assert written["schemaVersion"] == SCHEMA_VERSION + 1
 
 
@@ -155,6 +155,7 @@ def any_settings(draw: st.DrawFn) -> Settings:
                                                "DIAMANTE=0.25,BRONZE=3.5"]))
     values["log_memory"] = draw(st.booleans())
     values["backend_logs"] = draw(st.booleans())
+    values["warmup"] = draw(st.booleans())
     values["data_dir"] = Path(draw(st.sampled_from(["data", "/tmp/x y", "rel/é"])))
     values["log_file"] = draw(st.none() | st.just(Path("/tmp/h.log")))
     values["sweep_id"] = draw(st.none() | st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True))

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from harness import logs
-from harness.cli import control, core, experiments, queue, serve
+from harness.cli import control, core, experiments, queue, results, serve
 from harness.errors import HarnessError
 
 
@@ -42,7 +42,8 @@ def main(verbose: bool) -> None:
 
 
 for command in (core.run, core.resume, core.status, core.runs, core.worker, experiments.bench_command,
-                experiments.sweep_command, experiments.report_command, control.cancel,
+                experiments.sweep_command, experiments.report_command, results.export_command,
+                results.compare_command, control.cancel,
                 control.retry_failed, control.reset, control.logs_command, control.health, queue.queue_group,
                 serve.serve):
     main.add_command(command)

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from harness.cli.options import INT, StrictIntRange, connection_options, int_list, settings_from
+from harness.compare import ALPHA, FACTOR
 from harness.config import option_help
 from harness.errors import ConfigError
 
@@ -43,6 +44,15 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
                                                                   max(1, 3 * n // 10), n})
     for size in size_list:  # validated like a run's quantity, before anything is written
         settings.replace(quantity=size)
+    if max(size_list) != n:
+        # N is the largest size by design (the floor, generator and queue rows run at N):
+        # never change a given N quietly.
+        if flags.get("quantity") is not None:
+            raise ConfigError(
+                f"-n/--quantity {n:,} and --sizes {sizes}: N is the largest size, so the "
+                f"largest of --sizes must be {n:,} (got {max(size_list):,}); add {n} to "
+                f"--sizes or drop -n", "quantity")
+        click.echo(f"bench: N = {max(size_list):,}, the largest of --sizes", err=True)
     levels = int_list(concurrency_levels, "--concurrency-levels")
     for c in levels:
         settings.replace(concurrency=c)
@@ -69,16 +79,21 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=A,B",
               help="a grid over any run setting, e.g. normal_batch_size=5000,20000 (repeatable; "
                    "tier_mix takes one value per --param); wins over the shorthands")
-@click.option("-r", "--repeats", type=StrictIntRange(min=1), default=3, show_default=True)
+@click.option("-r", "--repeats", type=StrictIntRange(min=1), default=3, show_default=True,
+              help="measured runs per point (4 or more for a comparison that can be significant)")
+@click.option("--warmup", type=StrictIntRange(min=0), default=0, show_default=True,
+              help="warm-up runs per point before the repeats: recorded as such, left out of "
+                   "every statistic")
 @click.option("--sweep-id", help="name of the sweep (default: sweep-<UTC time>)")
-@click.option("--baseline", help="sweep id to compare against in the report")
+@click.option("--baseline", help="sweep id or exported file (harness export) to compare "
+                                 "against in the report; checked before the first point")
 @click.option("--no-report", is_flag=True, help="skip the HTML report at the end")
 @click.option("--seed", type=INT, help="one seed for every run [default: the repeat number]")
 @click.option("--work-ms", type=float, help=option_help("work_ms"))
 @click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
 @connection_options
 def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_levels: str,
-                  params: tuple[str, ...], repeats: int, sweep_id: str | None,
+                  params: tuple[str, ...], repeats: int, warmup: int, sweep_id: str | None,
                   baseline: str | None, no_report: bool, **flags: Any) -> None:
     """Run run.ipynb for every grid point and repeat (papermill), then the HTML report.
 
@@ -95,13 +110,18 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
             for name, (flag, text) in shorthands.items()}
     grid.update(parse_grid(params))
     try:  # every point valid before the first runs
-        grid_points(settings, grid, repeats, settings.sweep_id or "check")
+        grid_points(settings, grid, repeats, settings.sweep_id or "check", warmup)
     except ConfigError as exc:
         flag = "--param" if any(p.startswith(f"{exc.field}=") for p in params) else (
             shorthands[exc.field][0] if exc.field in shorthands else "--param")
         raise ConfigError(f"{flag}: {exc}", exc.field) from None
+    if baseline:  # before the first point, not after the last
+        from harness.results import resolve
+
+        resolve(settings, baseline, "--baseline")
     manifest = sweep(settings, grid, repeats, sweep_id=sweep_id, with_report=not no_report,
-                     baseline=baseline, report=lambda line: click.echo(f"harness: {line}", err=True))
+                     baseline=baseline, report=lambda line: click.echo(f"harness: {line}", err=True),
+                     warmup=warmup)
     folder = settings.reports_dir / manifest.sweep_id
     click.echo(f"sweep {manifest.sweep_id}: {len(manifest.points)} runs, {manifest.failed} "
                f"failed, {manifest.wall_time_s} s; notebooks in {folder}")
@@ -117,18 +137,24 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
 @click.command(name="report")
 @click.option("--sweep", "sweeps", multiple=True, help="sweep id to report (repeatable); "
                                                        "default: the latest runs")
-@click.option("--baseline", help="sweep id to compare against")
-@click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=1.2,
-              show_default=True, help="flag changes against the baseline beyond this factor")
+@click.option("--baseline", help="sweep id or exported file (harness export) to compare against")
+@click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=FACTOR,
+              show_default=True, help="flag a change against the baseline only beyond this factor")
+@click.option("--alpha", type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
+              default=ALPHA, show_default=True,
+              help="... and when a two-sided Mann-Whitney U test gives p below this")
 @click.option("--latest", type=StrictIntRange(min=1), default=20, show_default=True,
               help="without --sweep: how many of the newest runs")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="HTML file [default: reports/report-<sweeps>.html]")
 @click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
 @connection_options
-def report_command(sweeps: tuple[str, ...], baseline: str | None, factor: float, latest: int,
-                   output: str | None, **flags: Any) -> None:
-    """Execute report.ipynb and write it as one self-contained HTML page (no code cells)."""
+def report_command(sweeps: tuple[str, ...], baseline: str | None, factor: float, alpha: float,
+                   latest: int, output: str | None, **flags: Any) -> None:
+    """Execute report.ipynb and write it as one self-contained HTML page (no code cells).
+
+    Sweep ids and the baseline are checked first: one that has no runs ends in one line
+    (exit 2), and so does having no runs at all (exit 1)."""
     from pathlib import Path
 
     from harness.paths import check_output_file
@@ -137,8 +163,12 @@ def report_command(sweeps: tuple[str, ...], baseline: str | None, factor: float,
     settings = settings_from(**flags)
     if output:
         check_output_file(Path(output), "-o/--output")
-    for sweep_id in (*sweeps, *([baseline] if baseline else [])):
-        settings.replace(sweep_id=sweep_id)  # a sweep id names a folder: checked here
+    for sweep_id in sweeps:
+        try:  # a sweep id names a folder: checked here
+            settings.replace(sweep_id=sweep_id)
+        except ConfigError as exc:
+            raise ConfigError(f"--sweep {sweep_id}: {exc}", "sweep_id") from None
     path = build_report(settings, list(sweeps), baseline=baseline,
-                        output=Path(output) if output else None, latest=latest, factor=factor)
+                        output=Path(output) if output else None, latest=latest, factor=factor,
+                        alpha=alpha)
     click.echo(f"report: {path}")

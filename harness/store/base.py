@@ -69,6 +69,27 @@ def stale(mine: Fence | None, current: Fence | None) -> StaleRun:
 # A processed order as a worker reports it: (seq, started_at, processed_at).
 Done = tuple[int, float, float]
 
+# Latencies a store computes over the processed orders, and the expression of each:
+# queue wait (created -> started) and service (started -> processed).
+LATENCIES = ("wait", "service")
+PERCENTS = (50, 95, 99)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One latency over one priority's processed orders, in seconds: nearest-rank
+    percentiles (the value at rank ceil(p/100 * count) in ascending order), max and mean."""
+
+    count: int
+    percentiles: dict[int, float]
+    max: float
+    mean: float
+
+
+def rank(percent: int, count: int) -> int:
+    """The nearest rank (1-based) of ``percent`` among ``count`` values: ceil(p * n / 100)."""
+    return max(1, (percent * count + 99) // 100)
+
 
 @dataclass(frozen=True)
 class Tally:
@@ -144,6 +165,16 @@ class Store(Protocol):
 
     def windows(self) -> dict[str, Window]:
         """Per priority, the processing window of its processed orders."""
+
+    def processed_per_bin(self, since: float, bin_ms: int) -> dict[str, dict[int, int]]:
+        """Per priority, how many orders were processed in each bin of ``bin_ms`` from
+        ``since`` (bin i: [since + i*bin, since + (i+1)*bin)); empty bins are left out.
+        One grouped query: what the run's throughput-over-time chart shows."""
+
+    def latency(self, kind: str, percents: Sequence[int] = PERCENTS) -> dict[str, Spread]:
+        """Per priority, the :class:`Spread` of ``kind`` ("wait": createdAt -> startedAt,
+        "service": startedAt -> processedAt) over its processed orders, computed in the
+        store (never by reading every order into Python)."""
 
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
         """Orders as documents (``createdAt``, ``processedAt`` ... as Unix seconds)."""

@@ -31,12 +31,26 @@ from harness.errors import ConfigError, StaleRun
 from harness.orders import PENDING, PROCESSED, Order, processed_note
 from harness.record import RunRecord
 from harness.state import ACTIVE_PHASES
-from harness.store.base import Done, DuplicateOrderError, Fence, StoreError, Tally, Window, stale
+from harness.store.base import (
+    PERCENTS,
+    Done,
+    DuplicateOrderError,
+    Fence,
+    Spread,
+    StoreError,
+    Tally,
+    Window,
+    rank,
+    stale,
+)
 
 # How a client is made from a URI. Tests swap in an in-process stand-in when no MongoDB
 # server is configured; production always uses pymongo's own client.
 client_factory: Callable[..., Any] = pymongo.MongoClient
 TIME_FIELDS = ("createdAt", "startedAt", "processedAt")
+# Latencies as date differences, which MongoDB gives in milliseconds (BSON dates hold ms).
+LATENCY_EXPR = {"wait": {"$subtract": ["$startedAt", "$createdAt"]},
+                "service": {"$subtract": ["$processedAt", "$startedAt"]}}
 DUPLICATE_KEY = 11000  # MongoDB's E11000 duplicate key error
 
 
@@ -286,6 +300,47 @@ class MongoStore:
             )
             for row in rows
         }
+
+    @_translated
+    def processed_per_bin(self, since: float, bin_ms: int) -> dict[str, dict[int, int]]:
+        origin = _dt(since).replace(tzinfo=None)  # naive UTC, as pymongo returns dates
+        rows = self.orders.aggregate([
+            {"$match": {"status": PROCESSED}},
+            {"$group": {"_id": {"p": "$priority", "b": {"$floor": {"$divide": [
+                {"$subtract": ["$processedAt", origin]}, bin_ms]}}}, "n": {"$sum": 1}}},
+        ])
+        out: dict[str, dict[int, int]] = {}
+        for row in rows:
+            b = max(0, int(row["_id"]["b"]))
+            bins = out.setdefault(row["_id"]["p"], {})
+            bins[b] = bins.get(b, 0) + int(row["n"])
+        return out
+
+    @_translated
+    def latency(self, kind: str, percents: Sequence[int] = PERCENTS) -> dict[str, Spread]:
+        """Count, max and mean per priority in one $group; then each percentile as
+        $sort + $skip to its nearest rank (the stand-in has neither $percentile nor
+        $setWindowFields, and $percentile is approximate where it exists)."""
+        value = LATENCY_EXPR[kind]
+        match = {"status": PROCESSED}
+        groups = list(self.orders.aggregate([
+            {"$match": match},
+            {"$group": {"_id": "$priority", "n": {"$sum": 1}, "max": {"$max": value},
+                        "mean": {"$avg": value}}},
+        ]))
+        out: dict[str, Spread] = {}
+        for group in groups:
+            priority, n = group["_id"], int(group["n"])
+            picked: dict[int, float] = {}
+            for p in percents:
+                row = next(self.orders.aggregate([
+                    {"$match": {**match, "priority": priority}},
+                    {"$project": {"_id": 0, "v": value}},
+                    {"$sort": {"v": ASCENDING}}, {"$skip": rank(p, n) - 1}, {"$limit": 1},
+                ], allowDiskUse=True), None)
+                picked[p] = row["v"] / 1000 if row else float("nan")
+            out[priority] = Spread(n, picked, group["max"] / 1000, group["mean"] / 1000)
+        return out
 
     @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:

