@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,11 @@ START_TIMEOUT_S = 60.0
 
 
 def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP,
-                 nice: int | None = None) -> Any:
+                 nice: int | None = None, started: Callable[[Any], None] | None = None) -> Any:
     """A started kernel (a jupyter_client KernelManager) with ``env`` and ``cwd``, on local
-    sockets, with ``warm_up`` executed in it; at scheduling priority ``nice`` if given."""
+    sockets, with ``warm_up`` executed in it; at scheduling priority ``nice`` if given. Its
+    client stays connected (``km.warm_client``), for the notebook's execution: connecting
+    one cost 0.2 s of every sweep point."""
     from jupyter_client.manager import KernelManager
     from jupyter_core.paths import jupyter_runtime_dir
 
@@ -56,7 +58,10 @@ def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP,
     km.start_kernel(env=dict(env), cwd=str(cwd))
     if nice is not None:
         set_nice(km, nice)
+    if started is not None:
+        started(km)  # its process exists: its priority can be changed from now on
     kc = km.client()
+    km.warm_client = kc  # type: ignore[attr-defined]  # taken by the engine, see engine_name
     try:
         kc.start_channels()
         kc.wait_for_ready(timeout=START_TIMEOUT_S)
@@ -64,8 +69,6 @@ def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP,
     except BaseException:
         shutdown_kernel(km)
         raise
-    finally:
-        kc.stop_channels()
     return km
 
 
@@ -87,9 +90,10 @@ _registered = False
 
 
 def engine_name() -> str:
-    """The papermill engine that runs a notebook in a kernel given as ``km=`` and, unlike
-    papermill's own with a given kernel, shuts that kernel and its client down when the
-    notebook ends (else each point left a client with its sockets open)."""
+    """The papermill engine that runs a notebook in a kernel given as ``km=``, through the
+    client :func:`start_kernel` connected, and closes that client when the notebook ends
+    (papermill's own left one per point with its sockets open). The kernel itself is the
+    caller's to shut down (:func:`shutdown_kernel`, or in the background)."""
     global _registered
     if not _registered:
         from papermill.clientwrap import PapermillNotebookClient
@@ -106,9 +110,14 @@ def engine_name() -> str:
                 kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
                 final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
                                      kernel_name=kernel_name, log=logger, log_output=log_output,
-                                     stdout_file=stdout_file, stderr_file=stderr_file,
-                                     shutdown_kernel="immediate")
-                return PapermillNotebookClient(nb_man, **final).execute(cleanup_kc=True)
+                                     stdout_file=stdout_file, stderr_file=stderr_file)
+                client = PapermillNotebookClient(nb_man, **final)
+                client.kc = getattr(final.get("km"), "warm_client", None)
+                try:
+                    return client.execute(cleanup_kc=False)
+                finally:
+                    if client.kc is not None:
+                        client.kc.stop_channels()
 
         papermill_engines.register(ENGINE, WarmEngine)
         _registered = True
@@ -116,50 +125,68 @@ def engine_name() -> str:
 
 
 class WarmKernels:
-    """At most one kernel warming up for the next point, and the finished ones going down.
+    """Kernels warming up for the next points, and the finished ones going down.
 
-    The next point's kernel is started as soon as the current point starts, at the lowest
-    priority (``early``), and given the sweep's priority back when taken. Where raising a
-    priority is not allowed (a container without CAP_SYS_NICE, a non-root user who lowered
-    it), that kernel is discarded and the next ones are started only once each run has
-    ended (:meth:`prepare` with ``after_run``), at normal priority.
+    When a point starts, the kernels of the next ``ahead`` points start warming at the
+    lowest priority (``early``): a notebook is mostly one busy core, and a kernel's start
+    (~1.1 s of CPU: the interpreter, ipykernel, the notebook's imports) takes longer than a
+    small point (~0.8 s), so it gets two points' idle CPU. A kernel gets the sweep's
+    priority back when taken, before its warm-up is waited for. Where raising a priority is
+    not allowed (a container without CAP_SYS_NICE, a non-root user who lowered it), warm-ups
+    start only once each run has ended (:meth:`prepare` with ``after_run``), one at a time,
+    at normal priority.
     """
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="warm-kernel")
-        self._next: Future[Any] | None = None
+    def __init__(self, ahead: int = 2) -> None:
+        self.ahead = ahead
+        self._pool = ThreadPoolExecutor(max_workers=ahead + 1, thread_name_prefix="warm-kernel")
+        self._next: dict[int, Future[Any]] = {}  # point -> its kernel, warming
+        self._starting: dict[int, Any] = {}  # point -> its kernel, once its process exists
         self._lock = threading.Lock()
         self._stopping: list[Future[None]] = []
         self.early = hasattr(os, "setpriority") and Path("/proc/self/task").is_dir()
         self._nice = os.getpriority(os.PRIO_PROCESS, 0) if self.early else 0
 
-    def prepare(self, env: Mapping[str, str], cwd: Path, after_run: bool = False) -> None:
-        """Start warming a kernel for the next point, once: at the point's start when
-        ``early``, else once its run has ended (``after_run``)."""
+    def prepare(self, point: int, env: Mapping[str, str], cwd: Path, after_run: bool = False) -> None:
+        """Start warming ``point``'s kernel, once: at an earlier point's start when ``early``,
+        else once the run before it has ended (``after_run``)."""
         if after_run == self.early:
             return
         with self._lock:
-            if self._next is None:
+            if point not in self._next:
                 nice = IDLE_NICE if self.early else None
-                self._next = self._pool.submit(start_kernel, env, cwd, WARM_UP, nice)
+                self._next[point] = self._pool.submit(
+                    start_kernel, env, cwd, WARM_UP, nice,
+                    lambda km: self._started(point, km))
 
-    def take(self, env: Mapping[str, str], cwd: Path) -> Any:
-        """The kernel prepared for this point (at the sweep's priority), or one started now."""
+    def _started(self, point: int, km: Any) -> None:
         with self._lock:
-            future, self._next = self._next, None
+            self._starting[point] = km
+
+    def take(self, point: int, env: Mapping[str, str], cwd: Path) -> Any:
+        """``point``'s kernel (at the sweep's priority), or one started now.
+
+        Its priority is given back first, then its warm-up is waited for: the point before
+        has ended, so a warm-up not done yet has nothing left to give way to."""
+        with self._lock:
+            future = self._next.pop(point, None)
+            starting = self._starting.pop(point, None)
         if future is None:
             return start_kernel(env, cwd)
-        km = future.result()
-        if self.early:
-            try:
+        km = None
+        try:
+            if self.early and starting is not None:
+                set_nice(starting, self._nice)
+            km = future.result()
+            if self.early and starting is None:
                 set_nice(km, self._nice)
-            except PermissionError:
-                log.warning("cannot give a warm kernel its priority back here; the next "
-                            "kernels start once each run has ended")
-                self.early = False
-                self.retire(km)
-                return start_kernel(env, cwd)
-        return km
+            return km
+        except PermissionError:
+            log.warning("cannot give a warm kernel its priority back here; the next "
+                        "kernels start once each run has ended")
+            self.early = False
+            self.retire(km if km is not None else future.result())
+            return start_kernel(env, cwd)
 
     def retire(self, km: Any) -> None:
         """Shut ``km`` down in the background."""
@@ -168,8 +195,8 @@ class WarmKernels:
     def close(self) -> None:
         """Shut down every kernel this pool started; return when they are gone."""
         with self._lock:
-            future, self._next = self._next, None
-        if future is not None:
+            futures, self._next = list(self._next.values()), {}
+        for future in futures:
             try:
                 self.retire(future.result())
             except Exception:  # a warm-up that failed left nothing running
@@ -181,6 +208,9 @@ class WarmKernels:
 
 def shutdown_kernel(km: Any) -> None:
     """Stop ``km``'s kernel (if it runs) and remove its sockets."""
+    client = getattr(km, "warm_client", None)
+    if client is not None and client.channels_running:
+        client.stop_channels()
     try:
         if km.has_kernel:
             km.shutdown_kernel(now=True)

@@ -63,14 +63,15 @@ def execute(source: Path, output: Path, parameters: dict[str, Any], km: Any = No
             env: Mapping[str, str] | None = None) -> None:
     """Run a notebook with papermill; raises PapermillExecutionError after writing ``output``.
 
-    ``km``: a kernel already started (see :mod:`harness.kernels`); else one is started now
-    with ``env`` (default: this process's environment). Either way it is shut down when the
-    notebook ends. Kernels use local sockets (IPC) in a folder of their own, not TCP:
+    ``km``: a kernel already started (see :mod:`harness.kernels`), the caller's to shut
+    down; else one is started now with ``env`` (default: this process's environment) and
+    shut down when the notebook ends. Kernels use local sockets (IPC) in a folder of their own, not TCP:
     nothing listens on the network, and nothing is left in the notebooks' folder.
     """
     papermill = require("papermill")
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    own = km is None
     if km is None:
         km = start_kernel(os.environ if env is None else env, source.parent, warm_up="")
     with _ctrl_c_reaches_the_kernel() as interrupted:
@@ -83,7 +84,8 @@ def execute(source: Path, output: Path, parameters: dict[str, Any], km: Any = No
                 raise KeyboardInterrupt from None
             raise
         finally:
-            shutdown_kernel(km)  # the engine stopped it, unless papermill failed first
+            if own:  # a kernel given is the caller's (a sweep shuts it down in the background)
+                shutdown_kernel(km)
     if interrupted.is_set():
         raise KeyboardInterrupt
 
@@ -252,10 +254,10 @@ def _sweep(settings: Settings, points: list[tuple[dict[str, Any], int, Settings]
                                warmup=point_settings.warmup)
             log.info(event("sweep-point", sweep=manifest.sweep_id, point=k + 1, of=len(points),
                            repeat=repeat, warmup=point_settings.warmup or None, **values))
-            after = points[k + 1][2] if k + 1 < len(points) else None
+            ahead = {j: points[j][2] for j in range(k + 1, min(k + 1 + kernels.ahead, len(points)))}
             manifest.points.append(point)
             try:
-                _run_point(point_settings, source, folder, point, kernels, after)
+                _run_point(k, point_settings, source, folder, point, kernels, ahead)
             except KeyboardInterrupt:
                 point.status = "interrupted"
                 report(f"point {k + 1}/{len(points)} interrupted; sweep stopped, "
@@ -275,23 +277,28 @@ def _save(folder: Path, manifest: SweepManifest) -> None:
     (folder / "sweep.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
-def _run_point(settings: Settings, source: Path, folder: Path, point: SweepPoint,
-               kernels: WarmKernels, after: Settings | None) -> None:
-    """Run one point's notebook in a kernel warmed for it; once its run has ended, start
-    warming the kernel of the point ``after`` it. A point whose run never recorded itself
-    gets a record. Its wall time counts from asking for its kernel to its notebook saved."""
+def _run_point(k: int, settings: Settings, source: Path, folder: Path, point: SweepPoint,
+               kernels: WarmKernels, ahead: dict[int, Settings]) -> None:
+    """Run point ``k``'s notebook in a kernel warmed for it, and start warming those of the
+    points ``ahead`` (see :class:`harness.kernels.WarmKernels`). A point whose run never
+    recorded itself gets a record. Its wall time counts from asking for its kernel to its
+    notebook saved."""
     params = {**point.values, "quantity": settings.quantity, "seed": point.seed,
               "sweep_id": settings.sweep_id, "run_id": point.run_id}
     t = time.perf_counter()
     ended = threading.Event()
+
+    def prepare_next() -> None:  # where priorities cannot be lowered: once this run ended
+        if ahead:
+            j = min(ahead)
+            kernels.prepare(j, child_env(ahead[j]), source.parent, after_run=True)
+
     watcher = threading.Thread(target=_when_run_ends, name="run-watcher", daemon=True, args=(
-        settings, point.run_id, ended,
-        (lambda: kernels.prepare(child_env(after), source.parent, after_run=True))
-        if after and not kernels.early else None))
+        settings, point.run_id, ended, None if kernels.early else prepare_next))
     try:
-        km = kernels.take(child_env(settings), source.parent)
-        if after is not None:
-            kernels.prepare(child_env(after), source.parent)  # early: at the lowest priority
+        km = kernels.take(k, child_env(settings), source.parent)
+        for j, later in ahead.items():  # early: at the lowest priority
+            kernels.prepare(j, child_env(later), source.parent)
         watcher.start()
         try:
             execute(source, folder / point.notebook, params, km=km)

@@ -72,7 +72,7 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
               help="orders per run; comma-separated for a grid (shorthand for --param quantity=...)")
 @click.option("--chunk-sizes", default="10000", show_default=True,
               help="comma-separated grid (--param chunk_size=...)")
-@click.option("-j", "--orders-per-job", "per_job", default="1000", show_default=True,
+@click.option("-j", "--orders-per-job", "per_job", default="5000", show_default=True,
               help="comma-separated grid (--param orders_per_job=...)")
 @click.option("-c", "--concurrency-levels", default="1,2", show_default=True,
               help="comma-separated grid (--param concurrency=...)")
