@@ -2,7 +2,8 @@
 
 Both are computed by the store at the end of a run, from the timestamps every order keeps
 (``createdAt``, ``startedAt``, ``processedAt``): one grouped query for the orders processed
-per 100 ms bin and priority, one ranking query per latency (queue wait, service). Nothing
+per 100 ms bin and priority, one query per latency (queue wait, service; on SQLite a
+histogram to 4 significant digits, see :meth:`SQLiteStore.latency`). Nothing
 reads the orders into Python, so the cost grows with what the store does per row.
 
 Measured at 200,000 orders on SQLite (2-core machine): see BENCHMARKS.md, "inside a run";

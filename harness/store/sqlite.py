@@ -27,6 +27,7 @@ from harness.store.base import (
     StoreError,
     Tally,
     Window,
+    rank,
     stale,
 )
 
@@ -95,6 +96,21 @@ LATENCY_SQL = {"wait": "started_at - created_at", "service": "processed_at - sta
 FIELD_NAMES = {
     "created_at": "createdAt", "started_at": "startedAt", "processed_at": "processedAt",
 }
+
+
+def _percentiles(buckets: Sequence[tuple[int, int]], count: int, percents: Sequence[int],
+                 high: float) -> dict[int, float]:
+    """Nearest-rank percentiles (seconds) from sorted (bucket in us, count) pairs; never
+    above the exact maximum."""
+    out: dict[int, float] = {}
+    for p in percents:
+        wanted, seen = rank(p, count), 0
+        for bucket, n in buckets:
+            seen += n
+            if seen >= wanted:
+                out[p] = min(bucket / 1_000_000, high)
+                break
+    return out
 
 
 class SQLiteStore:
@@ -273,32 +289,36 @@ class SQLiteStore:
 
     @_translated
     def latency(self, kind: str, percents: Sequence[int] = PERCENTS) -> dict[str, Spread]:
-        """Two statements: count, max and mean per priority (a grouped scan), then one
-        window function ranks each priority's values once and keeps the rows at the
-        percentiles' nearest ranks (ceil(p * n / 100), in integers because SQLite's ceil()
-        is an optional extension). Giving the window the counts instead of a second
-        ``COUNT(*) OVER`` measured 200 ms instead of 360 ms at 200,000 orders."""
+        """One grouped scan, no sort: per priority, a histogram of the values in
+        microseconds kept to 4 significant digits (bucket widths 1 us below 10 ms, 10 us to
+        100 ms, 100 us to 1 s, 1 ms to 10 s ...: within 0.1 %), with each bucket's exact
+        maximum and sum for the exact max and mean. Each percentile is the nearest rank's
+        bucket, read from the histogram's counts.
+
+        A window function ranking every value measured 2.8 s for both latencies at
+        1,000,000 orders; this, 1.4 s (SQLite still sorts rows to group them, but on an
+        integer key, with no window). HdrHistogram, which Locust and OMB report from, keeps
+        a similar precision."""
         expr = LATENCY_SQL[kind]
-        groups = self._db.execute(
-            f"SELECT priority, COUNT(*), MAX({expr}), AVG({expr}) FROM orders WHERE status = ? "
-            "GROUP BY priority", (PROCESSED,)).fetchall()
-        if not groups:
-            return {}
-        counts = {priority: int(n) for priority, n, _, _ in groups}
-        n_of = "CASE priority " + " ".join("WHEN ? THEN ?" for _ in counts) + " END"
-        ranks = [f"({int(p)} * n + 99) / 100" for p in percents]
-        picks = ", ".join(f"MAX(CASE WHEN rn = {r} THEN v END)" for r in ranks)
-        rows = self._db.execute(
-            f"SELECT priority, {picks} FROM ("
-            "  SELECT priority, v, ROW_NUMBER() OVER (PARTITION BY priority ORDER BY v) AS rn,"
-            f"        {n_of} AS n"
-            f"  FROM (SELECT priority, {expr} AS v FROM orders WHERE status = ?)"
-            f") WHERE rn IN ({', '.join(ranks)}) GROUP BY priority",
-            [*(x for item in counts.items() for x in item), PROCESSED],
-        )
-        picked = {row[0]: dict(zip(percents, row[1:], strict=True)) for row in rows}
-        return {priority: Spread(n, picked.get(priority, {}), high, mean)
-                for priority, n, high, mean in groups}
+        steps = " ".join(f"WHEN us < {10 ** (d + 4)} THEN us / {10 ** d} * {10 ** d}"
+                         for d in range(1, 9))
+        histogram: dict[str, list[tuple[int, int]]] = {}
+        high: dict[str, float] = {}
+        total: dict[str, float] = {}
+        for priority, bucket, n, most, summed in self._db.execute(
+            f"SELECT priority, CASE WHEN us < 10000 THEN us {steps} ELSE us END AS b, COUNT(*), "
+            "       MAX(v), SUM(v) "
+            f"FROM (SELECT priority, {expr} AS v, CAST(ROUND(({expr}) * 1000000) AS INTEGER) AS us "
+            "      FROM orders WHERE status = ?) GROUP BY priority, b", (PROCESSED,)):
+            histogram.setdefault(priority, []).append((int(bucket), int(n)))
+            high[priority] = max(high.get(priority, most), most)
+            total[priority] = total.get(priority, 0.0) + summed
+        out = {}
+        for priority, buckets in histogram.items():
+            n = sum(count for _, count in buckets)
+            out[priority] = Spread(n, _percentiles(sorted(buckets), n, percents, high[priority]),
+                                   high[priority], total[priority] / n)
+        return out
 
     @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
