@@ -194,6 +194,23 @@ def _run_row(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def _sized_runs(settings: Settings, sizes: Sequence[int],
+                report: Report) -> tuple[RunRecord, dict[str, Any], list[dict[str, Any]]]:
+    """A full run at each size; the largest (N) with the status call timed meanwhile.
+    Returns that run, the status latencies and a row per run."""
+    n, rows = max(sizes), []
+    for size in sorted(set(sizes)):
+        report(f"harness run -n {size:,} -c {settings.concurrency} ...")
+        if size == n:
+            with StatusSampler(settings) as sampler:
+                main = full_run(settings, size, settings.concurrency)
+            status = sampler.summary()
+            rows.append(_run_row(main))
+        else:
+            rows.append(_run_row(full_run(settings, size, settings.concurrency)))
+    return main, status, rows
+
+
 def bench(
     settings: Settings, sizes: Sequence[int], levels: Sequence[int],
     report: Report = lambda line: None,
@@ -217,17 +234,7 @@ def bench(
         queue = queue_overhead(settings, n)
     finally:
         RunLock(conn).release(me)
-    runs = []
-    for size in sorted(set(sizes)):
-        report(f"harness run -n {size:,} -c {settings.concurrency} ...")
-        if size == n:
-            with StatusSampler(settings) as sampler:
-                record = full_run(settings, size, settings.concurrency)
-            status = sampler.summary()
-            main = record
-        else:
-            record = full_run(settings, size, settings.concurrency)
-        runs.append(_run_row(record))
+    main, status, runs = _sized_runs(settings, sizes, report)
     scaling = [row for row in runs if row["n"] == n]
     for c in sorted(set(levels) - {settings.concurrency}):
         report(f"harness run -n {n:,} -c {c} ...")

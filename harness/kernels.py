@@ -65,7 +65,10 @@ def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP,
     try:
         kc.start_channels()
         kc.wait_for_ready(timeout=START_TIMEOUT_S)
-        kc.execute_interactive(warm_up, timeout=START_TIMEOUT_S, store_history=False)
+        # Its outputs are nobody's: not printed (a warm-up interrupted by a Ctrl-C meant for
+        # the running notebook would otherwise print a KeyboardInterrupt traceback).
+        kc.execute_interactive(warm_up, timeout=START_TIMEOUT_S, store_history=False,
+                               output_hook=lambda msg: None)
     except BaseException:
         shutdown_kernel(km)
         raise

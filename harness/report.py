@@ -74,7 +74,7 @@ def execute(source: Path, output: Path, parameters: dict[str, Any], km: Any = No
     own = km is None
     if km is None:
         km = start_kernel(os.environ if env is None else env, source.parent, warm_up="")
-    with _ctrl_c_reaches_the_kernel() as interrupted:
+    with _ctrl_c_reaches_the_kernel(km.provisioner.pid) as interrupted:
         try:
             papermill.execute_notebook(str(source), str(output), parameters=parameters,
                                        kernel_name=KERNEL, progress_bar=False,
@@ -91,8 +91,9 @@ def execute(source: Path, output: Path, parameters: dict[str, Any], km: Any = No
 
 
 @contextmanager
-def _ctrl_c_reaches_the_kernel() -> Iterator[threading.Event]:
-    """While a notebook runs, Ctrl-C interrupts its kernel instead of this process.
+def _ctrl_c_reaches_the_kernel(pid: int) -> Iterator[threading.Event]:
+    """While a notebook runs, Ctrl-C interrupts its kernel (``pid``) instead of this process;
+    kernels warming up for later points are left alone.
 
     Kernels run in sessions of their own, so the terminal's Ctrl-C reached only papermill,
     which tore the kernel down mid-reply: a ZMQError traceback from the kernel, a
@@ -111,30 +112,14 @@ def _ctrl_c_reaches_the_kernel() -> Iterator[threading.Event]:
             raise KeyboardInterrupt
         interrupted.set()
         log.warning("Ctrl-C: stopping the notebook's run (Ctrl-C again to stop at once)")
-        for pid in _kernel_pids():
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _kernel_pids() -> list[int]:
-    """This process's kernels: its children running ipykernel (Linux /proc)."""
-    me, pids = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent == me and b"ipykernel" in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
 
 
 @dataclass

@@ -73,6 +73,25 @@ def _no_log_file_outlives_its_test() -> Iterator[None]:
             handler.close()
 
 
+JUPYTER_VARS = ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
+                "MPLCONFIGDIR")
+
+
+@pytest.fixture
+def kernel_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The test's settings for notebook kernels: they find the test Redis and store through
+    the environment, and write their Jupyter and matplotlib state under tmp_path, not the
+    home folder; reports under tmp_path."""
+    for var in JUPYTER_VARS:
+        folder = tmp_path / "jupyter" / var.lower()
+        folder.mkdir(parents=True)
+        monkeypatch.setenv(var, str(folder))
+    monkeypatch.setenv("REDIS_URL", settings.redis_address)
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(settings.data_dir.resolve()))
+    monkeypatch.setenv("MONGO_URI", "")
+    return settings.replace(reports_dir=tmp_path / "reports")
+
+
 @pytest.fixture
 def unused_port() -> int:
     """A TCP port nothing listens on (for unreachable-service tests)."""

@@ -14,13 +14,10 @@ from harness.config import Settings
 from harness.store import open_store
 
 
-def test_bench_measures_everything_at_small_n(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bench_measures_everything_at_small_n(kernel_env: Settings, tmp_path: Path) -> None:
+    """(``kernel_env``: the fixed-cost sweep's kernels keep their state under tmp_path.)"""
+    settings = kernel_env
     out = tmp_path / "bench.json"
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
-                "MPLCONFIGDIR"):  # the fixed-cost sweep's kernels write here, not in ~
-        monkeypatch.setenv(var, str(tmp_path / "jupyter" / var.lower()))
     env = {"REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(settings.data_dir),
            "HARNESS_REPORTS_DIR": str(tmp_path / "reports"), "MONGO_URI": ""}
     result = CliRunner().invoke(

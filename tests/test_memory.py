@@ -32,29 +32,21 @@ def _stored(settings: Settings, run_id: str | None = None, sweep_id: str | None 
 
 
 @pytest.fixture
-def kernel_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
-                "MPLCONFIGDIR"):
-        folder = tmp_path / "jupyter" / var.lower()
-        folder.mkdir(parents=True)
-        monkeypatch.setenv(var, str(folder))
-    monkeypatch.setenv("REDIS_URL", settings.redis_address)
-    monkeypatch.setenv("HARNESS_DATA_DIR", str(settings.data_dir.resolve()))
-    monkeypatch.setenv("MONGO_URI", "")
-    return settings.replace(reports_dir=tmp_path / "reports", **SHAPE)
+def shaped(kernel_env: Settings) -> Settings:
+    return kernel_env.replace(**SHAPE)
 
 
 def test_the_same_run_measures_the_same_from_the_cli_a_notebook_and_a_sweep(
-    kernel_env: Settings, tmp_path: Path
+    shaped: Settings, tmp_path: Path
 ) -> None:
-    cli = RunRecord.from_json(run_in_child(kernel_env.replace(sweep_id="from-cli")))
+    cli = RunRecord.from_json(run_in_child(shaped.replace(sweep_id="from-cli")))
     execute(CHECKOUT_NOTEBOOKS / "run.ipynb", tmp_path / "run.ipynb",
             {**SHAPE, "sweep_id": "from-notebook"})
-    notebook = _stored(kernel_env, sweep_id="from-notebook")
-    manifest = sweep(kernel_env, {k: [v] for k, v in SHAPE.items() if k != "seed"}, repeats=1,
+    notebook = _stored(shaped, sweep_id="from-notebook")
+    manifest = sweep(shaped, {k: [v] for k, v in SHAPE.items() if k != "seed"}, repeats=1,
                      sweep_id="from-sweep", with_report=False)
     assert manifest.failed == 0
-    swept = _stored(kernel_env, run_id=manifest.points[0].run_id)
+    swept = _stored(shaped, run_id=manifest.points[0].run_id)
 
     figures = {}
     for name, record in (("cli", cli), ("notebook", notebook), ("sweep", swept)):

@@ -36,21 +36,6 @@ BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture
-def kernel_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Kernels find the test Redis and store through the environment, and write their
-    Jupyter and matplotlib state under tmp_path, not the home folder."""
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
-                "MPLCONFIGDIR"):
-        folder = tmp_path / "jupyter" / var.lower()
-        folder.mkdir(parents=True)
-        monkeypatch.setenv(var, str(folder))
-    monkeypatch.setenv("REDIS_URL", settings.redis_address)
-    monkeypatch.setenv("HARNESS_DATA_DIR", str(settings.data_dir.resolve()))
-    monkeypatch.setenv("MONGO_URI", "")
-    return settings.replace(reports_dir=tmp_path / "reports")
-
-
 def _outputs(path: Path) -> list[dict[str, Any]]:
     nb = nbformat.read(path, as_version=4)
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
