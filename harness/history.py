@@ -46,18 +46,23 @@ def save_final(settings: Settings, store: Store | None, record: RunRecord,
     """
     deadline = time.monotonic() + deadline_s
     error: Exception | None = None
+    given = store  # the caller's: it closes it
     while True:
+        handle = store
         try:
-            if store is None:
-                store = open_store(settings)
+            if handle is None:
+                handle = open_store(settings)
             try:
-                store.save_run(record)
+                handle.save_run(record)
                 return "store"
             except StaleRun:
-                return "store (closed)" if store.close_run(record) else "store (already closed)"
+                return "store (closed)" if handle.close_run(record) else "store (already closed)"
         except StoreError as exc:
             error = exc
             store = None  # the handle may be what is broken; the next try opens a fresh one
+        finally:
+            if handle is not None and handle is not given:
+                handle.close()  # one this call opened
         if time.monotonic() + RETRY_EVERY_S > deadline:
             break
         time.sleep(RETRY_EVERY_S)

@@ -54,15 +54,16 @@ def start_kernel(env: Mapping[str, str], cwd: Path, warm_up: str = WARM_UP,
     km = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(sockets / "k"),
                        connection_file=str(Path(jupyter_runtime_dir()) / f"harness-{name}.json"))
     km.sockets_dir = sockets  # type: ignore[attr-defined]  # removed with it: shutdown_kernel
-    Path(km.connection_file).parent.mkdir(parents=True, exist_ok=True)
-    km.start_kernel(env=dict(env), cwd=str(cwd))
-    if nice is not None:
-        set_nice(km, nice)
-    if started is not None:
-        started(km)  # its process exists: its priority can be changed from now on
-    kc = km.client()
-    km.warm_client = kc  # type: ignore[attr-defined]  # taken by the engine, see engine_name
+    km.warm_client = None  # type: ignore[attr-defined]  # taken by the engine, see engine_name
     try:
+        Path(km.connection_file).parent.mkdir(parents=True, exist_ok=True)
+        km.start_kernel(env=dict(env), cwd=str(cwd))
+        if nice is not None:
+            set_nice(km, nice)
+        if started is not None:
+            started(km)  # its process exists: its priority can be changed from now on
+        kc = km.client()
+        km.warm_client = kc  # type: ignore[attr-defined]
         kc.start_channels()
         kc.wait_for_ready(timeout=START_TIMEOUT_S)
         # Its outputs are nobody's: not printed (a warm-up interrupted by a Ctrl-C meant for
@@ -188,8 +189,18 @@ class WarmKernels:
             log.warning("cannot give a warm kernel its priority back here; the next "
                         "kernels start once each run has ended")
             self.early = False
-            self.retire(km if km is not None else future.result())
+            with self._lock:  # every kernel warming now was started at the lowest priority
+                others, self._next, self._starting = list(self._next.values()), {}, {}
+            for waiting in [future, *others]:
+                waiting.add_done_callback(self._retire_when_started)
             return start_kernel(env, cwd)
+        except BaseException:  # Ctrl-C while waiting, a failed warm-up: nothing left running
+            future.add_done_callback(self._retire_when_started)
+            raise
+
+    def _retire_when_started(self, future: Future[Any]) -> None:
+        if future.exception() is None:
+            self.retire(future.result())
 
     def retire(self, km: Any) -> None:
         """Shut ``km`` down in the background."""

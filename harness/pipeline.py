@@ -417,8 +417,17 @@ class Pipeline:
         store_down = ending.store_down or not self._owns_store()
         if redis_down and not ending.redis_down:
             stop = None
-            error = f"{error}; the run's live state is another's now"
+            if phase is not Phase.DONE:
+                error = f"{error}; the run's live state is another's now (or Redis is gone)"
         total_s = time.perf_counter() - self.t0
+        # Stopping the work and the pool and saving the record can outlast the lock's 30 s.
+        with self.sup.keeping_lock():
+            self._finish_end(ending, phase, error, stop, store_down, redis_down, total_s)
+
+    def _finish_end(self, ending: Ending, phase: Phase, error: str | None,
+                    stop: CancelRequest | None, store_down: bool, redis_down: bool,
+                    total_s: float) -> None:
+        """The rest of :meth:`_end`, under the lock kept alive (``keeping_lock``)."""
         running, stopped_at = 0, time.time()
         if stop is not None and not redis_down:
             # With the store gone, nothing can commit and nothing could be measured: stop

@@ -20,11 +20,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from harness import logs, retries
 from harness import queue as rq_queue
@@ -146,6 +148,29 @@ class Supervisor:
         log_due = now - self._last_log >= self.settings.log_progress_every_ms / 1000
         if report and (self.progress is not None or log_due):
             self.report(phase, generated, log_due)
+
+    @contextmanager
+    def keeping_lock(self) -> Iterator[None]:
+        """Refresh the lock from a thread while the run ends: stopping its work, stopping
+        the pool and saving the record may take longer than the lock's TTL, and a lock that
+        expired would let the next run start while this one still empties queues."""
+        done = threading.Event()
+
+        def refresh() -> None:
+            while not done.wait(LOCK_REFRESH_S):
+                try:
+                    if not self.lock.refresh(self.me):
+                        return
+                except RedisError:
+                    return
+
+        keeper = threading.Thread(target=refresh, name="lock-keeper", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
 
     def checkpoint_now(self) -> None:
         self._last_checkpoint = time.monotonic()

@@ -177,9 +177,11 @@ class MongoStore:
 
     @_translated
     def clear_orders(self) -> None:
-        self._check()
+        fence = self._check()
         self.orders.drop()
         self._ensure_indexes()
+        if self._read_fence() != fence:  # claimed meanwhile: say so, the new owner clears again
+            raise stale(fence, self._read_fence())
 
     @_translated
     def insert_orders(self, orders: Sequence[Order]) -> None:
@@ -189,7 +191,7 @@ class MongoStore:
             {
                 "_id": o.seq, "id": o.id, "cliente": o.cliente, "valor": o.valor, "tier": o.tier,
                 "priority": o.priority, "observacoes": o.observacoes, "status": o.status,
-                "createdAt": created[o.created_at], "run": fence.run_id,
+                "createdAt": created[o.created_at], "run": fence.run_id, "epoch": fence.epoch,
             }
             for o in orders
         ]
@@ -207,15 +209,21 @@ class MongoStore:
 
     def _insert_fenced(self, documents: list[dict[str, Any]]) -> None:
         """Insert, then check that the fence did not move meanwhile; if it did, take back
-        what this insert put in (its run's documents among these seqs) and refuse."""
+        exactly what this insert put in (the documents it wrote, tagged with its run *and*
+        epoch: never another epoch's same seqs) and refuse."""
         fence = self._fence
+        assert fence is not None
+        failed: set[int] = set()
         try:
             self.orders.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            failed = {e.get("index", -1) for e in exc.details.get("writeErrors", [])}
+            raise
         finally:
             if self._read_fence() != fence:
-                assert fence is not None
-                self.orders.delete_many({"_id": {"$in": [d["_id"] for d in documents]},
-                                         "run": fence.run_id})
+                mine = [d["_id"] for i, d in enumerate(documents) if i not in failed]
+                self.orders.delete_many({"_id": {"$in": mine}, "run": fence.run_id,
+                                         "epoch": fence.epoch})
                 raise stale(fence, self._read_fence())
 
     @_translated
@@ -357,10 +365,21 @@ class MongoStore:
 
     @_translated
     def save_run(self, record: RunRecord, fenced: bool = True) -> None:
-        if fenced:
-            self._check()
-        self.runs.replace_one({"_id": record.run_id}, {**record.to_json(), "_id": record.run_id},
-                              upsert=True)
+        """Fenced: checked, then written only over a record no later epoch of the run wrote
+        (``_fence`` kept beside the record, one single-document filter), so a coordinator
+        paused between its check and its write cannot overwrite its resumed self's record."""
+        doc = {**record.to_json(), "_id": record.run_id}
+        if not fenced:
+            self.runs.replace_one({"_id": record.run_id}, doc, upsert=True)
+            return
+        fence = self._check()
+        try:
+            self.runs.replace_one(
+                {"_id": record.run_id, "$or": [{"_fence": {"$exists": False}},
+                                               {"_fence": {"$lte": fence.epoch}}]},
+                {**doc, "_fence": fence.epoch}, upsert=True)
+        except DuplicateKeyError:  # a later epoch's record is there: not ours to replace
+            raise stale(fence, self._read_fence()) from None
 
     @_translated
     def close_run(self, record: RunRecord) -> bool:
@@ -381,11 +400,12 @@ class MongoStore:
         if doc is None:
             return None
         doc.pop("_id")
+        doc.pop("_fence", None)
         return RunRecord.from_json(doc)
 
     @_translated
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:
-        cursor = self.runs.find({}, {"_id": 0}).sort("startedAt", DESCENDING)
+        cursor = self.runs.find({}, {"_id": 0, "_fence": 0}).sort("startedAt", DESCENDING)
         if limit is not None:
             cursor = cursor.limit(limit)
         return [RunRecord.from_json(doc) for doc in cursor]

@@ -98,6 +98,14 @@ FIELD_NAMES = {
 }
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is open, if anything: SQLite may have rolled back already (a failed
+    COMMIT), and a second ROLLBACK would hide the first error. A handle must never keep a
+    transaction (and the write lock) after an error: a worker reuses its handle."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def _percentiles(buckets: Sequence[tuple[int, int]], count: int, percents: Sequence[int],
                  high: float) -> dict[int, float]:
     """Nearest-rank percentiles (seconds) from sorted (bucket in us, count) pairs; never
@@ -160,10 +168,10 @@ class SQLiteStore:
                 raise stale(fence, current)
             changed = [db.executemany(sql, rows).rowcount if rows is not None
                        else db.execute(sql).rowcount for sql, rows in statements]
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
-        db.execute("COMMIT")
         return changed[0] if changed else 0
 
     @_translated
@@ -175,10 +183,10 @@ class SQLiteStore:
             fence = Fence(run_id, current.epoch + 1 if current and current.run_id == run_id else 0)
             db.execute("INSERT OR REPLACE INTO fence (id, run_id, epoch) VALUES (1, ?, ?)",
                        (fence.run_id, fence.epoch))
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
-        db.execute("COMMIT")
         self._fence = fence
         return fence
 
@@ -351,10 +359,10 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO process_runs (run_id, started_at, record) "
                        "VALUES (?, ?, ?)",
                        (record.run_id, record.started_at or "", json.dumps(record.to_json())))
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
-        db.execute("COMMIT")
         return True
 
     @_translated
