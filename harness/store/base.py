@@ -8,9 +8,10 @@ position in the run, because an integer key is what makes batched updates cheap 
 paused past its lock (SIGSTOP, a frozen VM) wakes up believing it still owns it. So the
 store keeps a fence: the run (and epoch: a resume starts a new one) that owns the orders.
 A writer claims it (:meth:`Store.claim`), and every write to the orders, and every record
-write of a coordinator, checks it in the same transaction (SQLite) or the same
-single-document operation (MongoDB updates carry the run in their filter); a writer whose
-fence is no longer current gets StaleRun and writes nothing.
+write of a coordinator, checks it: in the same transaction (SQLite), or in the same
+single-document filter where MongoDB allows one (updates carry the run; record writes the
+epoch; inserts are checked before and after, see :mod:`harness.store.mongo` for the windows
+left without transactions). A writer whose fence is no longer current gets StaleRun.
 """
 
 from __future__ import annotations

@@ -6,13 +6,22 @@ duplicate does not stop the rest of a chunk; updates are one unordered ``bulk_wr
 batch, each filtered on ``status: pendente`` so a batch run twice changes nothing.
 
 The fence (see :mod:`harness.store.base`) without multi-document transactions (they need a
-replica set): every order carries its run (``run``) and every update and delete of orders
-filters on it, so a stale process's write matches nothing of another run's, atomically per
-document. An insert cannot filter: it checks the fence before and after, and takes back its
-own documents when the fence moved meanwhile. What remains open is a stale process of the
-*same* run (an older epoch, after a resume) updating that run's orders between the worker's
-check in Redis and its write: harmless to the data (an order still moves once), it can leave
-a processed order uncounted, which the run reports as unaccounted-for and a resume finishes.
+replica set), so weaker than SQLite's in small windows, said here as they are:
+
+- every order carries its run and epoch; updates and deletes of orders filter on the run,
+  so a stale process's write matches nothing of another run's, atomically per document;
+- an insert cannot filter: it checks the fence before and after, and when the fence moved
+  meanwhile takes back exactly the documents it wrote (its run *and* epoch) and refuses.
+  Between its check and its insert, a new owner's insert of the same seqs may meet its
+  documents as duplicates (that run then ends ERROR, nothing lost, `harness resume` goes on);
+- a coordinator's record write replaces only a record no later epoch wrote (one filter);
+- dropping the orders re-checks the fence after the drop: a coordinator paused exactly
+  between its check and its drop would drop its successor's first orders, and say so.
+
+Also open: a stale process of the *same* run (an older epoch, after a resume) updating that
+run's orders between the worker's check in Redis and its write: harmless to the data (an
+order still moves once), it can leave a processed order uncounted, which the run reports as
+unaccounted-for and a resume finishes.
 """
 
 from __future__ import annotations
