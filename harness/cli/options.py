@@ -14,9 +14,9 @@ from harness.config import INTEGER_TEXT, ConfigError, Settings, option_help, red
 INTEGER_RULE = "ASCII digits only, with an optional leading '-' (no spaces, '_' or other scripts' digits)"
 
 
-class StrictInt(click.types.IntParamType):
-    """An integer flag as the environment variables read one: click's own type calls int(),
-    which takes ' 5', '1_000' and '٣' (an Arabic-Indic 3)."""
+class AsciiDigits(click.ParamType):
+    """Integer flags parsed as the environment variables are: click's own types call int(),
+    which takes ' 5', '1_000' and '٣' (an Arabic-Indic 3). Put first in the bases."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not INTEGER_TEXT.fullmatch(value):
@@ -24,13 +24,12 @@ class StrictInt(click.types.IntParamType):
         return super().convert(value, param, ctx)
 
 
-class StrictIntRange(click.IntRange):
-    """click.IntRange with :class:`StrictInt`'s parsing."""
+class StrictInt(AsciiDigits, click.types.IntParamType):
+    """click's INT with :class:`AsciiDigits`' parsing."""
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not INTEGER_TEXT.fullmatch(value):
-            self.fail(f"{value!r} is not a valid integer: {INTEGER_RULE}", param, ctx)
-        return super().convert(value, param, ctx)
+
+class StrictIntRange(AsciiDigits, click.IntRange):
+    """click.IntRange with :class:`AsciiDigits`' parsing."""
 
 
 INT = StrictInt()

@@ -70,9 +70,6 @@ def stale(mine: Fence | None, current: Fence | None) -> StaleRun:
 # A processed order as a worker reports it: (seq, started_at, processed_at).
 Done = tuple[int, float, float]
 
-# Latencies a store computes over the processed orders, and the expression of each:
-# queue wait (created -> started) and service (started -> processed).
-LATENCIES = ("wait", "service")
 PERCENTS = (50, 95, 99)
 
 
