@@ -38,7 +38,7 @@ from harness.inside import inside
 from harness.lock import LockHolder, RunLock
 from harness.logs import event
 from harness.orders import NORMAL, VIP, generate
-from harness.record import CancelInfo, Measured, RunRecord, finish, iso, ms, new_run_id
+from harness.record import CancelInfo, Measured, Overhead, RunRecord, finish, iso, ms, new_run_id
 from harness.resume import Resumption, load, restore
 from harness.runs import environment
 from harness.state import CancelRequest, Phase, RunState
@@ -82,10 +82,13 @@ class Pipeline:
         self, settings: Settings, progress: ProgressCallback | None = None,
         start_workers: bool = True, force: bool = False, resume: str | bool = False,
         concurrency: int | None = None, run_id: str | None = None,
+        command_start: float | None = None,
     ) -> None:
         """``resume``: True for the latest run, or a run id; that run's record then gives
         the run id, seed and shape, ``settings`` where to connect, and ``concurrency``, if
-        given, a new worker count."""
+        given, a new worker count. ``command_start``: when the command running this run
+        started (epoch seconds; its process's start for ``harness run``), for the record's
+        :class:`~harness.record.Overhead`; by default, when :meth:`run` is called."""
         self.settings, self.progress = settings, progress
         self.start_workers, self.force = start_workers, force
         self.resume, self.concurrency = resume, concurrency
@@ -98,6 +101,8 @@ class Pipeline:
         self.generated = 0
         # Set again when setup ends; here so that a run stopped during setup still records.
         self.started, self.t0 = time.time(), time.perf_counter()
+        self.command_start, self.since = command_start, "process" if command_start else "call"
+        self.clock_at = self.ended_at = self.started  # this stretch's clock: start, end
         self.conn: Redis
         self.store: Store
         self.sup: Supervisor
@@ -119,6 +124,8 @@ class Pipeline:
         another run is active (with ``force``, that run is cancelled first). A run whose
         coordinator provably died is taken over without ``force``.
         """
+        if self.command_start is None:
+            self.command_start = time.time()
         logs.configure(self.settings)
         self.conn = connect_redis(self.settings)
         store = open_store(self.settings)  # unreachable store: fail before any write
@@ -263,12 +270,14 @@ class Pipeline:
             self.record.counts.vip = restored.vip_total
             self.record.counts.normal = restored.normal_total
             self._add_time("setup_ms", time.perf_counter() - setup_start, self._times())
+            self.clock_at = time.time()
         else:
             self.store.clear_orders()  # the orders collection holds the current run only
             # The clock starts here: clearing the last run and starting workers is setup,
             # reported apart as setupMs, not part of the pipeline's end-to-end time.
             self.started, self.t0 = time.time(), time.perf_counter()
             self.sup.t0 = self.t0
+            self.clock_at = self.started
             self.record.setup_ms = ms(self.t0 - setup_start)
             self.record.started_at = iso(self.started)
             self.state.set(startedAt=self.started, progressAt=self.started)
@@ -420,6 +429,7 @@ class Pipeline:
             if phase is not Phase.DONE:
                 error = f"{error}; the run's live state is another's now (or Redis is gone)"
         total_s = time.perf_counter() - self.t0
+        self.ended_at = time.time()
         # Stopping the work and the pool and saving the record can outlast the lock's 30 s.
         with self.sup.keeping_lock():
             self._finish_end(ending, phase, error, stop, store_down, redis_down, total_s)
@@ -441,6 +451,7 @@ class Pipeline:
             cancel = self._cancel_info(stop, running, stopped_at, store_down)
             error = error if not running else f"{error}; {running} job(s) still running after the timeout"
         finish(self.record, phase, error, measured, cancel=cancel)
+        self.record.overhead = self._overhead()
         final = Phase(self.record.phase)
         if not redis_down:
             self._redis_or(lambda: self.state.set(
@@ -462,6 +473,16 @@ class Pipeline:
                 self._redis_or(lambda: self.sup.report(final, self.generated))
             except Exception:  # a caller's callback failing must not undo the run's end
                 log.exception("run %s: the progress callback failed on the last report", self.run_id)
+
+    def _overhead(self) -> Overhead:
+        """The command's wall time so far and where it went (the record is saved next)."""
+        now, start = time.time(), self.command_start or self.started
+        pool_stop = self.sup.pool_stop_s
+        return Overhead(
+            since=self.since, wall_ms=ms(now - start),
+            before_ms=ms(max(0.0, self.clock_at - start)),
+            run_ms=ms(self.ended_at - self.clock_at), after_ms=ms(now - self.ended_at),
+            pool_stop_ms=None if pool_stop is None else ms(pool_stop))
 
     def _owns_live_state(self) -> bool:
         """The live state and the lock are still this run's (one round trip each)."""
@@ -537,19 +558,21 @@ class Pipeline:
 
 def run(
     settings: Settings, progress: ProgressCallback | None = None, start_workers: bool = True,
-    force: bool = False, run_id: str | None = None,
+    force: bool = False, run_id: str | None = None, command_start: float | None = None,
 ) -> RunRecord:
     """Run the whole pipeline once and return its record. ``run_id``, when given, names the
-    run (a launcher that must know it before the run starts)."""
-    return Pipeline(settings, progress, start_workers, force, run_id=run_id).run()
+    run (a launcher that must know it before the run starts); ``command_start``, when the
+    command began (see :class:`Pipeline`)."""
+    return Pipeline(settings, progress, start_workers, force, run_id=run_id,
+                    command_start=command_start).run()
 
 
 def resume(
     settings: Settings, run_id: str | None = None, progress: ProgressCallback | None = None,
-    start_workers: bool = True, concurrency: int | None = None,
+    start_workers: bool = True, concurrency: int | None = None, command_start: float | None = None,
 ) -> RunRecord:
     """Finish a run that stopped before DONE (the latest, or ``run_id``, which must be the
     latest) with its own settings, or ``concurrency`` workers; return its record. Raises
     CannotResume, before writing anything, when the store no longer holds that run's orders."""
     return Pipeline(settings, progress, start_workers, resume=run_id or True,
-                    concurrency=concurrency).run()
+                    concurrency=concurrency, command_start=command_start).run()

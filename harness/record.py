@@ -242,6 +242,29 @@ class Latency:
 
 
 @dataclass
+class Overhead:
+    """What the command that ran the run cost around the pipeline's own clock.
+
+    ``total_time_ms`` starts when setup ends and stops when the last order is done; a user
+    waits for more: the process starting and connecting, setup, and after the last order the
+    workers stopping and the end-of-run queries. Kept because a stall there hid once: with
+    redis-py 8.2.0 every worker pool waited 30 s to stop, ``harness run -n 1000`` took 34 s of
+    wall time, and every figure the run printed still said 0.08 s.
+
+    ``since`` says where ``wall_ms`` starts: ``process`` (the command's own process, as
+    ``harness run``), or ``call`` (the library call, as from a notebook kernel).
+    ``wall_ms`` = ``before_ms`` + ``run_ms`` + ``after_ms``; the record is saved at its end.
+    """
+
+    since: str = "call"
+    wall_ms: float | None = None
+    before_ms: float | None = None  # start -> the pipeline's clock starts (includes setup)
+    run_ms: float | None = None  # this stretch of the pipeline (a resumed run's last one)
+    after_ms: float | None = None  # the last order done -> the record saved
+    pool_stop_ms: float | None = None  # part of after_ms: the worker pool stopping
+
+
+@dataclass
 class CancelInfo:
     """What a cancel asked for and what it did. ``by_coordinator`` False: the run's
     coordinator was gone and the canceller recorded the run itself."""
@@ -338,6 +361,7 @@ class RunRecord:
     environment: Environment | None = None
     resumes: list[Resume] = field(default_factory=list)
     cancel: CancelInfo | None = None
+    overhead: Overhead | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

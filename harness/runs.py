@@ -23,6 +23,7 @@ from harness.record import (
     BarrierProof,
     Environment,
     Memory,
+    Overhead,
     Processing,
     RedisInfo,
     RunRecord,
@@ -145,12 +146,26 @@ def format_summary(run: RunRecord) -> str:
         f"{barrier.first_normal_started_at})",
         f"  memory          {_memory_line(memory)}",
     ]
+    if run.overhead is not None:
+        lines.append(f"  wall            {_overhead_line(run.overhead)}")
     if run.latency is not None:
         for name, lat in (("VIP", run.latency.vip), ("NORMAL", run.latency.normal)):
             w, sv = lat.wait, lat.service
             lines.append(f"  {name + ' latency':<16}wait p50 {w.p50_ms} / p99 {w.p99_ms} / max "
                          f"{w.max_ms} ms; service p50 {sv.p50_ms} / p99 {sv.p99_ms} ms")
     return "\n".join(lines)
+
+
+def _overhead_line(o: Overhead) -> str:
+    """The command's wall time, split so that a stall around the run shows as a figure."""
+
+    def s(value: float | None) -> str:
+        return "-" if value is None else f"{value / 1000:.2f} s"
+
+    where = "the command's start" if o.since == "process" else "the call"
+    pool = "" if o.pool_stop_ms is None else f", of which stopping workers {s(o.pool_stop_ms)}"
+    return (f"{s(o.wall_ms)} from {where} to the record saved: {s(o.before_ms)} before the run "
+            f"(start-up, setup), {s(o.run_ms)} run, {s(o.after_ms)} after it{pool}")
 
 
 def _memory_line(memory: Memory) -> str:

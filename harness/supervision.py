@@ -103,6 +103,7 @@ class Supervisor:
         self._last_refresh = self._last_log = self._last_checkpoint = 0.0
         self._last_retry_check = 0.0
         self.t0 = time.perf_counter()
+        self.pool_stop_s: float | None = None  # how long the pool took to stop, once it has
 
     @property
     def run_id(self) -> str:
@@ -260,9 +261,11 @@ class Supervisor:
         if self.pool is None or not self.pool.is_alive():
             return
         self.sampler.sample(relist=True)  # the workers' last figures, before they go
+        started = time.perf_counter()
         self.pool.terminate()  # SIGTERM: WorkerPool asks its workers to stop
         self.pool.join(POOL_STOP_TIMEOUT_S)
         if self.pool.is_alive():
             log.warning("worker pool did not stop within %ss; killing it", POOL_STOP_TIMEOUT_S)
             self.pool.kill()
             self.pool.join()
+        self.pool_stop_s = time.perf_counter() - started

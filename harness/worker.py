@@ -22,12 +22,12 @@ from typing import Any
 from rq import get_current_job
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.logutils import setup_loghandlers
-from rq.worker import SimpleWorker
 from rq.worker_pool import WorkerPool
 
 from harness.config import Settings
 from harness.connection import connect_redis
 from harness.errors import StaleRun
+from harness.listener import StoppingWorker
 from harness.orders import PENDING, PROCESSED
 from harness.queue import LISTEN_ORDER, close_requested_since
 from harness.quiet import EXPECTED, STOPS_A_POOL, QuietWorker, describe, install
@@ -285,8 +285,9 @@ def die_with_parent(parent_pid: int) -> bool:
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-class HarnessWorker(QuietWorker, SimpleWorker):
-    """RQ's SimpleWorker (no fork per job), tied to its pool: if the pool is killed
+class HarnessWorker(QuietWorker, StoppingWorker):
+    """RQ's SimpleWorker (no fork per job) with a command channel that stops at once
+    (:mod:`harness.listener`), tied to its pool: if the pool is killed
     outright, the worker gets SIGTERM (a warm stop) instead of living on as an orphan that
     still takes jobs.
 
@@ -313,17 +314,6 @@ class HarnessWorker(QuietWorker, SimpleWorker):
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         self._signals_held = True
         return bool(super().work(*args, **kwargs))
-
-    def unsubscribe(self) -> None:
-        """RQ's, in the other order: tell the pubsub thread to stop *before* unsubscribing,
-        so that the reply wakes a thread that then exits. RQ unsubscribes first; when the
-        reply came before the stop, the thread went back to a 60 s read and the worker
-        waited out a one-second join (measured: one stop in three took 1.0 s)."""
-        if self.pubsub_thread:
-            self.pubsub_thread.stop()
-            self.pubsub.unsubscribe()
-            self.pubsub_thread.join(timeout=1)
-            self.pubsub.close()
 
     def check_for_suspension(self, burst: bool) -> None:
         """The first thing RQ's loop does, inside the block that unregisters on the way out."""

@@ -16,12 +16,12 @@ import pytest
 from conftest import BackgroundRun, wait_for
 from redis import Redis
 from rq import Queue
-from rq.worker import SimpleWorker
 
 from harness import control
 from harness import queue as rq_queue
 from harness.config import Settings
 from harness.errors import RunActive
+from harness.listener import StoppingWorker
 from harness.lock import LOCK_KEY, LockHolder, RunLock
 from harness.orders import PENDING, PROCESSED
 from harness.pipeline import run
@@ -105,7 +105,7 @@ def test_cancel_without_purge_keeps_jobs_and_pending_orders_and_late_jobs_do_not
     waiting = rq_queue.counts(redis_conn)["total"]["waiting"]
     assert waiting > 0
     # A worker that takes the kept jobs now finds the run cancelled and changes nothing.
-    SimpleWorker(rq_queue.LISTEN_ORDER, connection=redis_conn).work(burst=True)
+    StoppingWorker(rq_queue.LISTEN_ORDER, connection=redis_conn).work(burst=True)
     assert rq_queue.counts(redis_conn)["total"]["waiting"] == 0
     assert _orders_consistent(slow, record, slow.quantity) == seen
 
@@ -276,7 +276,7 @@ def test_health_paused_stuck_degraded_and_healthy(settings: Settings, redis_conn
     # A failed job: degraded, and the count says so.
     control.reset(settings)
     Queue(rq_queue.QUEUE_NAMES["VIP"], connection=redis_conn).enqueue("harness.no_such_function")
-    SimpleWorker(rq_queue.LISTEN_ORDER, connection=redis_conn).work(burst=True)
+    StoppingWorker(rq_queue.LISTEN_ORDER, connection=redis_conn).work(burst=True)
     doc = control.health(settings)
     assert doc["status"] == "degraded" and doc["hasFailedJobs"] and doc["queue"]["failed"] == 1
     assert control.HEALTH_EXIT[doc["status"]] == 3

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 from redis import Redis
-from rq.worker import SimpleWorker
 
 from harness import queue as rq_queue
 from harness import worker
 from harness.config import Settings
+from harness.listener import StoppingWorker
 from harness.orders import NORMAL, PENDING, PROCESSED, VIP, generate_chunk
 from harness.state import RunState
 from harness.store import open_store
@@ -29,7 +29,7 @@ def seeded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def _work(redis_conn: Redis) -> None:
-    SimpleWorker(rq_queue.LISTEN_ORDER, connection=redis_conn).work(burst=True)
+    StoppingWorker(rq_queue.LISTEN_ORDER, connection=redis_conn).work(burst=True)
 
 
 def test_a_batch_is_processed_and_counted_once(
