@@ -5,16 +5,26 @@ PYTHON ?= python3
 N      ?= 1000000
 BIN     = $(VENV)/bin
 
-.PHONY: setup bench test lint lab clean
+# The locks: requirements.lock holds every extra (what `make setup`, so CI, installs); the
+# images' locks, the same versions, hold what each Dockerfile stage needs. `make lock
+# LOCK_FLAGS=` re-resolves only what pyproject.toml's changes need, keeping the other pins.
+LOCK_FLAGS ?= --upgrade
+COMPILE     = $(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --universal $(LOCK_FLAGS)
 
-$(BIN)/harness: pyproject.toml
+.PHONY: setup bench test lint lab lock clean
+
+# The locked versions, checked against their hashes, then the harness itself (editable, its
+# dependencies already there): what CI tested. Without the lock: README.md, "Installing".
+$(BIN)/harness: pyproject.toml requirements.lock
 	scripts/ensure-redis
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[mongo,notebooks,api,test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check  # fails if pyproject.toml wants what the lock lacks: run `make lock`
 	touch $@
 
-setup: $(BIN)/harness  ## create .venv with the harness, every extra and the test tools
+setup: $(BIN)/harness  ## create .venv with the harness, every extra and the test tools, from requirements.lock
 
 bench: setup  ## run a benchmark of N orders (default 1,000,000) and print its summary
 	$(BIN)/harness run -n $(N)
@@ -31,6 +41,13 @@ lint: setup
 lab: setup  ## open the notebooks in JupyterLab, the project's .venv as the kernel
 	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
+
+lock:  ## re-resolve requirements.lock and the images' locks to the newest versions pyproject.toml allows
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/pip install --quiet 'uv>=0.13'
+	$(COMPILE) --all-extras -o requirements.lock
+	$(COMPILE) --extra mongo -c requirements.lock -o requirements-worker.lock
+	$(COMPILE) --extra mongo --extra notebooks --extra api -c requirements.lock -o requirements-harness.lock
 
 clean:
 	rm -rf $(VENV) data *.egg-info test-artifacts
