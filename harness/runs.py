@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from redis import Redis
 
+from harness import reference
 from harness.config import Settings, redact
 from harness.extras import require
 from harness.record import (
@@ -148,6 +149,8 @@ def format_summary(run: RunRecord) -> str:
     ]
     if run.overhead is not None:
         lines.append(f"  wall            {_overhead_line(run.overhead)}")
+    if (compared := reference.line_for(run)) is not None:
+        lines.append(f"  vs README       {compared}")
     if run.latency is not None:
         for name, lat in (("VIP", run.latency.vip), ("NORMAL", run.latency.normal)):
             w, sv = lat.wait, lat.service
