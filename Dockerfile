@@ -17,6 +17,6 @@ CMD ["worker"]
 FROM worker AS harness
 COPY requirements-harness.lock ./
 RUN pip install --no-cache-dir --require-hashes -r requirements-harness.lock
-COPY notebooks ./notebooks
-ENV HARNESS_NOTEBOOKS_DIR=/app/notebooks HARNESS_REPORTS_DIR=/reports
+# The notebooks came with the package (harness/notebooks/, package data).
+ENV HARNESS_REPORTS_DIR=/reports
 CMD ["run", "--help"]

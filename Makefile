@@ -25,6 +25,7 @@ $(BIN)/harness: pyproject.toml requirements.lock
 	touch $@
 
 setup: $(BIN)/harness  ## create .venv with the harness, every extra and the test tools, from requirements.lock
+	scripts/git-filters $(BIN)/python  # notebooks' outputs never show as changes in git (README)
 
 bench: setup  ## run a benchmark of N orders (default 1,000,000) and print its summary
 	$(BIN)/harness run -n $(N)
@@ -36,10 +37,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy harness
 
-# JupyterLab serves the checkout (so a sweep's link to its report opens), opened at notebooks/;
+# JupyterLab serves the checkout (so a sweep's link to its report opens), opened at the
+# notebooks (harness/notebooks/, package data);
 # runs and reports land in the checkout's data/ and reports/, as from the command line.
 lab: setup  ## open the notebooks in JupyterLab, the project's .venv as the kernel
-	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/harness/notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lock:  ## re-resolve requirements.lock and the images' locks to the newest versions pyproject.toml allows

@@ -10,6 +10,7 @@ prometheus-client) for `harness serve`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from harness.errors import MissingExtra
@@ -18,7 +19,7 @@ from harness.errors import MissingExtra
 EXTRA_OF = {
     "pymongo": "mongo",
     "pandas": "notebooks", "matplotlib": "notebooks", "papermill": "notebooks",
-    "nbconvert": "notebooks", "nbformat": "notebooks", "scipy": "notebooks",
+    "nbconvert": "notebooks", "nbformat": "notebooks", "scipy": "notebooks", "ipykernel": "notebooks",
     "fastapi": "api", "uvicorn": "api", "prometheus_client": "api",
 }
 
@@ -32,3 +33,11 @@ def require(module: str) -> ModuleType:
         if exc.name is not None and exc.name.split(".")[0] != top:
             raise  # the module is there but broken: that is not a missing extra
         raise MissingExtra(EXTRA_OF.get(top, "notebooks"), top) from None
+
+
+def require_installed(*modules: str) -> None:
+    """Raise MissingExtra for the first of ``modules`` that is not installed, without
+    importing any: what a command checks before it starts work that needs them later."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtra(EXTRA_OF.get(module, "notebooks"), module)

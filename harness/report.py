@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from harness.compare import ALPHA, FACTOR
 from harness.config import SWEEPABLE, Settings, redact
 from harness.connection import connect_redis
 from harness.errors import ConfigError, NotebookMissing
-from harness.extras import require
+from harness.extras import require, require_installed
 from harness.kernels import WarmKernels, engine_name, shutdown_kernel, start_kernel
 from harness.launch import child_env
 from harness.logs import event
@@ -42,17 +43,47 @@ from harness.sweep_lock import sweep_lock
 
 log = logging.getLogger("harness")
 TERMINAL = frozenset({Phase.DONE, Phase.ERROR, Phase.ABORTED})
-CHECKOUT_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "python3"
 
 
+def packaged_notebooks() -> Path:
+    """The notebooks shipped in the package (``harness/notebooks/``, package data): the
+    checkout's own folder in an editable install, site-packages' in a wheel's."""
+    folder = resources.files("harness") / "notebooks"
+    # A folder on disk: papermill reads the notebooks by path and kernels start in it (the
+    # harness is never imported from a zip file).
+    return folder if isinstance(folder, Path) else Path(str(folder))
+
+
+NOTEBOOKS = packaged_notebooks()
+# What sweeps and reports need of the [notebooks] extra: papermill runs the notebooks in an
+# ipykernel, nbformat and nbconvert write the HTML, the notebooks chart with pandas,
+# matplotlib, and compare with scipy.
+NOTEBOOK_MODULES = ("papermill", "nbformat", "nbconvert", "ipykernel", "pandas", "matplotlib", "scipy")
+
+
 def notebook(settings: Settings, name: str) -> Path:
-    path = (settings.notebooks_dir or CHECKOUT_NOTEBOOKS) / name
-    if not path.exists():
-        raise NotebookMissing(
-            f"notebook {path} is missing; run from a checkout or set HARNESS_NOTEBOOKS_DIR"
-        )
+    """The notebook ``name``: from HARNESS_NOTEBOOKS_DIR when set, else the package's."""
+    if settings.notebooks_dir is not None:
+        path = settings.notebooks_dir / name
+        if not path.is_file():
+            raise NotebookMissing(f"HARNESS_NOTEBOOKS_DIR: notebook {path} is missing; unset "
+                                  f"HARNESS_NOTEBOOKS_DIR to use the harness's own notebooks")
+        return path
+    path = NOTEBOOKS / name
+    if not path.is_file():
+        raise NotebookMissing(f"notebook {path} is missing from the installed harness; "
+                              f"reinstall it, or set HARNESS_NOTEBOOKS_DIR to a folder holding it")
     return path
+
+
+def preflight(settings: Settings, *names: str) -> dict[str, Path]:
+    """Check that a sweep or a report can run, before it says or writes anything: the
+    notebooks ``names`` exist (NotebookMissing) and the [notebooks] extra is installed
+    (MissingExtra), each one line. The notebooks by name."""
+    found = {name: notebook(settings, name) for name in names}
+    require_installed(*NOTEBOOK_MODULES)
+    return found
 
 
 def new_sweep_id() -> str:
@@ -196,13 +227,16 @@ def sweep(
     ``settings`` say) ``repeats`` times through ``run.ipynb``, after ``warmup`` warm-up
     rounds. Returns the manifest, also saved as ``sweep.json``.
 
-    Every point, and the baseline (a sweep id or an exported file), is checked before
-    anything runs or is written: a bad one raises ConfigError or NotFound naming it. Another
+    The notebooks and the [notebooks] extra (:func:`preflight`), every point, and the
+    baseline (a sweep id or an exported file), are checked before anything is announced,
+    runs or is written: a bad one raises NotebookMissing, MissingExtra, ConfigError or
+    NotFound naming it. Another
     sweep running (:mod:`harness.sweep_lock`) raises SweepActive, also before anything is
     written. A point that fails as it runs (its run refused, or ending in error) is recorded
     with its error, and the sweep goes on; Ctrl-C stops the point's run (recorded ABORTED),
     saves the manifest of the points run, and stops the sweep.
     """
+    source = preflight(settings, "run.ipynb", *(["report.ipynb"] if with_report else []))["run.ipynb"]
     sweep_id = sweep_id or new_sweep_id()
     points = grid_points(settings, grid, repeats, sweep_id, warmup)
     if baseline:
@@ -215,7 +249,7 @@ def sweep(
                    + (f", {warmup} warm-up round(s) first" if warmup else ""))
             manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats,
                                      warmup=warmup)
-            _sweep(settings, points, folder, manifest, report)
+            _sweep(settings, source, points, folder, manifest, report)
             if with_report:
                 manifest.report = str(build_report(settings, [sweep_id], baseline=baseline,
                                                    output=folder / "report.html"))
@@ -225,11 +259,11 @@ def sweep(
     return manifest
 
 
-def _sweep(settings: Settings, points: list[tuple[dict[str, Any], int, Settings]], folder: Path,
-           manifest: SweepManifest, report: Callable[[str], None]) -> None:
-    """Run the points in order, saving the manifest at the end (or at a Ctrl-C)."""
+def _sweep(settings: Settings, source: Path, points: list[tuple[dict[str, Any], int, Settings]],
+           folder: Path, manifest: SweepManifest, report: Callable[[str], None]) -> None:
+    """Run the points in order through ``source`` (run.ipynb), saving the manifest at the
+    end (or at a Ctrl-C)."""
     started = time.perf_counter()
-    source = notebook(settings, "run.ipynb")
     kernels = WarmKernels()
     try:
         for k, (values, repeat, point_settings) in enumerate(points):
@@ -352,8 +386,10 @@ def build_report(
     baseline (a sweep id or an exported file), and write it as one self-contained HTML page
     without code.
 
-    What is asked for is checked first, in one line each: a sweep or baseline without runs
-    is NotFound naming it, no runs at all is NoRuns; no kernel starts for either."""
+    What is asked for is checked first, in one line each: the notebook and the [notebooks]
+    extra (:func:`preflight`), then a sweep or baseline without runs is NotFound naming it,
+    no runs at all is NoRuns; no kernel starts for any."""
+    source = preflight(settings, "report.ipynb")["report.ipynb"]
     name = "-".join(sweep_ids) if sweep_ids else f"latest-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     if output is not None:
         output = check_output_file(Path(output), "report output")
@@ -362,10 +398,10 @@ def build_report(
     chosen = results.select(settings, list(sweep_ids or []), latest)
     if baseline:
         base = results.resolve(settings, baseline, "--baseline")
-        if base.source != "store":  # the kernel starts in notebooks/: an absolute path
+        if base.source != "store":  # the kernel starts in the notebooks' folder: an absolute path
             baseline = str(Path(base.source).resolve())
     executed = output.with_suffix(".ipynb")
-    execute(notebook(settings, "report.ipynb"), executed, {
+    execute(source, executed, {
         "sweep_ids": list(sweep_ids or []), "baseline": baseline or "", "latest": latest,
         "factor": factor, "alpha": alpha, "links_from": str(output.parent.resolve()),
     }, env=child_env(settings))

@@ -56,12 +56,23 @@ def _git(*args: str) -> str | None:
 
 def _git_revision() -> tuple[str | None, bool | None]:
     """The checkout's short revision and whether tracked files differ from it (a result from
-    a dirty tree cannot be reproduced from its revision alone); (None, None) outside git."""
+    a dirty tree cannot be reproduced from its revision alone); (None, None) outside git,
+    and None for the flag when git cannot tell.
+
+    Compared as git's clean filters see the files: a notebook run and saved with its outputs
+    reads as unchanged through nbstripout (.gitattributes). ``git diff`` compares the
+    contents of a file whose size changed; ``git status`` reports it modified without
+    running the filter, so it said dirty after every notebook saved in JupyterLab."""
     revision = _git("rev-parse", "--short", "HEAD")
     if not revision:
         return None, None
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return revision, None if status is None else bool(status)
+    try:
+        diff = subprocess.run(
+            ["git", "-c", "diff.autoRefreshIndex=true", "diff", "--quiet", "--no-ext-diff",
+             "HEAD", "--"], cwd=Path(__file__).parent, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return revision, None
+    return revision, {0: False, 1: True}.get(diff.returncode)
 
 
 def _cpu_model() -> str | None:

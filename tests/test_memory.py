@@ -14,7 +14,7 @@ import pytest
 from harness.config import Settings
 from harness.launch import run_in_child
 from harness.record import RunRecord
-from harness.report import CHECKOUT_NOTEBOOKS, execute, sweep
+from harness.report import NOTEBOOKS, execute, sweep
 from harness.store import open_store
 
 SHAPE = {"quantity": 20_000, "chunk_size": 2_000, "orders_per_job": 500, "concurrency": 2,
@@ -40,7 +40,7 @@ def test_the_same_run_measures_the_same_from_the_cli_a_notebook_and_a_sweep(
     shaped: Settings, tmp_path: Path
 ) -> None:
     cli = RunRecord.from_json(run_in_child(shaped.replace(sweep_id="from-cli")))
-    execute(CHECKOUT_NOTEBOOKS / "run.ipynb", tmp_path / "run.ipynb",
+    execute(NOTEBOOKS / "run.ipynb", tmp_path / "run.ipynb",
             {**SHAPE, "sweep_id": "from-notebook"})
     notebook = _stored(shaped, sweep_id="from-notebook")
     manifest = sweep(shaped, {k: [v] for k, v in SHAPE.items() if k != "seed"}, repeats=1,

@@ -100,9 +100,11 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
     Executed notebooks and the report go to reports/<sweep id>/; a failed point is
     recorded and the sweep goes on (exit 1 if any failed)."""
     from harness.config import parse_grid
-    from harness.report import grid_points, sweep
+    from harness.report import grid_points, preflight, sweep
 
     settings = settings_from(sweep_id=sweep_id, **flags)
+    # Before anything is said or written: the notebooks there, the [notebooks] extra installed.
+    preflight(settings, "run.ipynb", *([] if no_report else ["report.ipynb"]))
     shorthands = {"quantity": ("-n/--quantity", quantity), "chunk_size": ("--chunk-sizes", chunk_sizes),
                   "orders_per_job": ("-j/--orders-per-job", per_job),
                   "concurrency": ("-c/--concurrency-levels", concurrency_levels)}
@@ -158,9 +160,10 @@ def report_command(sweeps: tuple[str, ...], baseline: str | None, factor: float,
     from pathlib import Path
 
     from harness.paths import check_output_file
-    from harness.report import build_report
+    from harness.report import build_report, preflight
 
     settings = settings_from(**flags)
+    preflight(settings, "report.ipynb")  # before anything is said or written
     if output:
         check_output_file(Path(output), "-o/--output")
     for sweep_id in sweeps:
