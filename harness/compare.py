@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import parsing
 from harness.codec import camel, to_json
 from harness.config import SWEEPABLE
 from harness.extras import require
@@ -199,6 +200,15 @@ def min_p_value(n1: int, n2: int) -> float:
     return min(1.0, 2 / math.comb(n1 + n2, n1))
 
 
+def repeats_needed(alpha: float) -> int:
+    """The fewest runs a side with which a two-sided Mann-Whitney test can reach ``alpha``
+    (4 for 0.05 and 0.10: 3 a side give at best p = 0.10)."""
+    n = 1
+    while min_p_value(n, n) >= alpha:
+        n += 1
+    return n
+
+
 def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided Mann-Whitney U p-value (scipy); None when a side is empty. All values
     equal on both sides is no evidence of a difference: p = 1."""
@@ -263,8 +273,8 @@ class Comparison:
 
     @property
     def underpowered(self) -> list[PointComparison]:
-        """Points whose repeats are too few for any test to reach ``alpha``."""
-        return [p for p in self.points if p.min_p >= self.alpha]
+        """Points whose repeats are too few for any test to reach ``alpha``: inconclusive."""
+        return [p for p in self.points if p.flag == "inconclusive"]
 
     def columns(self) -> list[str]:
         """The point columns worth showing: those that vary, or all when none does."""
@@ -287,14 +297,16 @@ class Comparison:
         } for p in self.points]
 
     def verdict(self) -> str:
-        """One line: what changed, significantly, and how far the test could see."""
-        line = (f"{len(self.regressions)} slower, {len(self.improvements)} faster, "
-                f"{len(self.points) - len(self.regressions) - len(self.improvements)} unchanged "
-                f"of {len(self.points)} matched point(s) (flagged: ratio beyond {self.factor:g}x "
-                f"and Mann-Whitney p < {self.alpha:g})")
-        if self.underpowered:
-            line += (f"; {len(self.underpowered)} point(s) have too few runs for p < {self.alpha:g} "
-                     "to be reachable (3 a side give p >= 0.10; 4 a side are needed)")
+        """One line: what changed, significantly, and what the runs were too few to tell."""
+        slower, faster, unsure = len(self.regressions), len(self.improvements), len(self.underpowered)
+        line = (f"{slower} slower, {faster} faster, {len(self.points) - slower - faster - unsure} "
+                f"unchanged, {unsure} inconclusive of {len(self.points)} matched point(s) "
+                f"(flagged: ratio beyond {self.factor:g}x and Mann-Whitney p < {self.alpha:g})")
+        if unsure:
+            sides = sorted({(p.baseline.n, p.candidate.n) for p in self.underpowered})
+            runs = ", ".join(f"{a} vs {b}" for a, b in sides)
+            line += (f"; inconclusive: with {runs} run(s) no test can reach p < {self.alpha:g}; "
+                     f"{repeats_needed(self.alpha)} runs a side are needed")
         return line
 
     def to_json(self) -> dict[str, Any]:
@@ -331,6 +343,8 @@ def compare(
     (``--work-ms`` added, another backend) is what the comparison is about: it is reported
     as changed (:attr:`Comparison.changed`) and points are matched on the other settings.
     Any setting that varies within a side stays part of the point."""
+    parsing.FACTOR.check(factor)  # as --factor and --alpha read them: report.ipynb's
+    parsing.ALPHA.check(alpha)  # parameters reach here (None, NaN, 0 are refused)
     changed = changed_settings(summarize(baseline, metric), summarize(candidate, metric))
     drop = [d.name for d in changed]
     base = {s.point.without(drop): s for s in summarize(baseline, metric) if s.stats.n}
@@ -344,11 +358,13 @@ def compare(
         flag, note = "", ""
         beyond = ratio is not None and (ratio >= factor or ratio <= 1 / factor)
         significant = p_value is not None and p_value < alpha
-        if beyond and significant:
+        if min_p >= alpha:  # no outcome of these runs could be significant: say so, never "unchanged"
+            flag = "inconclusive"
+            note = (f"n = {b.n} vs {c.n} cannot reach p < {alpha:g} (smallest possible p "
+                    f"{min_p:.3g}): {repeats_needed(alpha)} runs a side are needed"
+                    + (f"; ratio beyond {factor:g}x" if beyond else ""))
+        elif beyond and significant:
             flag = "faster" if ratio is not None and ratio > 1 else "slower"
-        elif beyond and min_p >= alpha:
-            note = (f"beyond {factor:g}x, but n = {b.n} vs {c.n} cannot reach p < {alpha:g} "
-                    f"(smallest p {min_p:.3g})")
         elif beyond:
             note = f"beyond {factor:g}x, not significant (p = {p_value:.3g})"
         elif significant:

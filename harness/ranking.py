@@ -23,7 +23,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from harness import numbers
-from harness.compare import ALPHA, METRIC, Point, PointSummary, Stats, mann_whitney, min_p_value, summarize
+from harness.compare import (
+    ALPHA,
+    METRIC,
+    Point,
+    PointSummary,
+    Stats,
+    mann_whitney,
+    min_p_value,
+    repeats_needed,
+    summarize,
+)
 from harness.extras import require
 from harness.record import RunRecord
 
@@ -60,14 +70,6 @@ def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> 
             break
     coverage = 1 - 2 * float(binom.cdf(best_k - 1, n, 0.5))
     return Interval(data[best_k - 1], data[n - best_k], coverage)
-
-
-def repeats_needed(alpha: float) -> int:
-    """The fewest runs a side with which a two-sided Mann-Whitney test can reach ``alpha``."""
-    n = 1
-    while min_p_value(n, n) >= alpha:
-        n += 1
-    return n
 
 
 @dataclass(frozen=True)

@@ -98,11 +98,25 @@ def test_three_runs_a_side_cannot_be_significant_and_the_output_says_so() -> Non
     half = [record(v, i) for i, v in enumerate([50, 51, 49])]
     comparison = compare.compare(base, half)
     [p] = comparison.points
-    assert p.flag == "" and p.p_value == pytest.approx(0.1)  # the best a test can do
-    assert "n = 3 vs 3 cannot reach p < 0.05" in p.note
-    assert comparison.underpowered == [p] and "4 a side are needed" in comparison.verdict()
+    assert p.flag == "inconclusive" and p.p_value == pytest.approx(0.1)  # the best a test can do
+    assert "n = 3 vs 3 cannot reach p < 0.05" in p.note and "4 runs a side are needed" in p.note
+    verdict = comparison.verdict()
+    assert comparison.underpowered == [p] and "0 unchanged, 1 inconclusive of 1" in verdict
+    assert "with 3 vs 3 run(s) no test can reach p < 0.05; 4 runs a side are needed" in verdict
     text = compare.format_text(comparison)
-    assert "4 a side are needed" in text and "~" in text
+    assert "4 runs a side are needed" in text and "inconclusive" in text
+
+
+def test_two_runs_a_side_at_ratio_0_6_are_inconclusive_not_unchanged() -> None:
+    """The report that asked for this: ratio 0.616, p = 0.333, n = 2 a side, called unchanged."""
+    comparison = compare.compare([record(v, i) for i, v in enumerate([100, 102])],
+                                 [record(v, i) for i, v in enumerate([61, 63])])
+    [p] = comparison.points
+    assert p.flag == "inconclusive" and p.p_value == pytest.approx(1 / 3)
+    assert "ratio beyond 1.1x" in p.note
+    verdict = comparison.verdict()
+    assert "0 unchanged, 1 inconclusive" in verdict and "with 2 vs 2 run(s)" in verdict
+    assert "3 a side" not in verdict  # no hint about a sample size it does not have
 
 
 def test_points_on_one_side_only_are_listed_and_environments_are_diffed() -> None:

@@ -47,7 +47,7 @@ def test_compare_flags_added_work_as_slower_and_identical_sweeps_as_nothing(
     slower = invoke(["compare", "base", "slow", "--fail-on-regression"], env)
     print(slower.output)  # the table, for the record
     assert slower.exit_code == 1, slower.output
-    assert "1 slower, 0 faster, 0 unchanged of 1 matched point(s)" in slower.output
+    assert "1 slower, 0 faster, 0 unchanged, 0 inconclusive of 1 matched point(s)" in slower.output
     assert "1 point(s) significantly slower" in slower.output
     doc = json.loads(invoke(["compare", "base", "slow", "--json"], env).output)
     [point] = doc["points"]
@@ -62,7 +62,7 @@ def test_compare_flags_added_work_as_slower_and_identical_sweeps_as_nothing(
     same = invoke(["compare", "base", "same", "--fail-on-regression"], env)
     print(same.output)
     assert same.exit_code == 0, same.output
-    assert "0 slower, 0 faster, 1 unchanged of 1 matched point(s)" in same.output
+    assert "0 slower, 0 faster, 1 unchanged, 0 inconclusive of 1 matched point(s)" in same.output
 
     # The baseline as an exported file, as from another machine.
     exported = tmp_path / "base.json"
