@@ -18,6 +18,7 @@ ends is :mod:`harness.record`; writing the last record durably is :mod:`harness.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
@@ -285,11 +286,16 @@ class Pipeline:
         self.store.save_run(self.record)
 
     def _state_fields(self) -> dict[str, Any]:
+        s = self.settings
+        shape = {"quantity": s.quantity, "chunkSize": s.chunk_size, "ordersPerJob": s.orders_per_job,
+                 "concurrency": s.concurrency, "seed": self.seed, "tierMix": s.tier_mix,
+                 "workMs": s.work_ms, "normalBatchSize": s.normal_batch_size, "backend": s.backend}
         return {
             "runId": self.run_id, "epoch": self.epoch, "phase": Phase.GENERATING,
             "target": self.settings.quantity, "generated": self.generated,
             "startedAt": self.started, "workMs": self.settings.work_ms,
             "processed:VIP": 0, "processed:NORMAL": 0, "progressAt": time.time(),
+            "settings": json.dumps(shape),  # the status document shows them
         }
 
     # -- the phases ----------------------------------------------------------------------
@@ -375,7 +381,7 @@ class Pipeline:
 
     def _enter(self, phase: Phase) -> None:
         self.phase = phase
-        self.state.set(phase=phase)
+        self.state.set(phase=phase, **{f"at:{phase.value}": time.time()})  # the status's phase times
         log.info(event("phase", run=self.run_id, phase=phase))
         self.sup.checkpoint_now()
 
@@ -470,7 +476,8 @@ class Pipeline:
         # The progress bar's last word: where the run ended (a bar of a DONE run reads 100 %).
         if not redis_down:
             try:
-                self._redis_or(lambda: self.sup.report(final, self.generated))
+                final_s = (self.record.total_time_ms or 0.0) / 1000 or None
+                self._redis_or(lambda: self.sup.report(final, self.generated, elapsed_s=final_s))
             except Exception:  # a caller's callback failing must not undo the run's end
                 log.exception("run %s: the progress callback failed on the last report", self.run_id)
 

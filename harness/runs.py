@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from redis import Redis
 
-from harness import reference
+from harness import numbers, reference
 from harness.config import Settings, redact
 from harness.extras import require
 from harness.record import (
@@ -132,28 +132,30 @@ def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
 
 
 def format_summary(run: RunRecord) -> str:
-    """A run record as the few lines a person reads after `harness run`."""
-
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value / 1000:8.2f} s"
-
+    """A run record as the few lines a person reads after `harness run` (numbers written
+    by :mod:`harness.numbers`, as everywhere)."""
+    n = numbers
     counts, proc = run.counts, run.processing or Processing()
     thr, barrier = run.throughput or Throughput(), run.barrier or BarrierProof()
     memory = run.memory or Memory()
+
+    def window(ms: float | None, per_sec: float | None, what: str = "") -> str:
+        return f"{n.duration(ms):>8}  ({n.rate(per_sec, ms)}{what})"
+
     lines = [
         f"run {run.run_id}: {run.phase}" + (f" ({run.error})" if run.error else ""),
-        f"  orders          {counts.generated:,} generated ({counts.vip:,} VIP, "
-        f"{counts.normal:,} NORMAL), {counts.processed or 0:,} processed",
-        f"  settings        chunk {run.param('chunk_size')}, {run.param('orders_per_job')} "
-        f"orders/job, {run.param('concurrency')} workers, seed {run.param('seed')}, "
-        f"store {run.backend}",
-        f"  generation      {ms(run.generation_time_ms)}",
-        f"  enqueue VIP     {ms(run.enqueue_vip_time_ms)}",
-        f"  VIP window      {ms(proc.vip.time_ms)}  ({thr.vip or 0:,.0f} orders/s)",
-        f"  enqueue NORMAL  {ms(run.enqueue_normal_time_ms)}",
-        f"  NORMAL window   {ms(proc.normal.time_ms)}  ({thr.normal or 0:,.0f} orders/s)",
-        f"  total           {ms(run.total_time_ms)}  ({thr.overall or 0:,.0f} orders/s overall)",
-        f"  barrier         {'held' if barrier.held else 'VIOLATED'}, gap {barrier.gap_ms} ms "
+        f"  orders          {n.count(counts.generated)} generated ({n.count(counts.vip)} VIP, "
+        f"{n.count(counts.normal)} NORMAL), {n.count(counts.processed or 0)} processed",
+        f"  settings        chunk {n.count(run.param('chunk_size'))}, "
+        f"{n.count(run.param('orders_per_job'))} orders/job, {run.param('concurrency')} workers, "
+        f"seed {run.param('seed')}, store {run.backend}",
+        f"  generation      {n.duration(run.generation_time_ms):>8}",
+        f"  enqueue VIP     {n.duration(run.enqueue_vip_time_ms):>8}",
+        f"  VIP window      {window(proc.vip.time_ms, thr.vip)}",
+        f"  enqueue NORMAL  {n.duration(run.enqueue_normal_time_ms):>8}",
+        f"  NORMAL window   {window(proc.normal.time_ms, thr.normal)}",
+        f"  total           {window(run.total_time_ms, thr.overall, ' overall')}",
+        f"  barrier         {'held' if barrier.held else 'VIOLATED'}, gap {n.latency(barrier.gap_ms)} "
         f"(last VIP done {barrier.last_vip_processed_at}, first NORMAL started "
         f"{barrier.first_normal_started_at})",
         f"  memory          {_memory_line(memory)}",
@@ -163,19 +165,21 @@ def format_summary(run: RunRecord) -> str:
     if (compared := reference.line_for(run)) is not None:
         lines.append(f"  vs README       {compared}")
     if run.latency is not None:
+        simulated = bool(run.param("work_ms"))  # no work simulated: service time is ~0, noise
         for name, lat in (("VIP", run.latency.vip), ("NORMAL", run.latency.normal)):
             w, sv = lat.wait, lat.service
-            lines.append(f"  {name + ' latency':<16}wait p50 {w.p50_ms} / p99 {w.p99_ms} / max "
-                         f"{w.max_ms} ms; service p50 {sv.p50_ms} / p99 {sv.p99_ms} ms")
+            line = (f"  {name + ' latency':<16}wait p50 {n.latency(w.p50_ms)}, p99 {n.latency(w.p99_ms)}, "
+                    f"max {n.latency(w.max_ms)}")
+            if simulated:
+                line += f"; service p50 {n.latency(sv.p50_ms)}, p99 {n.latency(sv.p99_ms)}"
+            lines.append(line)
     return "\n".join(lines)
 
 
 def _overhead_line(o: Overhead) -> str:
     """The command's wall time, split so that a stall around the run shows as a figure."""
 
-    def s(value: float | None) -> str:
-        return "-" if value is None else f"{value / 1000:.2f} s"
-
+    s = numbers.duration
     where = "the command's start" if o.since == "process" else "the call"
     pool = "" if o.pool_stop_ms is None else f", of which stopping workers {s(o.pool_stop_ms)}"
     return (f"{s(o.wall_ms)} from {where} to the record saved: {s(o.before_ms)} before the run "

@@ -78,6 +78,13 @@ class Progress:
     target: int
     generated: int
     processed: int
+    # Seconds on the pipeline's clock (the record's total time at the last report), so that
+    # a bar's rate is the summary's: processed / elapsed_s.
+    elapsed_s: float | None = None
+
+    @property
+    def rate(self) -> float | None:
+        return self.processed / self.elapsed_s if self.elapsed_s else None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -177,16 +184,18 @@ class Supervisor:
         self._last_checkpoint = time.monotonic()
         self.checkpoint()
 
-    def report(self, phase: Phase, generated: int, log_line: bool = False) -> None:
+    def report(self, phase: Phase, generated: int, log_line: bool = False,
+               elapsed_s: float | None = None) -> None:
         """Send progress to the callback (and, if asked, a log line): also the last one,
-        when the run has ended, so that a bar reaches 100 %."""
+        when the run has ended, so that a bar reaches 100 %; ``elapsed_s`` then is the
+        record's total time, so the bar's last rate is the summary's."""
         processed = sum(int(n or 0) for n in self.state.get(f"processed:{VIP}",
                                                             f"processed:{NORMAL}"))
+        elapsed = time.perf_counter() - self.t0 if elapsed_s is None else elapsed_s
         if self.progress is not None:
-            self.progress(Progress(phase, self.settings.quantity, generated, processed))
+            self.progress(Progress(phase, self.settings.quantity, generated, processed, elapsed))
         if log_line:
             self._last_log = time.monotonic()
-            elapsed = time.perf_counter() - self.t0
             log.info(event(
                 "progress", run=self.run_id, phase=phase, generated=generated,
                 processed=processed, target=self.settings.quantity,
