@@ -36,7 +36,12 @@ from harness.store import open_store
 from harness.takeover import take_lock
 from harness.worker import run_pool
 
-# The issue's targets on this machine, for N = 1,000,000 with default settings.
+# The issue's targets on this machine, for N = 1,000,000 with default settings. The two that
+# depend on N (end to end, and its ratio to the store floor) are judged at TARGET_N and above
+# only, the time scaled to N: below it fixed costs (kernel, setup, the end-of-run queries)
+# weigh more and more, and a 20,000-order bench judged against "1,000,000-order" targets
+# said nothing true either way.
+TARGET_N = 1_000_000
 TARGET_TOTAL_S = 60.0
 TARGET_RATIO = 1.5
 TARGET_RSS_MB = 300.0
@@ -261,8 +266,9 @@ def bench(
         "concurrency": scaling,
         "fixedCosts": fixed,
         "targets": [
-            _target(f"end to end, {n:,} orders (s)", total_s, TARGET_TOTAL_S),
-            _target("end to end / store floor", ratio, TARGET_RATIO),
+            _target(f"end to end, {n:,} orders (s)", total_s, TARGET_TOTAL_S * n / TARGET_N,
+                    applies=n >= TARGET_N),
+            _target("end to end / store floor", ratio, TARGET_RATIO, applies=n >= TARGET_N),
             _target("peak RSS, coordinator or any worker, any N (MB)", max_rss, TARGET_RSS_MB),
             _target("status call p95 during the run (ms)", status["p95"], TARGET_STATUS_P95_MS),
             _target("harness run -n 1000 fixed cost, median (s)", fixed["run"]["medianS"],
@@ -273,9 +279,12 @@ def bench(
     }
 
 
-def _target(name: str, value: float | None, limit: float) -> dict[str, Any]:
-    return {"name": name, "value": None if value is None else round(value, 2), "target": limit,
-            "met": value is not None and value <= limit}
+def _target(name: str, value: float | None, limit: float, applies: bool = True) -> dict[str, Any]:
+    """A target and whether it was met; ``met`` None where it does not apply at this N."""
+    return {"name": name, "value": None if value is None else round(value, 2),
+            "target": round(limit, 2),
+            "met": (value is not None and value <= limit) if applies else None,
+            "note": "" if applies else f"not applicable below N = {TARGET_N:,}"}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -314,6 +323,7 @@ def format_table(result: dict[str, Any]) -> str:
          f"first {point['firstS']:.2f} s, max {point['maxS']:.2f} s, {point['points']} points"),
     ], columns=["fixed cost", "time", "spread"])
     targets = pd.DataFrame(result["targets"])
+    targets["met"] = [("n/a" if met is None else "yes" if met else "NO") for met in targets["met"]]
     return "\n".join([
         *head, summary.to_string(index=False), "",
         "scaling with N:", sizes.to_string(index=False), "",
