@@ -37,7 +37,9 @@ def _dig(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def _seconds(ms: float | None) -> float | None:
-    return ms / 1000 if ms is not None else None
+    """Milliseconds as seconds, to the millisecond they were measured in: a value such as
+    0.11291899999999999 is float arithmetic's, not a measurement's."""
+    return round(ms / 1000, 3) if ms is not None else None
 
 
 class HarnessCollector(Collector):
@@ -73,7 +75,7 @@ def _run_metrics(doc: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily("harness_run_target_orders", "Orders the run generates",
                             value=doc["progress"]["target"])
     yield GaugeMetricFamily("harness_run_progress_ratio", "Processed orders over the target",
-                            value=doc["eta"]["progressPercent"] / 100)
+                            value=round(doc["eta"]["progressPercent"] / 100, 4))
 
 
 def _order_metrics(doc: dict[str, Any]) -> Iterator[Metric]:
@@ -94,15 +96,15 @@ def _order_metrics(doc: dict[str, Any]) -> Iterator[Metric]:
     for label, value in (("VIP", doc["throughput"]["vip"]), ("NORMAL", doc["throughput"]["normal"]),
                          ("overall", doc["throughput"]["overall"])):
         if value is not None:
-            throughput.add_metric([label], value)
+            throughput.add_metric([label], round(value, 1))  # orders/s: a tenth is plenty
     yield throughput
 
 
 def _time_metrics(doc: dict[str, Any]) -> Iterator[Metric]:
     duration = GaugeMetricFamily("harness_run_duration_seconds", "Time since the run "
                                  "started, or its total time once it ended")
-    if doc["totalTimeMs"] is not None:
-        duration.add_metric([], doc["totalTimeMs"] / 1000)
+    if (total := _seconds(doc["totalTimeMs"])) is not None:
+        duration.add_metric([], total)
     yield duration
     steps = GaugeMetricFamily("harness_run_step_duration_seconds", "Time each step of the run "
                               "took so far", labels=["step"])
