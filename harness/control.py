@@ -26,7 +26,7 @@ from harness.config import Settings
 from harness.connection import connect_redis
 from harness.errors import NoActiveRun, RunActive
 from harness.lock import LockHolder, RunLock
-from harness.logs import event, truncate_log
+from harness.logs import clear_lines, event, truncate_log
 from harness.record import RunRecord
 from harness.state import CancelRequest, Phase, RunState
 from harness.status import snapshot
@@ -81,13 +81,15 @@ def cancel(
 
     Defaults are the original's: purge queued jobs, remove pending orders, keep metrics and
     logs. The queues are paused meanwhile so that idle workers take nothing new, then
-    restored. ``reset_logs`` empties the log file once the run has stopped (the original's
-    ``resetLogs``), whether or not a run was active. Of two cancels of one run, the first
-    one's options win; the second says so.
+    restored. ``reset_logs`` empties the log file and the lines kept in Redis once the run
+    has stopped (the original's ``resetLogs``), whether or not a run was active. Of two
+    cancels of one run, the first one's options win; the second says so.
     """
+    conn = conn or connect_redis(settings, autostart=False)
     result = _cancel(settings, purge, remove_pending, reset_metrics, conn)
     if reset_logs:
         truncate_log(settings)
+        clear_lines(conn)
     return result
 
 

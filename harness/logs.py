@@ -1,8 +1,16 @@
-"""Log lines: one event per line as ``key=value`` pairs, redacted, optionally to a file.
+"""Log lines: one event per line as ``key=value`` pairs, redacted; kept in Redis, and
+optionally in a file.
 
 The original service logged phases and progress to its console and, with BACKEND_LOGS, to a
 file its /logs route served; ``harness logs`` plays that route. Lines are logfmt so that
 ``grep phase=`` or a log shipper can read them without a parser of ours.
+
+Every process that logs through the ``harness`` logger (the coordinator, its workers, a
+``harness worker`` on another host, a control command) also appends its lines to one capped
+list in Redis (the last KEEP_LINES lines), so ``GET /pedidos/logs``, ``harness logs`` and the
+log stream show every host's lines with file logging off. Each Redis line names its host and
+process (``harness.worker[host-b:4121]``). A line that cannot reach Redis is dropped (and
+Redis is left alone for a few seconds): logging never stops a run.
 """
 
 from __future__ import annotations
@@ -11,10 +19,15 @@ import contextlib
 import logging
 import logging.handlers
 import resource
+import socket
 import sys
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
 
 from harness import paths
 from harness.config import Settings, redact
@@ -24,6 +37,31 @@ LOGGER = "harness"
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 MAX_BYTES = 20 * 1024 * 1024  # one file this size, plus BACKUPS older ones
 BACKUPS = 3
+# The log lines kept in Redis: a list capped at KEEP_LINES, and how many lines were ever
+# appended (a follower's cursor; clearing the list keeps it, so a follower misses nothing
+# written after a clear; it starts again at 0 only if Redis lost it).
+LOG_KEY = "harness:logs"
+LOG_COUNT_KEY = "harness:logs:count"
+KEEP_LINES = 10_000
+REDIS_FORMAT = "%(asctime)s %(levelname)s %(name)s[{host}:%(process)d] %(message)s"
+REDIS_RETRY_S = 5.0  # after a failed write, lines are dropped this long
+# KEYS: list, count. ARGV: keep, lines... Returns the count after the append.
+APPEND = """
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+return redis.call('INCRBY', KEYS[2], #ARGV - 1)
+"""
+# KEYS: list, count. ARGV: the count a follower has seen, most lines to return.
+# Returns {count now, lines since}; all the list holds when it was cleared meanwhile.
+SINCE = """
+local count = tonumber(redis.call('GET', KEYS[2]) or '0')
+local seen = tonumber(ARGV[1])
+local new = count - seen
+if seen > count then new = count end
+new = math.min(new, tonumber(ARGV[2]))
+if new <= 0 then return {count, {}} end
+return {count, redis.call('LRANGE', KEYS[1], -new, -1)}
+"""
 
 
 class RedactingFormatter(logging.Formatter):
@@ -69,6 +107,39 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
                              f"({self.source}): {redact(str(error))}; its lines are dropped\n")
 
 
+class RedisLogHandler(logging.Handler):
+    """Appends each record's lines (redacted, naming host and process) to the capped list
+    in Redis: one round trip per record, with short timeouts. A failed write drops the
+    record and the lines of the next REDIS_RETRY_S seconds: a run never waits on its logs."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(logging.INFO)
+        self.url = url
+        self.setFormatter(RedactingFormatter(REDIS_FORMAT.format(host=socket.gethostname())))
+        self._conn: Redis | None = None
+        self._down_until = 0.0
+
+    def _client(self) -> Redis:
+        if self._conn is None:  # made on first use; redis-py reconnects after a fork
+            self._conn = Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
+        return self._conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if time.monotonic() < self._down_until:
+            return
+        try:
+            lines = self.format(record).splitlines() or [""]
+            self._client().eval(APPEND, 2, LOG_KEY, LOG_COUNT_KEY, KEEP_LINES, *lines)
+        except (RedisError, OSError, ValueError):
+            self._down_until = time.monotonic() + REDIS_RETRY_S
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(RedisError, OSError):
+                self._conn.close()
+        super().close()
+
+
 def event(name: str, **fields: Any) -> str:
     """``name k=v k=v``; values with spaces or quotes are quoted."""
     parts = [name]
@@ -91,6 +162,7 @@ def configure(settings: Settings) -> Path | None:
     """
     logger = logging.getLogger(LOGGER)
     logger.setLevel(logging.INFO)  # handlers decide what they show; stderr stays quiet
+    _to_redis(logger, settings.redis_address)
     given = settings.log_path
     if given is None:
         return None
@@ -116,6 +188,42 @@ def configure(settings: Settings) -> Path | None:
     handler.setLevel(logging.INFO)
     logger.addHandler(handler)
     return path
+
+
+def _to_redis(logger: logging.Logger, url: str) -> None:
+    """One RedisLogHandler on ``logger``, for ``url`` (a notebook's next run may name
+    another Redis: the old handler goes)."""
+    for handler in logger.handlers[:]:
+        if isinstance(handler, RedisLogHandler):
+            if handler.url == url:
+                return
+            logger.removeHandler(handler)
+            handler.close()
+    logger.addHandler(RedisLogHandler(url))
+
+
+def recent_lines(conn: Redis, lines: int) -> list[str]:
+    """The last ``lines`` lines kept in Redis, oldest first (redacted again)."""
+    return [redact(_text(line)) for line in conn.lrange(LOG_KEY, -lines, -1)]
+
+
+def lines_since(conn: Redis, seen: int, most: int = KEEP_LINES) -> tuple[int, list[str]]:
+    """The lines appended since a follower saw ``seen`` of them, at most ``most`` (the
+    newest), and the count now; all the list holds when Redis lost the count."""
+    count, new = conn.eval(SINCE, 2, LOG_KEY, LOG_COUNT_KEY, seen, most)
+    return int(count), [redact(_text(line)) for line in new]
+
+
+def clear_lines(conn: Redis) -> int:
+    """Forget the lines kept in Redis (``resetLogs``); return how many there were."""
+    pipe = conn.pipeline()
+    pipe.llen(LOG_KEY)
+    pipe.delete(LOG_KEY)
+    return int(pipe.execute()[0])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def log_file(settings: Settings) -> Path:

@@ -6,6 +6,7 @@ orders and at 1,000,000, and never touches the store.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -83,7 +84,23 @@ def snapshot(fields: dict[str, str], now: float | None = None) -> dict[str, Any]
         },
         "progress": {"target": target, "generated": generated, "processedTotal": processed},
         "error": fields.get("error") or None,
+        "phases": _phases(fields, phase, now),
+        "settings": json.loads(fields["settings"]) if fields.get("settings") else None,
     }
+
+
+def _phases(fields: dict[str, str], phase: str, now: float) -> list[dict[str, Any]]:
+    """The phases the run went through, in order, with how long each took (the current
+    one so far); the last is where it ended, with no time."""
+    entered = sorted((t, p.value) for p in Phase
+                     if (t := _float(fields, f"at:{p.value}")) is not None and p.value != phase)
+    if phase != Phase.IDLE.value:
+        entered.append((_float(fields, f"at:{phase}") or _float(fields, "finishedAt") or now, phase))
+    out = []
+    for i, (at, name) in enumerate(entered):
+        end = entered[i + 1][0] if i + 1 < len(entered) else (now if name in ACTIVE_PHASES else None)
+        out.append({"phase": name, "timeMs": round((end - at) * 1000, 1) if end is not None else None})
+    return out
 
 
 def get_status(conn: Redis) -> dict[str, Any]:

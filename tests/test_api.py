@@ -8,9 +8,11 @@ folder, then asserts that nothing is left.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +27,9 @@ import httpx
 import pytest
 from conftest import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
+from harness import logs
 from harness.config import ENV_VARS, Settings
 from harness.orders import PROCESSED
 from harness.store import open_store
@@ -353,6 +357,49 @@ def test_openapi_docs_list_every_route(api: Api) -> None:
                      "/pedidos/logs/stream", "/pedidos/runs", "/pedidos/runs/{runId}"}
 
 
+def test_the_dashboard_and_the_docs_are_served_from_the_package(serve) -> None:
+    api = serve(HARNESS_API_TOKEN=TOKEN)
+    page = api.http.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<meta name="harness-token-required" content="true">' in page.text and TOKEN not in page.text
+    sources = re.findall(r'(?:src|href)="([^"#]+)"', page.text)
+    assert not [s for s in sources if s.startswith(("http:", "https:", "//"))], sources  # no CDN
+    for path in [s for s in sources if s.startswith("/static/")]:
+        assert api.http.get(path).status_code == 200, path
+    assert api.http.get("/static/vendor/uPlot.LICENSE").text.startswith("The MIT License")
+    for path, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = api.http.get(path).text
+        assert f"/docs-assets/{asset}" in html and "cdn." not in html and "fonts.googleapis" not in html
+        assert api.http.get(f"/docs-assets/{asset}").status_code == 200
+    assert "/docs" not in api.http.get("/openapi.json").json()["paths"]
+
+
+def test_status_reads_share_one_snapshot_with_an_etag(api: Api, api_env: dict[str, str]) -> None:
+    """However many clients ask at once, the server reads Redis once per 50 ms; a client
+    holding the document's ETag gets a 304."""
+    conn = Redis.from_url(api_env["REDIS_URL"])
+
+    def hgetalls() -> int:
+        return int(conn.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+    first = api.http.get("/pedidos")
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == "no-cache" and first.json()["phase"] == "IDLE"
+    unchanged = api.http.get("/pedidos", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.headers["etag"] == etag
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=api.base, timeout=30) as http:
+            return await asyncio.gather(*(http.get("/pedidos") for _ in range(200)))
+
+    before, t0 = hgetalls(), time.monotonic()
+    answers = asyncio.run(burst())
+    took, reads = time.monotonic() - t0, hgetalls() - before
+    assert all(a.status_code == 200 and a.headers["etag"] == etag for a in answers)
+    assert reads <= took / 0.05 + 2, (reads, took)  # one read per 50 ms at most, not 200
+    conn.close()
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("method", "path", "params", "named"), [
@@ -393,9 +440,6 @@ def test_openapi_docs_list_every_route(api: Api) -> None:
 def test_a_bad_query_value_is_a_400_naming_it_and_changes_nothing(
     api: Api, api_env: dict[str, str], method: str, path: str, params: dict[str, str], named: str
 ) -> None:
-    if path == "/pedidos/logs/stream":  # so that the check reaches the value, not the file
-        (Path(api_env["HARNESS_DATA_DIR"]) / "harness.log").parent.mkdir(parents=True, exist_ok=True)
-        (Path(api_env["HARNESS_DATA_DIR"]) / "harness.log").touch()
     answer = api.http.request(method, path, params=params)
     assert answer.status_code == 400, answer.text
     body = answer.json()
@@ -406,9 +450,6 @@ def test_a_bad_query_value_is_a_400_naming_it_and_changes_nothing(
 
 def test_errors_are_json_with_the_status_of_their_branch(serve) -> None:
     api = serve(BACKEND_LOGS="false")
-    missing = api.http.get("/pedidos/logs")  # no log file: runs are not asked to write one
-    assert missing.status_code == 404 and "no log file" in missing.json()["error"]
-    assert api.http.get("/pedidos/logs/stream").status_code == 404
     unknown = api.http.get("/pedidos/nothing-here")
     assert unknown.status_code == 404 and unknown.json() == {"error": "no route GET /pedidos/nothing-here"}
     wrong_method = api.http.get("/pedidos/cancel")
@@ -416,14 +457,13 @@ def test_errors_are_json_with_the_status_of_their_branch(serve) -> None:
 
 
 def test_redis_gone_is_a_503_with_a_redacted_message(serve, redis_factory, tmp_path: Path) -> None:
-    from redis import Redis
-
     password = "g0ne-pa55word"
     redis_url = redis_factory(tmp_path / "redis-gone", password=password)
     api = serve(REDIS_URL=redis_url)
     assert api.status()["phase"] == "IDLE"
     with contextlib.suppress(Exception):  # the server closes the connection as it goes
         Redis.from_url(redis_url).shutdown(nosave=True)
+    time.sleep(0.1)  # the status snapshot the server shares is at most 50 ms old
     for path in ("/pedidos", "/pedidos/health/queue", "/metrics", "/pedidos/queue/status"):
         answer = api.http.get(path)
         assert answer.status_code == 503, (path, answer.text)
@@ -509,10 +549,11 @@ def test_the_status_stream_sends_phase_changes_in_order_ending_with_done(api: Ap
     assert phases == sorted(phases, key=PHASES.index), phases  # in order, none repeated
 
 
-def test_the_log_stream_sends_new_lines(api: Api, api_env: dict[str, str]) -> None:
-    log_file = Path(api_env["HARNESS_DATA_DIR"]) / "harness.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.write_text("an old line\n")
+def test_the_log_stream_sends_new_lines_with_file_logging_off(serve, api_env: dict[str, str]) -> None:
+    """The lines come from Redis: no BACKEND_LOGS, no log file, and still every line."""
+    api = serve(BACKEND_LOGS="false")
+    Redis.from_url(api_env["REDIS_URL"]).eval(logs.APPEND, 2, logs.LOG_KEY, logs.LOG_COUNT_KEY,
+                                              logs.KEEP_LINES, "an old line")
     received: list[str] = []
     run_ids: list[str] = []
 
@@ -533,6 +574,12 @@ def test_the_log_stream_sends_new_lines(api: Api, api_env: dict[str, str]) -> No
     assert not listener.is_alive(), received
     assert received[0] == "an old line"
     assert any(f"run={run_ids[0]}" in line and "phase=GENERATING" in line for line in received)
+    assert not (Path(api_env["HARNESS_DATA_DIR"]) / "harness.log").exists()
+    # The same lines through GET /pedidos/logs (the original's curl example), each naming
+    # the host and process that wrote it.
+    lines = api.http.get("/pedidos/logs", params={"lines": 300}).json()["lines"]
+    assert lines[:len(received)] == received
+    assert all(re.search(r" harness(\.\w+)*\[[^\]:]+:\d+\] ", line) for line in lines[1:]), lines
 
 
 # -- the server holds no run ---------------------------------------------------------------

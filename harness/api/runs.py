@@ -10,22 +10,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from harness import control, history, logs
 from harness.api.context import Context
 from harness.api.errors import config_error
+from harness.api.live import status_headers
 from harness.config import ConfigError, option_help
 from harness.errors import NotFound
 from harness.launch import launch_detached
-from harness.status import get_status
 
 # Query parameter -> setting, for the run settings POST /pedidos/generate accepts.
 RUN_PARAMS = {"quantity": "quantity", "chunkSize": "chunk_size", "ordersPerJob": "orders_per_job",
               "concurrency": "concurrency", "seed": "seed", "tierMix": "tier_mix",
               "workMs": "work_ms", "normalBatchSize": "normal_batch_size"}
 SETTING_PARAMS = {setting: param for param, setting in RUN_PARAMS.items()}
-MAX_LOG_LINES = 100_000
 
 
 def _setting(name: str) -> Any:
@@ -63,14 +62,21 @@ def router(ctx: Context) -> APIRouter:
                                         "GET /pedidos for its status"}, status_code=202)
 
     @api.get("/pedidos")
-    def status() -> JSONResponse:
-        """The live status of the current or last run: what `harness status --json` prints."""
-        return JSONResponse(get_status(ctx.conn))
+    async def status(request: Request) -> Response:
+        """The live status of the current or last run: what `harness status --json` prints.
+        Every client of this server shares one read, at most 50 ms old; its ETag answers
+        If-None-Match with a 304. (harness.api.live serves this path before routing.)"""
+        snapshot = await ctx.status_hub.current()
+        if snapshot.status == 200 and request.headers.get("if-none-match") == snapshot.etag:
+            return Response(status_code=304, headers=status_headers(snapshot))
+        return Response(snapshot.body, snapshot.status, status_headers(snapshot),
+                        media_type="application/json")
 
     @api.get("/pedidos/logs")
-    def log_lines(lines: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 500) -> dict[str, Any]:
-        """The last lines of the log file runs write (BACKEND_LOGS=true or HARNESS_LOG_FILE)."""
-        return {"lines": logs.tail_log(ctx.settings, lines)}
+    def log_lines(lines: Annotated[int, Query(ge=1, le=logs.KEEP_LINES)] = 500) -> dict[str, Any]:
+        """The last lines logged by every process of every host (Redis keeps the last
+        10,000, file logging or not)."""
+        return {"lines": logs.recent_lines(ctx.conn, lines)}
 
     @api.get("/pedidos/health/queue")
     def health() -> dict[str, Any]:

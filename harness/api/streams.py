@@ -1,74 +1,99 @@
 """Live streams as Server-Sent Events: the status document whenever it changes, and new log
-lines as they are written.
+lines as they are written, fanned out from the server's shared reads (``harness.api.live``).
 
-Each stream polls (Redis for status, the file for logs) at most every ``intervalMs``
-(250 ms by default): one HGETALL per client per tick, the same cost as a dashboard polling
-``GET /pedidos`` at that rate, and nothing when no client is connected. FastAPI sends a
-keep-alive comment when nothing changes for a while; a client that goes away ends its loop.
+A status stream looks at the shared snapshot every ``intervalMs`` (250 ms by default) and
+sends its pre-encoded frame when its ETag changed: however many streams are open, Redis is
+read at most once per 50 ms. Log streams share one follower of the lines kept in Redis the
+same way. Each stream starts with ``retry: 1000`` (a browser's EventSource reconnects a
+second after a drop, a server restart included) and sends a comment every KEEPALIVE_S of
+silence, so that proxies keep it open; a client that goes away ends its loop.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the local dependency log_file in
-# the annotations, which a string annotation would name but not reach.
+from __future__ import annotations
+
+import time
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Query
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
-from harness import logs
 from harness.api.context import Context
-from harness.api.runs import MAX_LOG_LINES
+from harness.api.live import LOG_BUFFER, encode, sse
 from harness.config import redact
-from harness.status import get_status
 
 Interval = Annotated[int, Query(alias="intervalMs", ge=50, le=60_000,
                                 description="how often to look for a change, in ms")]
+KEEPALIVE_S = 15.0
+HELLO = b"retry: 1000\n\n"
+PING = b": keep-alive\n\n"
+HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# Documented as an event stream; the frames are written here, pre-encoded (FastAPI's own SSE
+# support would encode every event again for every client).
+EVENT_STREAM: dict[int | str, dict[str, object]] = {200: {
+    "description": "Server-Sent Events", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
 
 
 def router(ctx: Context) -> APIRouter:
     api = APIRouter(tags=["streams"])
 
-    async def read_status() -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(get_status, ctx.conn)
+    async def status_events(interval_s: float) -> AsyncIterator[bytes]:
+        yield HELLO
+        last, quiet_since = None, time.monotonic()
+        while True:
+            snapshot = await ctx.status_hub.current()
+            if snapshot.etag != last:
+                yield snapshot.event
+                last, quiet_since = snapshot.etag, time.monotonic()
+            elif time.monotonic() - quiet_since > KEEPALIVE_S:
+                yield PING
+                quiet_since = time.monotonic()
+            await anyio.sleep(interval_s)
 
-    @api.get("/pedidos/stream", response_class=EventSourceResponse)
-    async def status_stream(interval_ms: Interval = 250) -> AsyncIterator[ServerSentEvent]:
+    @api.get("/pedidos/stream", response_class=EventStream, responses=EVENT_STREAM)
+    async def status_stream(interval_ms: Interval = 250) -> EventStream:
         """``event: status`` with the GET /pedidos document each time it changes (during a
-        run, its elapsed time changes at every look); ``event: error`` while Redis is away."""
-        last: Any = None
+        run, its elapsed time changes at every look); ``event: error`` while Redis is away.
+        The document is the server's shared snapshot, at most 50 ms old."""
+        return EventStream(status_events(interval_ms / 1000), headers=HEADERS)
+
+    async def log_events(interval_s: float, history: int) -> AsyncIterator[bytes]:
+        hub = ctx.log_hub
+        yield HELLO
+        seen, quiet_since = None, time.monotonic()
         while True:
             try:
-                doc: Any = await read_status()
-                event = "status"
+                count = await hub.refresh()
             except RedisError as exc:
-                doc, event = {"error": redact(f"Redis does not answer: {exc}")}, "error"
-            if doc != last:
-                yield ServerSentEvent(data=doc, event=event)
-                last = doc
-            await anyio.sleep(interval_ms / 1000)
+                yield sse("error", encode({"error": redact(f"Redis does not answer: {exc}")}))
+                await anyio.sleep(max(interval_s, 1.0))
+                continue
+            if seen is None or seen > count:  # the first look, or Redis lost the count
+                seen = max(0, count - history)
+            if new := hub.after(seen):
+                yield sse("log", encode({"lines": new}))
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > KEEPALIVE_S:
+                yield PING
+                quiet_since = time.monotonic()
+            seen = count
+            await anyio.sleep(interval_s)
 
-    def log_file() -> Path:  # a dependency: a missing file is a 404 before the stream opens
-        return logs.log_file(ctx.settings)
-
-    @api.get("/pedidos/logs/stream", response_class=EventSourceResponse)
+    @api.get("/pedidos/logs/stream", response_class=EventStream, responses=EVENT_STREAM)
     async def log_stream(
-        path: Annotated[Path, Depends(log_file)],
         interval_ms: Interval = 250,
-        lines: Annotated[int, Query(ge=0, le=MAX_LOG_LINES, description="lines of history to "
+        lines: Annotated[int, Query(ge=0, le=LOG_BUFFER, description="lines of history to "
                                     "send first")] = 0,
-    ) -> AsyncIterator[ServerSentEvent]:
-        """``event: log`` with ``{"lines": [...]}`` for the lines written since the last
-        event (the last ``lines`` first); follows truncation and rotation. 404 without a
-        log file."""
-        follower = logs.LogFollower(path, from_end=True)
-        if lines:
-            yield ServerSentEvent(data={"lines": logs.tail(path, lines)}, event="log")
-        while True:
-            if new := await anyio.to_thread.run_sync(follower.poll):
-                yield ServerSentEvent(data={"lines": new}, event="log")
-            await anyio.sleep(interval_ms / 1000)
+    ) -> EventStream:
+        """``event: log`` with ``{"lines": [...]}`` for the lines logged since the last event
+        (the last ``lines`` first), by every process of every host: the lines Redis keeps,
+        whether or not file logging is on."""
+        return EventStream(log_events(interval_ms / 1000, lines), headers=HEADERS)
 
     return api

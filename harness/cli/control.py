@@ -23,7 +23,7 @@ from harness.connection import RedisUnavailable
               help="delete the orders not processed yet from the store")
 @click.option("--reset-metrics", is_flag=True,
               help="also clear the live metrics (status shows IDLE; the run record stays)")
-@click.option("--reset-logs", is_flag=True, help="also empty the log file")
+@click.option("--reset-logs", is_flag=True, help="also empty the log file and the lines kept in Redis")
 @click.option("--timeout", "cancel_timeout_s", type=float, help=option_help("cancel_timeout_s"))
 @click.option("--json", "as_json", is_flag=True, help="print the result and the run record as JSON")
 def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, reset_logs: bool,
@@ -82,10 +82,21 @@ def reset(all_runs: bool, force: bool, **flags: Any) -> None:
 @click.command(name="logs")
 @connection_options
 @click.option("-n", "--lines", type=StrictIntRange(min=1), default=100, show_default=True)
-@click.option("--log-file", type=click.Path(dir_okay=False), help=option_help("log_file"))
-def logs_command(lines: int, **flags: Any) -> None:
-    """Print the last lines of the log file (BACKEND_LOGS=true or HARNESS_LOG_FILE)."""
-    for line in logs.tail_log(Settings.from_env(**flags), lines):
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="read this log file instead of the lines kept in Redis")
+@click.option("--file", "from_file", is_flag=True,
+              help="read this host's log file (BACKEND_LOGS=true or HARNESS_LOG_FILE) instead")
+def logs_command(lines: int, from_file: bool, **flags: Any) -> None:
+    """Print the last lines the harness logged, every process on every host: Redis keeps
+    the last 10,000 whether or not file logging is on."""
+    from harness.connection import connect_redis
+
+    settings = Settings.from_env(**flags)
+    if from_file or flags.get("log_file") is not None:
+        shown = logs.tail_log(settings, lines)
+    else:
+        shown = logs.recent_lines(connect_redis(settings, autostart=False), lines)
+    for line in shown:
         click.echo(line)
 
 
