@@ -25,7 +25,7 @@ from rq.logutils import setup_loghandlers
 from rq.worker_pool import WorkerPool
 
 from harness.config import Settings
-from harness.connection import connect_redis
+from harness.connection import Timed, connect_redis
 from harness.errors import StaleRun
 from harness.listener import StoppingWorker
 from harness.orders import PENDING, PROCESSED
@@ -308,6 +308,16 @@ class HarnessWorker(QuietWorker, StoppingWorker):
             raise SystemExit(0)
         super().__init__(*args, **kwargs)
         self._signals_held = False
+
+    def _set_connection(self, connection: Any) -> Any:
+        """Keep the harness's command timeout on a connection made by
+        :func:`harness.connection.redis_client`. RQ raises the socket timeout of the whole
+        connection above its BLPOP wait (to 415 s), so that any command to a frozen Redis
+        (a heartbeat, a job's status) held a worker for 7 minutes; such a connection reads a
+        blocking command's reply with that command's own wait instead."""
+        if issubclass(connection.connection_pool.connection_class, Timed):
+            return connection
+        return super()._set_connection(connection)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         kwargs["with_scheduler"] = False
