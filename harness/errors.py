@@ -29,10 +29,9 @@ branch here and every front end handles it without a change of its own.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-if TYPE_CHECKING:
-    from harness.lock import LockHolder
+from harness.datatypes import LockHolder
 
 
 class HarnessError(Exception):

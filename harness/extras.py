@@ -17,7 +17,7 @@ from harness.errors import MissingExtra
 
 # module -> the extra that installs it
 EXTRA_OF = {
-    "pymongo": "mongo",
+    "pymongo": "mongo", "psycopg": "postgres", "psycopg_pool": "postgres",
     "pandas": "notebooks", "matplotlib": "notebooks", "papermill": "notebooks",
     "nbconvert": "notebooks", "nbformat": "notebooks", "scipy": "notebooks", "ipykernel": "notebooks",
     "fastapi": "api", "uvicorn": "api", "prometheus_client": "api",

@@ -13,19 +13,17 @@ run is the store's fence (:meth:`harness.store.Store.claim`), checked with every
 
 from __future__ import annotations
 
-import os
-import socket
-from dataclasses import dataclass
-
 from redis import Redis
 
+# Re-exported: their home is harness.datatypes, the leaf module.
+from harness.datatypes import MAINTENANCE_HOLDERS as MAINTENANCE_HOLDERS
+from harness.datatypes import LockHolder as LockHolder
+from harness.datatypes import process_is_dead as process_is_dead
 from harness.errors import RunActive
 
 LOCK_KEY = "harness:lock"
 # A coordinator refreshes its lock every few seconds; one that died frees it after this.
 LOCK_TTL_S = 30
-# Lock holders that are not runs: their ids start with these.
-MAINTENANCE_HOLDERS = ("reset-", "bench-")
 
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -35,49 +33,6 @@ REFRESH_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    """Who holds the run lock: the run and its coordinator process."""
-
-    run_id: str
-    host: str
-    pid: int
-
-    @classmethod
-    def mine(cls, run_id: str) -> LockHolder:
-        return cls(run_id, socket.gethostname(), os.getpid())
-
-    @classmethod
-    def parse(cls, value: str) -> LockHolder:
-        run_id, _, rest = value.partition(" ")
-        host, _, pid = rest.rpartition(":")
-        return cls(run_id, host or "?", int(pid) if pid.isdigit() else 0)
-
-    def __str__(self) -> str:
-        return f"{self.run_id} {self.host}:{self.pid}"
-
-    @property
-    def is_run(self) -> bool:
-        """False for the short holds of `harness reset` and `harness bench`: not cancellable."""
-        return not self.run_id.startswith(MAINTENANCE_HOLDERS)
-
-    def is_dead(self) -> bool:
-        return process_is_dead(self.host, self.pid)
-
-
-def process_is_dead(host: str | None, pid: int | None) -> bool:
-    """True only when provably dead: on this host, and no such process."""
-    if host != socket.gethostname() or not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class RunLock:

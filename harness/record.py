@@ -26,9 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness.codec import from_json, to_json
+from harness.datatypes import Phase, Tally, Window
 from harness.orders import NORMAL, VIP
-from harness.state import Phase
-from harness.store.base import Tally, Window
 
 SCHEMA_VERSION = 2
 

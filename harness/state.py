@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from redis import Redis
 
 from harness.codec import from_json, to_json
+
+# Re-exported: their home is harness.datatypes, the leaf module.
+from harness.datatypes import ACTIVE_PHASES as ACTIVE_PHASES
+from harness.datatypes import Phase as Phase
 
 STATE_KEY = "harness:run"
 # Per job id: how many tries it has had (raised as each try starts), and how many of its
@@ -25,31 +28,20 @@ STATE_KEY = "harness:run"
 # its earlier tries left uncounted, so no order is counted twice whatever died where.
 ATTEMPTS_KEY = "harness:attempts"
 COUNTED_KEY = "harness:counted"
-RUN_KEYS = (STATE_KEY, ATTEMPTS_KEY, COUNTED_KEY)
+# Per worker ("host:pid"): how many batches it finished for the run. The workers that
+# joined a run, wherever they run, as `harness status` and GET /pedidos list them.
+WORKERS_KEY = "harness:workers"
+RUN_KEYS = (STATE_KEY, ATTEMPTS_KEY, COUNTED_KEY, WORKERS_KEY)
 # A cancel request: JSON naming the run and the cancel's options. Workers and the
 # coordinator read it; it outlives the run so that a job popped late still sees it.
 ABORT_KEY = "harness:abort"
 ABORT_TTL_S = 24 * 3_600
 
 
-class Phase(StrEnum):
-    IDLE = "IDLE"
-    GENERATING = "GENERATING"
-    WAITING_VIP_DRAIN = "WAITING_VIP_DRAIN"
-    ENQUEUE_NORMAL = "ENQUEUE_NORMAL"
-    WAITING_NORMAL_DRAIN = "WAITING_NORMAL_DRAIN"
-    DONE = "DONE"
-    ABORTED = "ABORTED"
-    ERROR = "ERROR"
-
-
-ACTIVE_PHASES = frozenset({
-    Phase.GENERATING, Phase.WAITING_VIP_DRAIN, Phase.ENQUEUE_NORMAL, Phase.WAITING_NORMAL_DRAIN,
-})
-
-# KEYS: state hash, counted hash.
+# KEYS: state hash, counted hash, workers hash.
 # ARGV: runId, epoch, priority, job id, orders of the job now processed in the store
-# (cumulative over its tries), first start, last end ('' when this call moved nothing).
+# (cumulative over its tries), first start, last end ('' when this call moved nothing),
+# the worker to credit with a finished batch ('' for none).
 # (Workers' memory is sampled by the coordinator: harness.sampling.)
 # Returns how many orders it added to the counter, or -1 when the run (or its epoch: a
 # resume starts a new one) is no longer the job's.
@@ -68,6 +60,7 @@ if ARGV[6] ~= '' then
   local e = redis.call('HGET', KEYS[1], 'end:' .. p)
   if (not e) or tonumber(ARGV[7]) > tonumber(e) then redis.call('HSET', KEYS[1], 'end:' .. p, ARGV[7]) end
 end
+if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[8], 1) end
 return math.max(delta, 0)
 """
 
@@ -177,20 +170,35 @@ class RunState:
 
     def record_batch(
         self, run_id: str, epoch: int, priority: str, job_id: str, done_in_job: int,
-        window: tuple[float, float] | None,
+        window: tuple[float, float] | None, finished_by: str | None = None,
     ) -> int:
         """Count a job's committed orders: ``done_in_job`` is how many of its orders the
-        store now holds processed. Returns how many were new to the counter, -1 when the
-        run is no longer the job's."""
+        store holds as processed by this job. ``finished_by``: the worker ("host:pid")
+        whose try of the job ended with this report. Returns how many were new to the
+        counter, -1 when the run is no longer the job's."""
         start, end = (repr(window[0]), repr(window[1])) if window else ("", "")
         return int(self._record_batch(
-            keys=[STATE_KEY, COUNTED_KEY],
-            args=[run_id, epoch, priority, job_id, done_in_job, start, end],
+            keys=[STATE_KEY, COUNTED_KEY, WORKERS_KEY],
+            args=[run_id, epoch, priority, job_id, done_in_job, start, end, finished_by or ""],
         ))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The workers that finished batches of the run: host, pid and batches, most first."""
+        return workers_of(self.conn.hgetall(WORKERS_KEY))
 
     def clear(self) -> None:
         """Forget the live state (metrics, counters, cancel request): status shows IDLE."""
         self.conn.delete(*RUN_KEYS, ABORT_KEY)
+
+
+def workers_of(raw: dict[Any, Any]) -> list[dict[str, Any]]:
+    """The workers hash (``host:pid`` -> batches) as rows, most batches first."""
+    rows = []
+    for name, batches in raw.items():
+        host, _, pid = _text(name).rpartition(":")
+        rows.append({"host": host, "pid": int(pid) if pid.isdigit() else None,
+                     "batches": int(batches)})
+    return sorted(rows, key=lambda r: (-r["batches"], r["host"], r["pid"] or 0))
 
 
 def _for_run(value: bytes | str | None, run_id: str) -> CancelRequest | None:

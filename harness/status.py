@@ -104,20 +104,24 @@ def _phases(fields: dict[str, str], phase: str, now: float) -> list[dict[str, An
 
 
 def get_status(conn: Redis) -> dict[str, Any]:
-    """The status document of the current (or last) run, with its dead-lettered batches:
-    one round trip (state hash and dead-letter counts), a second only when there are some."""
+    """The status document of the current (or last) run, with the workers that joined it
+    (host, pid, batches done, wherever they run) and its dead-lettered batches: one round
+    trip (state and workers hashes, dead-letter counts), a second only when there are some."""
     from rq.registry import FailedJobRegistry
     from rq.utils import as_text
 
     from harness.queue import queues
     from harness.retries import dead_letters
+    from harness.state import WORKERS_KEY, workers_of
 
     pipe = conn.pipeline(transaction=False)
     pipe.hgetall(STATE_KEY)
+    pipe.hgetall(WORKERS_KEY)
     for q in queues(conn).values():
         pipe.zcard(FailedJobRegistry(queue=q).key)
-    raw, *failed = pipe.execute()
+    raw, workers, *failed = pipe.execute()
     doc = snapshot({as_text(k): as_text(v) for k, v in raw.items()})
+    doc["workers"] = workers_of(workers)
     dead = sum(failed)
     doc["deadLetters"] = {"count": dead, "batches": dead_letters(conn, limit=5) if dead else []}
     return doc

@@ -94,7 +94,7 @@ def process_batch(run_id: str, priority: str, seqs: list[int], epoch: int = 0) -
     batch = _Batch(state, run_id, epoch, priority, job.id, ctx.attempt, seqs)
     if ctx.attempt > 1:
         docs = _process_store().get_orders(seqs)
-        batch.done_in_job = sum(d["status"] == PROCESSED for d in docs)
+        batch.done_in_job = batch.processed_here(docs)
         seqs = [d["seq"] for d in docs if d["status"] == PENDING]
         log.warning("try %d of a %s batch of run %s: %d order(s) already processed, %d left",
                     ctx.attempt, priority, run_id, batch.done_in_job, len(seqs))
@@ -128,7 +128,7 @@ def _work(batch: _Batch, seqs: list[int], work_ms: float) -> int:
                          priority, run_id, batch.moved)
                 return batch.moved
             last_check = clock()
-    batch.commit(done)
+    batch.commit(done, last=True)
     return batch.moved
 
 
@@ -143,25 +143,35 @@ class _Batch:
         self.moved = 0  # by this try
         self.done_in_job = 0  # processed in the store, over every try
 
-    def commit(self, done: list[tuple[int, float, float]]) -> None:
+    def processed_here(self, docs: list[dict[str, Any]]) -> int:
+        """How many of ``docs`` (this job's orders, read from the store) this job processed,
+        in any of its tries: each order keeps the job that moved it."""
+        return sum(d["status"] == PROCESSED and d.get("job") == self.job_id for d in docs)
+
+    def commit(self, done: list[tuple[int, float, float]], last: bool = False) -> None:
         """Store a group of processed orders, then count them: counters follow the store.
 
         A try that moved nothing still reports, so that it counts what an earlier try
-        committed and never counted. A retry counts what the store holds for the whole job
-        (one read of at most a job's orders): another try of the same job may be running at
-        the same time (a worker RQ believed dead, a job requeued from RQ's intermediate
-        list), and a running sum of its own would then undercount.
+        committed and never counted. A retry counts the orders of its job that the store
+        says this job processed (one read of at most a job's orders): another try of the
+        same job may be running at the same time, here or on another host (a worker RQ
+        believed dead, a job requeued from RQ's intermediate list), and a running sum of its
+        own would then undercount; and orders of the job that another job processed (its
+        batch enqueued again when it seemed to have vanished) are that job's to count, so
+        nothing is counted twice. ``last``: the try's last report, which also counts a batch
+        done for its worker (what `harness status` lists per worker).
         """
         store = _process_store()
-        moved = store.mark_processed(self.priority, done, worker_name(), self.attempt) if done else 0
+        moved = (store.mark_processed(self.priority, done, worker_name(), self.attempt, self.job_id)
+                 if done else 0)
         self.moved += moved
         if self.attempt > 1:
-            self.done_in_job = sum(d["status"] == PROCESSED for d in store.get_orders(self.seqs))
+            self.done_in_job = self.processed_here(store.get_orders(self.seqs))
         else:
             self.done_in_job += moved
         window = (done[0][1], done[-1][2]) if moved else None
         self.state.record_batch(self.run_id, self.epoch, self.priority, self.job_id,
-                                self.done_in_job, window)
+                                self.done_in_job, window, worker_name() if last else None)
 
 
 class HarnessPool(WorkerPool):

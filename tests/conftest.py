@@ -11,11 +11,16 @@ MongoDB: when HARNESS_TEST_MONGO_URI is set, the MongoDB backend runs against th
 server. Otherwise it runs against litemongo, the most faithful in-process stand-in we have
 (a pymongo-compatible client over SQLite files; no mongod can run on these machines). The
 test ids say which (`mongo-server` or `mongo-litemongo-standin`).
+
+PostgreSQL: a real server always (HARNESS_TEST_DATABASE_URL, default the local one at
+127.0.0.1:5432), a database of each test's own, dropped after it. Where no server answers
+the tests skip saying so, unless HARNESS_REQUIRE_POSTGRES=1 (CI) makes that a failure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -45,6 +50,8 @@ from harness.store.sqlite import SQLiteStore
 
 MONGO_URI = os.environ.get("HARNESS_TEST_MONGO_URI")
 MONGO_KIND = "mongo-server" if MONGO_URI else "mongo-litemongo-standin"
+POSTGRES_URL = os.environ.get("HARNESS_TEST_DATABASE_URL",
+                              "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def free_port() -> int:
@@ -235,6 +242,38 @@ def mongo_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     yield "mongodb://harness:s3cret-pw@standin.invalid:27017/harness_test"
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database of this test's own on the PostgreSQL server, dropped after the test (its
+    connections cut first); its URL."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"no PostgreSQL at {POSTGRES_URL}: {str(exc).strip().splitlines()[0]}"
+        if os.environ.get("HARNESS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (HARNESS_REQUIRE_POSTGRES=1; scripts/ensure-postgres starts one)")
+        pytest.skip(reason)
+    database = f"harness_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield _with_database(POSTGRES_URL, database)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
+
+
+def on_backend(settings: Settings, backend: str, request: pytest.FixtureRequest) -> Settings:
+    """``settings`` storing in ``backend``: "sqlite" (the data folder), "postgres" (a
+    database of the test's own) or "mongo" (a server or the stand-in, see mongo_standin)."""
+    if backend == "postgres":
+        return dataclasses.replace(settings, database_url=request.getfixturevalue("postgres_url"))
+    if backend == "mongo":
+        return dataclasses.replace(settings, mongo_uri=request.getfixturevalue("mongo_standin"))
+    return settings
+
+
 def _with_database(uri: str, database: str) -> str:
     base, _, query = uri.partition("?")
     scheme, _, rest = base.partition("://")
@@ -242,7 +281,7 @@ def _with_database(uri: str, database: str) -> str:
     return f"{scheme}://{hosts}/{database}" + (f"?{query}" if query else "")
 
 
-@pytest.fixture(params=["sqlite", MONGO_KIND])
+@pytest.fixture(params=["sqlite", MONGO_KIND, "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Each backend in turn, empty, claimed by a run named "contract"."""
     opened = _open_contract_store(request, tmp_path)
@@ -262,8 +301,13 @@ def other_handle(store: Store, request: pytest.FixtureRequest, tmp_path: Path) -
 
 
 def _open_contract_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.node.callspec.params["store"] == "sqlite":
+    kind = request.node.callspec.params["store"]
+    if kind == "sqlite":
         return SQLiteStore(tmp_path / "contract.sqlite3")
+    if kind == "postgres":
+        from harness.store.postgres import PostgresStore
+
+        return PostgresStore(request.getfixturevalue("postgres_url"))
     return MongoStore(request.getfixturevalue("mongo_standin"))
 
 

@@ -65,7 +65,7 @@ def test_redis_url_wins_over_host_and_port() -> None:
         ({"chunk_size": 0}, "chunk_size must be >= 1"),
         ({"orders_per_job": -1}, "orders_per_job must be >= 1"),
         ({"normal_batch_size": 0}, "normal_batch_size must be >= 1"),
-        ({"concurrency": 0}, "concurrency must be >= 1"),
+        ({"concurrency": -1}, "concurrency must be >= 0"),
         ({"quantity": 2.5}, "quantity must be an integer"),
         ({"tier_mix": "BRONZE=1,GOLD=2"}, "'GOLD=2' is not TIER=WEIGHT"),
         ({"tier_mix": "DIAMANTE=-1"}, "must be a finite number >= 0"),

@@ -1,6 +1,6 @@
-"""One contract, both stores: every test here runs on SQLite and on the MongoDB backend
-(a real server when HARNESS_TEST_MONGO_URI is set, else the litemongo stand-in; see the
-test id)."""
+"""One contract, every store: each test here runs on SQLite, on PostgreSQL (a database of
+its own on a real server) and on the MongoDB backend (a real server when
+HARNESS_TEST_MONGO_URI is set, else the litemongo stand-in; see the test id)."""
 
 from __future__ import annotations
 
@@ -70,11 +70,17 @@ def test_a_retried_batch_moves_only_what_is_left_and_records_its_attempt(store: 
     store.insert_orders(orders)
     seqs = [o.seq for o in orders if o.priority == NORMAL]
     # The first try committed part of the batch, then its worker died; the retry does it all.
-    assert store.mark_processed(NORMAL, [(s, 1.0, 2.0) for s in seqs[:10]], "w1", attempt=1) == 10
-    assert store.mark_processed(NORMAL, [(s, 3.0, 4.0) for s in seqs], "w2", attempt=2) == len(seqs) - 10
+    assert store.get_orders(seqs[:1])[0]["job"] is None
+    assert store.mark_processed(NORMAL, [(s, 1.0, 2.0) for s in seqs[:10]], "w1", attempt=1,
+                                job="job-a") == 10
+    assert store.mark_processed(NORMAL, [(s, 3.0, 4.0) for s in seqs], "w2", attempt=2,
+                                job="job-a") == len(seqs) - 10
     docs = store.get_orders(seqs)
     assert [d["attempts"] for d in docs] == [1] * 10 + [2] * (len(seqs) - 10)
     assert {d["worker"] for d in docs[:10]} == {"w1"} and {d["worker"] for d in docs[10:]} == {"w2"}
+    # Each order keeps the job that moved it: another job (a batch enqueued again) moves none.
+    assert store.mark_processed(NORMAL, [(s, 5.0, 6.0) for s in seqs], "w3", job="job-b") == 0
+    assert {d["job"] for d in store.get_orders(seqs)} == {"job-a"}
 
 
 def test_tally_counts_by_priority_and_status_and_truncate_drops_a_tail(store: Store) -> None:

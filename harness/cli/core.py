@@ -188,8 +188,12 @@ def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
 def worker(burst: bool, **flags: Any) -> None:
     """Start workers on their own, e.g. on another host joining a run through the same
     Redis and store. Stops on Ctrl-C / SIGTERM (running batches finish first)."""
+    from harness.errors import ConfigError
     from harness.worker import run_pool
 
     settings = settings_from(**flags)
+    if settings.concurrency < 1:  # 0 is a run's "no workers of its own"; a pool needs some
+        source = "-c/--concurrency" if flags.get("concurrency") is not None else "ORDERS_QUEUE_CONCURRENCY"
+        raise ConfigError(f"{source} 0: harness worker starts at least 1 worker", "concurrency")
     click.echo(f"harness: starting {settings.concurrency} worker(s)", err=True)
     run_pool(settings, burst=burst, logging_level="INFO")

@@ -16,11 +16,17 @@ left without transactions). A writer whose fence is no longer current gets Stale
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from harness.errors import StaleRun, StoreError
+# Re-exported: their home is harness.datatypes, the leaf module.
+from harness.datatypes import Fence as Fence
+from harness.datatypes import Spread as Spread
+from harness.datatypes import Tally as Tally
+from harness.datatypes import Window as Window
+from harness.errors import HarnessError, StaleRun, StoreError
 from harness.orders import Order
 
 if TYPE_CHECKING:
@@ -34,28 +40,6 @@ class DuplicateOrderError(StoreError):
         super().__init__(f"{duplicates} duplicate order id(s) rejected, {inserted} inserted")
         self.inserted = inserted
         self.duplicates = duplicates
-
-
-@dataclass(frozen=True)
-class Window:
-    """When one priority's orders were processed, read from the stored orders."""
-
-    count: int
-    first_started: float | None
-    last_started: float | None
-    first_processed: float | None
-    last_processed: float | None
-
-
-@dataclass(frozen=True)
-class Fence:
-    """Who owns the orders: a run and its epoch."""
-
-    run_id: str
-    epoch: int
-
-    def __str__(self) -> str:
-        return f"run {self.run_id} (epoch {self.epoch})"
 
 
 def stale(mine: Fence | None, current: Fence | None) -> StaleRun:
@@ -73,32 +57,9 @@ Done = tuple[int, float, float]
 PERCENTS = (50, 95, 99)
 
 
-@dataclass(frozen=True)
-class Spread:
-    """One latency over one priority's processed orders, in seconds: nearest-rank
-    percentiles (the value at rank ceil(p/100 * count) in ascending order), max and mean."""
-
-    count: int
-    percentiles: dict[int, float]
-    max: float
-    mean: float
-
-
 def rank(percent: int, count: int) -> int:
     """The nearest rank (1-based) of ``percent`` among ``count`` values: ceil(p * n / 100)."""
     return max(1, (percent * count + 99) // 100)
-
-
-@dataclass(frozen=True)
-class Tally:
-    """What the store holds, counted in one pass: how a resumed run learns where it stopped."""
-
-    counts: dict[tuple[str, str], int]  # (priority, status) -> orders
-    max_seq: int  # -1 when there are no orders
-
-    def count(self, priority: str | None = None, status: str | None = None) -> int:
-        return sum(n for (p, s), n in self.counts.items()
-                   if priority in (None, p) and status in (None, s))
 
 
 class Store(Protocol):
@@ -129,12 +90,15 @@ class Store(Protocol):
         """Insert unordered; raise DuplicateOrderError after inserting all the others. Fenced."""
 
     def mark_processed(
-        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1
+        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1,
+        job: str | None = None,
     ) -> int:
         """Move the given orders from pendente to processado; return how many moved. Fenced.
 
         Orders already processed are left alone, so a batch run twice counts once. Each
-        moved order keeps ``attempt``: which try of its batch processed it (1 = the first).
+        moved order keeps ``attempt``: which try of its batch processed it (1 = the first),
+        and ``job``: the queue job that processed it, so that a job counts the orders it
+        processed itself, whatever other job (a batch enqueued again) took the others.
         """
 
     def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
@@ -175,7 +139,8 @@ class Store(Protocol):
         store (never by reading every order into Python)."""
 
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
-        """Orders as documents (``createdAt``, ``processedAt`` ... as Unix seconds)."""
+        """Orders as documents (``createdAt``, ``processedAt`` ... as Unix seconds; ``job``
+        and ``worker`` None until processed)."""
 
     def save_run(self, record: RunRecord, fenced: bool = True) -> None:
         """Insert or replace the record with its ``runId``. ``fenced``: only while this
@@ -196,3 +161,54 @@ class Store(Protocol):
     def clear_runs(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+# -- errors: one translation for every backend ------------------------------------------------
+
+ErrorMap = Mapping[type[BaseException], "Callable[[BaseException], HarnessError] | None"]
+
+
+@contextmanager
+def map_exceptions(mapping: ErrorMap) -> Iterator[None]:
+    """Translate a driver's exceptions into the harness's own, as httpx's ``map_exceptions``
+    turns httpcore's into httpx's: the first entry of ``mapping`` that the exception is an
+    instance of makes the error raised instead (None: raise it unchanged). The harness's own
+    errors (StaleRun, DuplicateOrderError ...) and anything unmapped pass as they are."""
+    try:
+        yield
+    except HarnessError:
+        raise
+    except Exception as exc:
+        for kind, make in mapping.items():
+            if isinstance(exc, kind):
+                if make is None:
+                    raise
+                raise make(exc) from exc
+        raise
+
+
+S = TypeVar("S")
+# The Store methods a backend's driver errors may escape from: all but bind, which only
+# remembers a fence.
+TRANSLATED = tuple(name for name, value in vars(Store).items()
+                   if callable(value) and not name.startswith("_") and name != "bind")
+
+
+def translating(cls: type[S]) -> type[S]:
+    """Class decorator: every Store method of ``cls`` runs under :func:`map_exceptions` with
+    the handle's own ``error_map()`` (its driver's errors as StoreError naming the store,
+    password redacted). What a backend adds is its map, not a wrapper of its own."""
+    for name in TRANSLATED:
+        method = cls.__dict__.get(name)
+        if method is None:
+            continue
+
+        def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(method)
+            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                with map_exceptions(self.error_map()):
+                    return method(self, *args, **kwargs)
+            return wrapper
+
+        setattr(cls, name, wrap(method))
+    return cls

@@ -26,17 +26,16 @@ unaccounted-for and a resume finishes.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, ConfigurationError, DuplicateKeyError, PyMongoError
 
 from harness.config import redact
-from harness.errors import ConfigError, StaleRun
+from harness.errors import ConfigError
 from harness.orders import PENDING, PROCESSED, Order, processed_note
 from harness.record import RunRecord
 from harness.state import ACTIVE_PHASES
@@ -44,6 +43,7 @@ from harness.store.base import (
     PERCENTS,
     Done,
     DuplicateOrderError,
+    ErrorMap,
     Fence,
     Spread,
     StoreError,
@@ -51,6 +51,7 @@ from harness.store.base import (
     Window,
     rank,
     stale,
+    translating,
 )
 
 # How a client is made from a URI. Tests swap in an in-process stand-in when no MongoDB
@@ -63,28 +64,9 @@ LATENCY_EXPR = {"wait": {"$subtract": ["$startedAt", "$createdAt"]},
 DUPLICATE_KEY = 11000  # MongoDB's E11000 duplicate key error
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def _reason(exc: Exception) -> str:
     # pymongo appends a long topology description; the first clause says enough.
     return redact(str(exc).split(" (configured timeouts")[0].split(", Timeout:")[0])
-
-
-def _translated(method: F) -> F:
-    """pymongo's errors as StoreError naming the (redacted) server: a server gone mid-run
-    fails each call after the store timeout instead of hanging the run."""
-
-    @functools.wraps(method)
-    def wrapper(self: MongoStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (StoreError, StaleRun, BulkWriteError):
-            raise
-        except PyMongoError as exc:
-            raise StoreError(f"MongoDB at {redact(self.uri)}: {_reason(exc)}") from exc
-
-    return cast(F, wrapper)
 
 
 def _dt(seconds: float) -> datetime:
@@ -99,6 +81,7 @@ def _seconds(value: datetime | None) -> float | None:
     return value.timestamp()
 
 
+@translating
 class MongoStore:
     """Orders and run history in one MongoDB database."""
 
@@ -126,6 +109,13 @@ class MongoStore:
         self.orders = self._db["orders"]
         self.runs = self._db["process_runs"]
         self.fences = self._db["fence"]
+
+    def error_map(self) -> ErrorMap:
+        """pymongo's errors as StoreError naming the (redacted) server: a server gone mid-run
+        fails each call after the store timeout instead of hanging the run. A
+        BulkWriteError is the insert's own to read (duplicates), so it passes as it is."""
+        return {BulkWriteError: None, PyMongoError: lambda exc: StoreError(
+            f"MongoDB at {redact(self.uri)}: {_reason(exc)}")}
 
     def _ensure_indexes(self) -> None:
         orders = self._db["orders"]
@@ -155,7 +145,6 @@ class MongoStore:
             raise stale(self._fence, current)
         return self._fence
 
-    @_translated
     def claim(self, run_id: str) -> Fence:
         for _ in range(100):  # compare-and-set: retried only when another claim came between
             current = self._read_fence()
@@ -177,14 +166,12 @@ class MongoStore:
     def bind(self, fence: Fence) -> None:
         self._fence = fence
 
-    @_translated
     def fence(self) -> Fence | None:
         return self._read_fence()
 
     def verify(self) -> None:
         """A server keeps its database whatever happens to files here: nothing to check."""
 
-    @_translated
     def clear_orders(self) -> None:
         fence = self._check()
         self.orders.drop()
@@ -192,7 +179,6 @@ class MongoStore:
         if self._read_fence() != fence:  # claimed meanwhile: say so, the new owner clears again
             raise stale(fence, self._read_fence())
 
-    @_translated
     def insert_orders(self, orders: Sequence[Order]) -> None:
         fence = self._check()
         created = {t: _dt(t) for t in {o.created_at for o in orders}}  # one per chunk
@@ -235,9 +221,9 @@ class MongoStore:
                                          "epoch": fence.epoch})
                 raise stale(fence, self._read_fence())
 
-    @_translated
     def mark_processed(
-        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1
+        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1,
+        job: str | None = None,
     ) -> int:
         if not done:
             return 0
@@ -249,7 +235,7 @@ class MongoStore:
                     {"_id": seq, "status": PENDING, "run": fence.run_id},
                     {"$set": {"status": PROCESSED, "observacoes": note, "worker": worker,
                               "startedAt": _dt(start), "processedAt": _dt(end),
-                              "attempts": attempt}},
+                              "attempts": attempt, "job": job}},
                 )
                 for seq, start, end in done
             ],
@@ -257,7 +243,6 @@ class MongoStore:
         )
         return result.modified_count
 
-    @_translated
     def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
         cursor = (
             self.orders.find(
@@ -268,17 +253,14 @@ class MongoStore:
         )
         return [doc["_id"] for doc in cursor]
 
-    @_translated
     def delete_pending(self) -> int:
         run = self._check().run_id
         return int(self.orders.delete_many({"status": PENDING, "run": run}).deleted_count)
 
-    @_translated
     def truncate_from(self, seq: int) -> int:
         run = self._check().run_id
         return int(self.orders.delete_many({"_id": {"$gte": seq}, "run": run}).deleted_count)
 
-    @_translated
     def tally(self) -> Tally:
         rows = self.orders.aggregate([
             {"$group": {"_id": {"p": "$priority", "s": "$status"}, "n": {"$sum": 1},
@@ -290,16 +272,13 @@ class MongoStore:
             max_seq = max(max_seq, row["max"])
         return Tally(counts, max_seq)
 
-    @_translated
     def ping(self) -> None:
         self._db.command("ping")
 
-    @_translated
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         query = {k: v for k, v in (("priority", priority), ("status", status)) if v is not None}
         return self.orders.count_documents(query)
 
-    @_translated
     def windows(self) -> dict[str, Window]:
         rows = self.orders.aggregate([
             {"$match": {"status": PROCESSED}},
@@ -318,7 +297,6 @@ class MongoStore:
             for row in rows
         }
 
-    @_translated
     def processed_per_bin(self, since: float, bin_ms: int) -> dict[str, dict[int, int]]:
         origin = _dt(since).replace(tzinfo=None)  # naive UTC, as pymongo returns dates
         rows = self.orders.aggregate([
@@ -333,7 +311,6 @@ class MongoStore:
             bins[b] = bins.get(b, 0) + int(row["n"])
         return out
 
-    @_translated
     def latency(self, kind: str, percents: Sequence[int] = PERCENTS) -> dict[str, Spread]:
         """Count, max and mean per priority in one $group; then each percentile as
         $sort + $skip to its nearest rank (the stand-in has neither $percentile nor
@@ -359,7 +336,6 @@ class MongoStore:
             out[priority] = Spread(n, picked, group["max"] / 1000, group["mean"] / 1000)
         return out
 
-    @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
         docs = self.orders.find({"_id": {"$in": list(seqs)}}).sort("_id", ASCENDING)
         out = []
@@ -369,10 +345,10 @@ class MongoStore:
                 doc[name] = _seconds(doc.get(name))
             doc.setdefault("worker", None)
             doc.setdefault("attempts", None)
+            doc.setdefault("job", None)
             out.append(doc)
         return out
 
-    @_translated
     def save_run(self, record: RunRecord, fenced: bool = True) -> None:
         """Fenced: checked, then written only over a record no later epoch of the run wrote
         (``_fence`` kept beside the record, one single-document filter), so a coordinator
@@ -390,7 +366,6 @@ class MongoStore:
         except DuplicateKeyError:  # a later epoch's record is there: not ours to replace
             raise stale(fence, self._read_fence()) from None
 
-    @_translated
     def close_run(self, record: RunRecord) -> bool:
         # One document: a replace filtered on "not final" is atomic; the upsert covers a
         # record never saved (a DuplicateKeyError then means a final one came between).
@@ -403,7 +378,6 @@ class MongoStore:
             return False
         return bool(result.matched_count or result.upserted_id is not None)
 
-    @_translated
     def get_run(self, run_id: str) -> RunRecord | None:
         doc = self.runs.find_one({"_id": run_id})
         if doc is None:
@@ -412,14 +386,12 @@ class MongoStore:
         doc.pop("_fence", None)
         return RunRecord.from_json(doc)
 
-    @_translated
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         cursor = self.runs.find({}, {"_id": 0, "_fence": 0}).sort("startedAt", DESCENDING)
         if limit is not None:
             cursor = cursor.limit(limit)
         return [RunRecord.from_json(doc) for doc in cursor]
 
-    @_translated
     def clear_runs(self) -> None:
         self.runs.delete_many({})
 

@@ -8,12 +8,11 @@ key order; the UUID ``id`` has its own unique index as in MongoDB.
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from harness.orders import PENDING, PROCESSED, Order, processed_note
 from harness.record import RunRecord
@@ -22,6 +21,7 @@ from harness.store.base import (
     PERCENTS,
     Done,
     DuplicateOrderError,
+    ErrorMap,
     Fence,
     Spread,
     StoreError,
@@ -29,6 +29,7 @@ from harness.store.base import (
     Window,
     rank,
     stale,
+    translating,
 )
 
 ORDER_COLUMNS = (
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS orders (
     started_at   REAL,
     processed_at REAL,
     worker       TEXT,
-    attempts     INTEGER
+    attempts     INTEGER,
+    job          TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS orders_priority_status ON orders (priority, status)",
     "CREATE INDEX IF NOT EXISTS orders_created_at ON orders (created_at)",
@@ -74,23 +76,6 @@ PRAGMAS = (
     "PRAGMA wal_autocheckpoint=20000",
     "PRAGMA cache_size=-65536",
 )
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _translated(method: F) -> F:
-    """SQLite's errors as StoreError naming the file: "database is locked" after the busy
-    timeout is how an unavailable SQLite store shows itself."""
-
-    @functools.wraps(method)
-    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path}: {exc} (waited up to {self.timeout:g}s)") from exc
-
-    return cast(F, wrapper)
-
-
 LATENCY_SQL = {"wait": "started_at - created_at", "service": "processed_at - started_at"}
 
 FIELD_NAMES = {
@@ -121,6 +106,7 @@ def _percentiles(buckets: Sequence[tuple[int, int]], count: int, percents: Seque
     return out
 
 
+@translating
 class SQLiteStore:
     """Orders and run history in one SQLite file; open one per process."""
 
@@ -138,11 +124,20 @@ class SQLiteStore:
                 self._db.execute(pragma)
             for statement in SCHEMA:
                 self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(orders)")}
+            if "job" not in columns:  # a file written before orders kept their job
+                self._db.execute("ALTER TABLE orders ADD COLUMN job TEXT")
             self._identity = self._file_identity()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(
                 f"cannot open SQLite store at {self.path}: {exc} (waited up to {timeout:g}s)"
             ) from exc
+
+    def error_map(self) -> ErrorMap:
+        """SQLite's errors as StoreError naming the file: "database is locked" after the busy
+        timeout is how an unavailable SQLite store shows itself."""
+        return {sqlite3.Error: lambda exc: StoreError(
+            f"SQLite store {self.path}: {exc} (waited up to {self.timeout:g}s)")}
 
     def _file_identity(self) -> tuple[int, int]:
         stat = self.path.stat()
@@ -174,7 +169,6 @@ class SQLiteStore:
             raise
         return changed[0] if changed else 0
 
-    @_translated
     def claim(self, run_id: str) -> Fence:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -193,18 +187,15 @@ class SQLiteStore:
     def bind(self, fence: Fence) -> None:
         self._fence = fence
 
-    @_translated
     def fence(self) -> Fence | None:
         return self._read_fence()
 
-    @_translated
     def clear_orders(self) -> None:
         # Dropping is instant where DELETE of a million rows takes seconds.
         self._fenced(self._fence, ("DROP TABLE IF EXISTS orders", None),
                      *((sql, None) for sql in ORDERS_SCHEMA))
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    @_translated
     def insert_orders(self, orders: Sequence[Order]) -> None:
         placeholders = ",".join("?" * len(ORDER_COLUMNS))
         inserted = self._fenced(self._fence, (
@@ -213,18 +204,17 @@ class SQLiteStore:
         if inserted != len(orders):
             raise DuplicateOrderError(inserted, len(orders) - inserted)
 
-    @_translated
     def mark_processed(
-        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1
+        self, priority: str, done: Sequence[Done], worker: str, attempt: int = 1,
+        job: str | None = None,
     ) -> int:
         note = processed_note(priority)
         return self._fenced(self._fence, (
             "UPDATE orders SET status = ?, observacoes = ?, worker = ?, started_at = ?, "
-            "processed_at = ?, attempts = ? WHERE seq = ? AND status = ?",
-            [(PROCESSED, note, worker, start, end, attempt, seq, PENDING)
+            "processed_at = ?, attempts = ?, job = ? WHERE seq = ? AND status = ?",
+            [(PROCESSED, note, worker, start, end, attempt, job, seq, PENDING)
              for seq, start, end in done]))
 
-    @_translated
     def pending_seqs(self, priority: str, after: int, limit: int) -> list[int]:
         rows = self._db.execute(
             "SELECT seq FROM orders WHERE priority = ? AND status = ? AND seq > ? "
@@ -233,22 +223,18 @@ class SQLiteStore:
         )
         return [seq for (seq,) in rows]
 
-    @_translated
     def delete_pending(self) -> int:
         return self._fenced(self._fence, ("DELETE FROM orders WHERE status = ?", [(PENDING,)]))
 
-    @_translated
     def truncate_from(self, seq: int) -> int:
         return self._fenced(self._fence, ("DELETE FROM orders WHERE seq >= ?", [(seq,)]))
 
-    @_translated
     def tally(self) -> Tally:
         rows = self._db.execute(
             "SELECT priority, status, COUNT(*), MAX(seq) FROM orders GROUP BY priority, status"
         ).fetchall()
         return Tally({(p, s): n for p, s, n, _ in rows}, max((m for *_, m in rows), default=-1))
 
-    @_translated
     def ping(self) -> None:
         # Takes the write lock and lets it go: a reader would pass while another process
         # holds the database locked, and a locked store is one the run cannot use.
@@ -264,7 +250,6 @@ class SQLiteStore:
             raise StoreError(f"SQLite store {self.path} was removed or replaced while in use; "
                              "what this run wrote since is not in it")
 
-    @_translated
     def count_orders(self, priority: str | None = None, status: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM orders WHERE 1", list[str]()
         if priority is not None:
@@ -273,7 +258,6 @@ class SQLiteStore:
             sql, args = sql + " AND status = ?", [*args, status]
         return int(self._db.execute(sql, args).fetchone()[0])
 
-    @_translated
     def windows(self) -> dict[str, Window]:
         rows = self._db.execute(
             "SELECT priority, COUNT(*), MIN(started_at), MAX(started_at), MIN(processed_at), "
@@ -282,7 +266,6 @@ class SQLiteStore:
         )
         return {row[0]: Window(*row[1:]) for row in rows}
 
-    @_translated
     def processed_per_bin(self, since: float, bin_ms: int) -> dict[str, dict[int, int]]:
         rows = self._db.execute(
             "SELECT priority, CAST((processed_at - ?) * 1000.0 / ? AS INTEGER) AS bin, COUNT(*) "
@@ -295,7 +278,6 @@ class SQLiteStore:
             bins[max(0, b)] = bins.get(max(0, b), 0) + n
         return out
 
-    @_translated
     def latency(self, kind: str, percents: Sequence[int] = PERCENTS) -> dict[str, Spread]:
         """One grouped scan, no sort: per priority, a histogram of the values in
         microseconds kept to 4 significant digits (bucket widths 1 us below 10 ms, 10 us to
@@ -328,7 +310,6 @@ class SQLiteStore:
                                    high[priority], total[priority] / n)
         return out
 
-    @_translated
     def get_orders(self, seqs: Sequence[int]) -> list[dict[str, Any]]:
         cursor = self._db.execute(
             f"SELECT * FROM orders WHERE seq IN ({','.join('?' * len(seqs))}) ORDER BY seq",
@@ -337,7 +318,6 @@ class SQLiteStore:
         names = [FIELD_NAMES.get(d[0], d[0]) for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
-    @_translated
     def save_run(self, record: RunRecord, fenced: bool = True) -> None:
         row = (record.run_id, record.started_at or "", json.dumps(record.to_json()))
         sql = "INSERT OR REPLACE INTO process_runs (run_id, started_at, record) VALUES (?, ?, ?)"
@@ -346,7 +326,6 @@ class SQLiteStore:
         else:
             self._db.execute(sql, row)
 
-    @_translated
     def close_run(self, record: RunRecord) -> bool:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -365,14 +344,12 @@ class SQLiteStore:
             raise
         return True
 
-    @_translated
     def get_run(self, run_id: str) -> RunRecord | None:
         row = self._db.execute(
             "SELECT record FROM process_runs WHERE run_id = ?", (run_id,)
         ).fetchone()
         return RunRecord.from_json(json.loads(row[0])) if row else None
 
-    @_translated
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         rows = self._db.execute(
             "SELECT record FROM process_runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
@@ -380,7 +357,6 @@ class SQLiteStore:
         )
         return [RunRecord.from_json(json.loads(record)) for (record,) in rows]
 
-    @_translated
     def clear_runs(self) -> None:
         self._db.execute("DELETE FROM process_runs")
 
