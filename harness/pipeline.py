@@ -47,6 +47,7 @@ from harness.store import Fence, Store, open_store
 from harness.supervision import (
     Cancelled,
     Interrupted,
+    NoWorkers,
     Progress,
     ProgressCallback,
     StateLost,
@@ -184,8 +185,8 @@ class Pipeline:
                 f"{running} job(s) of an earlier run are still running after "
                 f"{IDLE_WAIT_S:.0f}s; stop their workers, or wait for RQ to expire them")
         self.sup.sampler.start()
-        if self.start_workers:
-            self.sup.start_pool()
+        if self.start_workers and self.settings.concurrency > 0:
+            self.sup.start_pool()  # else workers join through Redis (`harness worker`)
         try:
             self.store = open_store(self.settings)
             try:
@@ -229,6 +230,9 @@ class Pipeline:
         if isinstance(exc, Cancelled):
             return Ending(Phase.ABORTED, f"cancelled during {self.phase.value}", exc.request,
                           cancelled=True)
+        if isinstance(exc, NoWorkers):  # nothing ran: leave nothing queued either
+            return Ending(Phase.ERROR, str(exc),
+                          CancelRequest(self.run_id, purge=True, remove_pending=False))
         if isinstance(exc, StateLost):
             return Ending(Phase.ERROR, str(exc), redis_down=True)
         if isinstance(exc, StaleRun):
@@ -374,6 +378,8 @@ class Pipeline:
         return self.record.counts.jobs.vip + self.record.counts.jobs.normal - before
 
     def _enqueue(self, priority: str, queue: Any, seqs: list[int], timeout: int) -> int:
+        if seqs:
+            self.sup.jobs_enqueued()
         return rq_queue.enqueue_batches(
             queue, self.run_id, priority, rq_queue.batches(seqs, self.settings.orders_per_job),
             timeout, epoch=self.epoch, retry_intervals=self.settings.retry_intervals,

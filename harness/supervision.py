@@ -36,7 +36,7 @@ from harness.lock import LockHolder, RunLock
 from harness.logs import event
 from harness.orders import NORMAL, VIP
 from harness.sampling import RunSampler
-from harness.state import CancelRequest, Phase, RunState
+from harness.state import ATTEMPTS_KEY, CancelRequest, Phase, RunState
 from harness.worker import run_pool_for
 
 log = logging.getLogger("harness")
@@ -50,6 +50,8 @@ RETRY_CHECK_S = 0.2
 # worker (a live worker registers a job it took within milliseconds).
 VANISHED_AFTER_S = 1.0
 POOL_STOP_TIMEOUT_S = 30.0
+# With no workers of its own, how often a run looks whether a worker took one of its jobs.
+JOIN_CHECK_S = 0.2
 REDIS_LOST = ("Redis lost this run's live state (restarted or flushed?); every order is safe "
               "in the store: `harness resume` finishes the run")
 
@@ -64,6 +66,10 @@ class Cancelled(Exception):
     def __init__(self, request: CancelRequest) -> None:
         super().__init__(request.run_id)
         self.request = request
+
+
+class NoWorkers(RunFailed):
+    """A run with no workers of its own (``-c 0``) saw no worker take a job in time."""
 
 
 class StateLost(RunFailed):
@@ -111,6 +117,11 @@ class Supervisor:
         self._last_retry_check = 0.0
         self.t0 = time.perf_counter()
         self.pool_stop_s: float | None = None  # how long the pool took to stop, once it has
+        # With no pool of its own: when the run's first job was enqueued, and whether a
+        # worker (of this host or another) has started one of its jobs since.
+        self.first_job_at: float | None = None
+        self.worker_joined = False
+        self._last_join_check = 0.0
 
     @property
     def run_id(self) -> str:
@@ -142,6 +153,7 @@ class Supervisor:
         if self.signal is not None:
             raise Interrupted(self.signal)
         now = time.monotonic()
+        self.check_joined(now)
         if now - self._last_refresh > LOCK_REFRESH_S:
             if not self.lock.refresh(self.me):
                 raise RunFailed("lost the run lock (Redis restarted or the run was taken over)")
@@ -156,6 +168,30 @@ class Supervisor:
         log_due = now - self._last_log >= self.settings.log_progress_every_ms / 1000
         if report and (self.progress is not None or log_due):
             self.report(phase, generated, log_due)
+
+    def jobs_enqueued(self) -> None:
+        """The coordinator enqueued jobs: from the first, joining workers are waited for."""
+        if self.first_job_at is None:
+            self.first_job_at = time.monotonic()
+
+    def check_joined(self, now: float) -> None:
+        """With no worker pool of its own, end the run (NoWorkers) when no worker has
+        started any of its jobs within ``worker_wait_s`` of the first: every try of a job
+        counts itself in the attempts hash as it starts, wherever its worker runs."""
+        if self.pool is not None or self.worker_joined or self.first_job_at is None:
+            return
+        if now - self._last_join_check < JOIN_CHECK_S:
+            return
+        self._last_join_check = now
+        if self.conn.hlen(ATTEMPTS_KEY):
+            self.worker_joined = True
+            log.info(event("worker-joined", run=self.run_id,
+                           afterS=round(now - self.first_job_at, 3)))
+            return
+        wait = self.settings.worker_wait_s
+        if now - self.first_job_at >= wait:
+            raise NoWorkers(f"no worker joined in {wait:g} s: start `harness worker` with the "
+                            "same REDIS_URL and store")
 
     @contextmanager
     def keeping_lock(self) -> Iterator[None]:

@@ -225,6 +225,17 @@ class HarnessPool(WorkerPool):
                     break
                 time.sleep(STOP_POLL_S)
 
+    def reap_dead_workers_jobs(self) -> None:
+        """Hand RQ back the jobs of this host's workers that died (SIGKILL, OOM) with a job
+        started: a coordinator on another host cannot prove them dead and would wait for
+        RQ's job timeout (minutes), but a pool on their host can. So a fresh `harness
+        worker` started where workers were killed gets their batches retried at once (each
+        retry counts only what its job processed: nothing twice). About once a second, as
+        the pool looks after its own workers."""
+        from harness.retries import reap_abandoned
+
+        reap_abandoned(self.connection)
+
     def check_workers(self, respawn: bool = True) -> None:
         try:
             if self.status != self.Status.STOPPED and close_requested_since(self.connection, self._born):
@@ -232,6 +243,7 @@ class HarnessPool(WorkerPool):
                 self.request_stop()
                 return
             super().check_workers(respawn)
+            self.reap_dead_workers_jobs()
         except EXPECTED as exc:  # Redis away: one line, no respawning until it is back
             if not self._redis_down:
                 log.warning("worker pool: Redis unreachable, waiting for it: %s", describe(exc))

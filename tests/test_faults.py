@@ -3,10 +3,14 @@ followed by recovery and the same proof: every order generated is stored once an
 once, Redis counted each once, and the VIP-first barrier held.
 
 Processes are killed by their own PID only (a worker found through RQ's registry, a
-coordinator through its own os.getpid()). The store is the embedded SQLite one; "store
-unavailable" is another process holding SQLite's write lock, the way a backup or a stray
-`sqlite3` shell would. MongoDB unreachable at start is tested against a port where nothing
-listens (real pymongo, real TCP).
+coordinator through its own os.getpid()). The faults a store can meet whatever it is (a
+worker or a coordinator killed, a half-inserted chunk) run on SQLite and on PostgreSQL (a
+database of the test's own on a real server; see conftest); "store unavailable" is, for
+SQLite, another process holding its write lock, the way a backup or a stray `sqlite3` shell
+would, and for PostgreSQL every connection of the run cut by the server
+(``pg_terminate_backend``, never a restart of a server other tests share). MongoDB and
+PostgreSQL unreachable at start are tested against a port where nothing listens (real
+drivers, real TCP).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import BackgroundRun, assert_complete, start_redis, wait_for
+from conftest import POSTGRES_URL, BackgroundRun, assert_complete, on_backend, start_redis, wait_for
 from redis import Redis
 from rq.job import Job
 from rq.worker import Worker
@@ -42,6 +46,9 @@ from harness.runs import runs_table
 from harness.state import ATTEMPTS_KEY, STATE_KEY, Phase, RunState
 from harness.status import get_status
 from harness.store import Fence, StoreError, open_store, sqlite_path
+
+# The backends every fault that is not about one store's own mechanism runs on.
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -61,10 +68,12 @@ def _busy_worker(conn: Redis, priority: str) -> tuple[Worker, Job] | None:
     return None
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("priority", [VIP, NORMAL])
 def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_lost_or_counted_twice(
-    slow: Settings, redis_conn: Redis, priority: str
+    slow: Settings, redis_conn: Redis, priority: str, backend: str, request: pytest.FixtureRequest
 ) -> None:
+    slow = on_backend(slow, backend, request)
     running = BackgroundRun(slow)
     found: list[tuple[Worker, Job]] = []
     wait_for(lambda: found.append(b) or True if (b := _busy_worker(redis_conn, priority)) else False,
@@ -90,7 +99,7 @@ def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_lost_or_counted_twi
     assert all(d["startedAt"] >= killed_at for d in retried)
     assert int(redis_conn.hget(ATTEMPTS_KEY, job.id) or 0) == 2
     recovery = min(d["startedAt"] for d in retried) - killed_at
-    print(f"\n{priority} worker killed mid-batch: {len(first_try)} of {len(seqs)} orders done "
+    print(f"\n{backend}: {priority} worker killed mid-batch: {len(first_try)} of {len(seqs)} orders done "
           f"before the kill; batch retried after {recovery:.2f} s (backoff "
           f"{slow.retry_backoff_s} s); run {(record.total_time_ms or 0) / 1000:.2f} s")
 
@@ -180,13 +189,16 @@ def _env(settings: Settings) -> dict[str, str]:
     return child_env(settings.replace(seed=3))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("phase", "after"), [
     ("GENERATING", 2_000), ("WAITING_VIP_DRAIN", 0), ("ENQUEUE_NORMAL", 0),
     ("WAITING_NORMAL_DRAIN", 1_800),
 ])
 def test_a_killed_coordinator_is_resumed_in_any_phase(
-    slow: Settings, redis_conn: Redis, phase: str, after: int
+    slow: Settings, redis_conn: Redis, phase: str, after: int, backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    slow = on_backend(slow, backend, request)
     env = _env(slow)
     coordinator = subprocess.run([sys.executable, "-c", KILL_SELF, phase, str(after)], env=env,
                                  capture_output=True, text=True, timeout=120)
@@ -219,7 +231,7 @@ def test_a_killed_coordinator_is_resumed_in_any_phase(
                         record.enqueue_normal_time_ms, record.total_time_ms)
     assert record.throughput is not None and (record.throughput.overall or 0) > 0
     assert redis_conn.get(LOCK_KEY) is None
-    print(f"\ncoordinator killed in {phase}: `harness resume` took {took:.2f} s; "
+    print(f"\n{backend}: coordinator killed in {phase}: `harness resume` took {took:.2f} s; "
           f"{again.processed} orders were already processed, {again.stored} stored")
 
 
@@ -322,8 +334,18 @@ def test_an_unavailable_store_at_start_fails_within_5_seconds_and_writes_nothing
     assert result.exit_code == 1 and "cannot reach MongoDB" in result.output
     assert "secret" not in result.output
     assert redis_conn.dbsize() == 0
+    t = time.monotonic()
+    result = CliRunner().invoke(main, [
+        "run", "-n", "100", "--database-url", f"postgresql://user:secret@127.0.0.1:{unused_port}/h",
+        "--redis-url", settings.redis_address])
+    postgres_s = time.monotonic() - t
+    assert postgres_s < 5
+    assert result.exit_code == 1 and "cannot reach PostgreSQL" in result.output, result.output
+    assert "secret" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert redis_conn.dbsize() == 0
     print(f"\nstore unavailable at start: SQLite locked {locked_s:.2f} s, MongoDB unreachable "
-          f"{unreachable_s:.2f} s (store timeout {settings.store_timeout_s:g} s)")
+          f"{unreachable_s:.2f} s, PostgreSQL unreachable {postgres_s:.2f} s (store timeout "
+          f"{settings.store_timeout_s:g} s)")
 
 
 def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_completes_it(
@@ -361,15 +383,14 @@ def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_compl
           f"resume took {took:.2f} s")
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "mongo"])
+@pytest.mark.parametrize("backend", [*BACKENDS, "mongo"])
 def test_resume_drops_a_half_inserted_chunk_and_generates_it_again(
     settings: Settings, redis_conn: Redis, request: pytest.FixtureRequest, backend: str
 ) -> None:
     """An unordered MongoDB insert cut short leaves part of a chunk: resume must neither
     trust it nor duplicate it. (MongoDB: a real server if HARNESS_TEST_MONGO_URI is set,
     else the litemongo stand-in, see conftest.)"""
-    if backend == "mongo":
-        settings = settings.replace(mongo_uri=request.getfixturevalue("mongo_standin"))
+    settings = on_backend(settings, backend, request)
 
     def crash(p: Progress) -> None:
         if p.phase is Phase.GENERATING and p.generated >= 1_000:
@@ -390,3 +411,44 @@ def test_resume_drops_a_half_inserted_chunk_and_generates_it_again(
     (again,) = record.resumes
     assert (again.from_phase, again.stored, again.truncated) == ("GENERATING", 1_000, 250)
     assert record.backend == backend
+
+
+def _cut_connections(database: str) -> int:
+    """Every connection to ``database`` cut by the server, as a failover or an operator's
+    pg_terminate_backend does; the server itself (shared with other tests) keeps running."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchall()
+    return sum(bool(ok) for (ok,) in rows)
+
+
+def test_store_connections_cut_mid_run_are_replaced_and_the_run_completes(
+    slow: Settings, redis_conn: Redis, request: pytest.FixtureRequest
+) -> None:
+    """PostgreSQL cuts every connection of the run twice, once while it generates and once
+    in the NORMAL drain: the coordinator reconnects and retries what is safe to retry, a
+    worker whose batch update failed has its batch retried, and the run ends DONE with every
+    order processed and counted once."""
+    settings = on_backend(slow, "postgres", request)
+    database = (settings.database_url or "").rsplit("/", 1)[1]
+    cuts: list[tuple[str, int, int]] = []
+
+    def status() -> dict[str, Any]:
+        return get_status(redis_conn)
+
+    running = BackgroundRun(settings)
+    wait_for(lambda: status()["progress"]["generated"] >= 1_500, "generation to be under way")
+    cuts.append(("GENERATING", status()["progress"]["generated"], _cut_connections(database)))
+    wait_for(lambda: status()["phase"] == Phase.WAITING_NORMAL_DRAIN
+             and status()["progress"]["processedTotal"] > 2_500, "the NORMAL drain")
+    cuts.append(("WAITING_NORMAL_DRAIN", status()["progress"]["processedTotal"],
+                 _cut_connections(database)))
+    record = running.join()
+    assert all(n > 0 for _, _, n in cuts), cuts
+    assert_complete(settings, record, redis_conn)
+    print("\npostgres connections cut: " + "; ".join(
+        f"{phase} at {at:,} orders, {n} connection(s)" for phase, at, n in cuts)
+        + f"; run DONE in {(record.total_time_ms or 0) / 1000:.2f} s, "
+        f"{record.counts.jobs.vip + record.counts.jobs.normal} jobs")

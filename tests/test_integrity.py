@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from click.testing import CliRunner
-from conftest import BackgroundRun, assert_complete, wait_for
+from conftest import BackgroundRun, assert_complete, on_backend, wait_for
 from redis import Redis
 
 from harness import history
@@ -52,13 +52,15 @@ sys.exit(0 if run(Settings.from_env(), progress=progress).is_done else 1)
 """
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_paused_coordinator_wakes_up_and_writes_nothing_into_the_next_run(
-    settings: Settings, redis_conn: Redis
+    settings: Settings, redis_conn: Redis, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """Run A is stopped (SIGSTOP) mid-generation; its lock expires; run B takes the store
     and finishes; A is continued. Before the fence, A inserted one more chunk of its own
     orders into B's table. Now A fails without a write, B's orders and record are B's, and
     A's record says it was taken over."""
+    settings = on_backend(settings, backend, request)
     a_settings = settings.replace(quantity=200_000, chunk_size=2_000, orders_per_job=500,
                                   work_ms=0.05, seed=111)
     a = subprocess.Popen([sys.executable, "-c", PAUSE_SELF], env=child_env(a_settings),
@@ -138,14 +140,16 @@ def test_the_last_record_is_put_aside_when_the_store_stays_down_and_saved_by_the
     assert not list(history.aside_dir(slow).glob("*.json"))
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("priority", [VIP, NORMAL])
 def test_a_batch_that_vanished_with_its_worker_is_enqueued_again(
-    slow: Settings, redis_conn: Redis, priority: str
+    slow: Settings, redis_conn: Redis, priority: str, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """Workers take jobs with BLPOP (they listen on two queues); one killed right after
     its BLPOP leaves the job in no queue and no registry. Popping a job id here does exactly
     that. Before: the run ended ERROR after stuck_after_s ("N VIP order(s) are unaccounted
     for"). Now the coordinator enqueues the pending orders again and the run completes."""
+    slow = on_backend(slow, backend, request)
     vanished: list[bytes] = []
 
     def pop_one(p: Progress) -> None:

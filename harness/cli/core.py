@@ -143,6 +143,9 @@ def status(as_json: bool, **flags: Any) -> None:
                    f"{(doc['totalTimeMs'] or 0) / 1000:.1f} s")
     if doc["error"]:
         click.echo(f"  error: {doc['error']}")
+    if doc.get("workers"):  # the workers that did its batches, on any host
+        click.echo("  workers: " + ", ".join(f"{w['host']}:{w['pid']} ({w['batches']} batches)"
+                                             for w in doc["workers"]))
     dead = doc["deadLetters"]
     if dead["count"]:
         click.echo(f"  dead letters: {dead['count']} batch(es) failed every try; "

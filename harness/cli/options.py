@@ -40,6 +40,7 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--mongo-uri", help=option_help("mongo_uri")),
         click.option("--mongo-db", help=option_help("mongo_db")),
+        click.option("--database-url", help=option_help("database_url")),
         click.option("--redis-url", help=option_help("redis_url")),
         click.option("--data-dir", type=click.Path(file_okay=False), help=option_help("data_dir")),
     ]
