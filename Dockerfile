@@ -1,5 +1,5 @@
-# Two images from one file. `worker`: the core and pymongo only, what `harness worker` needs
-# (no pandas, matplotlib, papermill, Jupyter). `harness` (the default, last stage): every
+# Two images from one file. `worker`: the core and the store drivers (pymongo, psycopg) only,
+# what `harness worker` needs (no pandas, matplotlib, papermill, Jupyter). `harness` (the default, last stage): every
 # extra, for runs, sweeps, reports and the HTTP API.
 # Each installs its lock (the versions of requirements.lock, checked against their hashes;
 # `make lock` writes all three), then the harness itself without dependencies: what CI tested.

@@ -48,8 +48,8 @@ lock:  ## re-resolve requirements.lock and the images' locks to the newest versi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install --quiet 'uv>=0.13'
 	$(COMPILE) --all-extras -o requirements.lock
-	$(COMPILE) --extra mongo -c requirements.lock -o requirements-worker.lock
-	$(COMPILE) --extra mongo --extra notebooks --extra api -c requirements.lock -o requirements-harness.lock
+	$(COMPILE) --extra mongo --extra postgres -c requirements.lock -o requirements-worker.lock
+	$(COMPILE) --extra mongo --extra postgres --extra notebooks --extra api -c requirements.lock -o requirements-harness.lock
 
 clean:
 	rm -rf $(VENV) data *.egg-info test-artifacts
