@@ -548,12 +548,18 @@ def parse_stores(text: str, source: str) -> list[str]:
 
 def with_point(settings: Settings, values: Mapping[str, Any], **changes: Any) -> Settings:
     """``settings`` with a sweep point's ``values`` (and ``changes``) applied and checked: a
-    store axis value chooses its store (its URL set, the other stores' unset)."""
-    point = {k: v for k, v in values.items() if k != STORE_AXIS}
+    store axis value chooses its store (its URL set, the other stores' unset). A None is a
+    value here, refused unless the setting takes None."""
+    point: dict[str, Any] = {k: v for k, v in values.items() if k != STORE_AXIS}
     if STORE_AXIS in values:
-        chosen: dict[str, Any] = store_choice(values[STORE_AXIS])
-        settings = dataclasses.replace(settings, **chosen)
-    return settings.replace(**point, **changes)
+        point.update(store_choice(values[STORE_AXIS]))
+    return dataclasses.replace(settings, **{**point, **changes})
+
+
+def shown_point(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep point's values as they may be shown, logged, saved in sweep.json or passed to
+    a notebook: a store by its backend and redacted URL, never its password."""
+    return {k: store_label(v) if k == STORE_AXIS else v for k, v in values.items()}
 
 
 def option_help(name: str) -> str:

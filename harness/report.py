@@ -28,9 +28,9 @@ from typing import Any
 from harness import results
 from harness.codec import to_json
 from harness.compare import ALPHA, FACTOR
-from harness.config import SWEEPABLE, Settings, redact
+from harness.config import STORE_AXIS, SWEEPABLE, Settings, redact, shown_point, with_point
 from harness.connection import connect_redis
-from harness.errors import ConfigError, NotebookMissing
+from harness.errors import ConfigError, HarnessError, NotebookMissing
 from harness.extras import require, require_installed
 from harness.kernels import WarmKernels, engine_name, shutdown_kernel, start_kernel
 from harness.launch import child_env
@@ -201,9 +201,9 @@ def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: 
         raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}", "repeats")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}", "warmup")
-    if unknown := [name for name in grid if name not in SWEEPABLE]:
+    if unknown := [name for name in grid if name not in (*SWEEPABLE, STORE_AXIS)]:
         raise ConfigError(f"cannot sweep {', '.join(map(repr, unknown))}; sweepable settings: "
-                          f"{', '.join(SWEEPABLE)}", unknown[0])
+                          f"{', '.join((*SWEEPABLE, STORE_AXIS))}", unknown[0])
     if empty := [name for name, values in grid.items() if not values]:
         raise ConfigError(f"the grid gives {empty[0]} no values", empty[0])
     names = list(grid)
@@ -213,8 +213,10 @@ def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: 
         for combo in itertools.product(*(grid[n] for n in names)):
             values = dict(zip(names, combo, strict=True))
             seed = values.get("seed", settings.seed if settings.seed is not None else repeat + 1)
-            out.append((values, repeat, settings.replace(**values, seed=seed, sweep_id=sweep_id,
-                                                         warmup=is_warmup)))
+            # A store axis value chooses the point's store (with_point); the values kept show
+            # it by its backend and redacted URL (shown_point): they are logged and saved.
+            point = {"seed": seed, "sweep_id": sweep_id, "warmup": is_warmup}
+            out.append((shown_point(values), repeat, with_point(settings, values, **point)))
     return out
 
 
@@ -247,7 +249,8 @@ def sweep(
             folder = usable_dir(Path(settings.reports_dir) / sweep_id, REPORTS_DIR)
             report(f"sweep {sweep_id}: {len(points)} run(s)"
                    + (f", {warmup} warm-up round(s) first" if warmup else ""))
-            manifest = SweepManifest(sweep_id, {k: list(v) for k, v in grid.items()}, repeats,
+            manifest = SweepManifest(sweep_id, {k: [shown_point({k: v})[k] for v in values]
+                                                for k, values in grid.items()}, repeats,
                                      warmup=warmup)
             _sweep(settings, source, points, folder, manifest, report)
             if with_report:
@@ -277,6 +280,7 @@ def _sweep(settings: Settings, source: Path, points: list[tuple[dict[str, Any], 
             manifest.points.append(point)
             try:
                 _run_point(k, point_settings, source, folder, point, kernels, ahead)
+                _gather(settings, point_settings, point.run_id)
             except KeyboardInterrupt:
                 point.status = "interrupted"
                 report(f"point {k + 1}/{len(points)} interrupted; sweep stopped, "
@@ -292,6 +296,34 @@ def _sweep(settings: Settings, source: Path, points: list[tuple[dict[str, Any], 
         _save(folder, manifest)
 
 
+def _store_of(settings: Settings) -> tuple[Any, ...]:
+    return (settings.backend, settings.database_url, settings.mongo_uri, settings.mongo_db,
+            settings.data_dir.resolve())
+
+
+def _gather(sweep_settings: Settings, point_settings: Settings, run_id: str) -> None:
+    """A point that ran on another store (a sweep over ``store``) recorded itself there; a
+    copy of its record goes to the sweep's own store, so that the report, ``compare`` and
+    ``export`` find every point (grouped by the backend its record names)."""
+    if _store_of(point_settings) == _store_of(sweep_settings):
+        return
+    try:
+        source = open_store(point_settings)
+        try:
+            record = source.get_run(run_id)
+        finally:
+            source.close()
+        if record is None:
+            return
+        target = open_store(sweep_settings)
+        try:
+            target.save_run(record, fenced=False)
+        finally:
+            target.close()
+    except HarnessError as exc:
+        log.warning("sweep: the record of run %s stays in its own store only: %s", run_id, exc)
+
+
 def _save(folder: Path, manifest: SweepManifest) -> None:
     (folder / "sweep.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
 
@@ -302,7 +334,10 @@ def _run_point(k: int, settings: Settings, source: Path, folder: Path, point: Sw
     points ``ahead`` (see :class:`harness.kernels.WarmKernels`). A point whose run never
     recorded itself gets a record. Its wall time counts from asking for its kernel to its
     notebook saved."""
-    params = {**point.values, "quantity": settings.quantity, "seed": point.seed,
+    # The store reaches the kernel through its environment (child_env), as every connection
+    # string does: papermill writes parameters into the executed notebook.
+    params = {**{k: v for k, v in point.values.items() if k != STORE_AXIS},
+              "quantity": settings.quantity, "seed": point.seed,
               "sweep_id": settings.sweep_id, "run_id": point.run_id}
     t = time.perf_counter()
     ended = threading.Event()
