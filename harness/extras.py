@@ -2,9 +2,9 @@
 
 The core install (redis, rq, click, tqdm, hiredis, psutil) runs `harness run`, `worker`,
 `status` and `export` on SQLite; a worker image needs nothing more. The rest comes in extras:
-``[mongo]`` (pymongo), ``[notebooks]`` (pandas, matplotlib, papermill, nbconvert, ipykernel,
-scipy) for tables, sweeps, reports and comparisons, ``[api]`` (FastAPI, uvicorn,
-prometheus-client) for `harness serve`.
+``[postgres]`` (psycopg 3 and its pool), ``[mongo]`` (pymongo), ``[notebooks]`` (pandas,
+matplotlib, papermill, nbconvert, ipykernel, scipy) for tables, sweeps, reports and
+comparisons, ``[api]`` (FastAPI, uvicorn, prometheus-client) for `harness serve`.
 """
 
 from __future__ import annotations

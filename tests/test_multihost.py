@@ -116,6 +116,50 @@ def test_workers_that_join_a_run_do_its_work_and_are_listed(
     assert "workers: " in shown.output and f"{socket.gethostname()}:{workers[0]['pid']}" in shown.output
 
 
+def test_the_api_starts_a_run_with_no_workers_and_get_pedidos_lists_those_that_join(
+    settings: Settings, redis_conn: Redis, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """POST /pedidos/generate?concurrency=0 on PostgreSQL, a `harness worker` beside it: the
+    run ends DONE and GET /pedidos lists the worker processes with their batches."""
+    import httpx
+
+    settings = on_backend(settings.replace(quantity=3_000), "postgres", request)
+    env = child_env(settings)
+    port = free_port()
+    with open(tmp_path / "serve.log", "ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve", "--port", str(port)],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker: subprocess.Popen[bytes] | None = None
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    def answers() -> bool:
+        assert server.poll() is None, (tmp_path / "serve.log").read_text()
+        try:
+            return http.get("/pedidos").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(answers, "harness serve to answer", 60)
+        started = http.post("/pedidos/generate", params={"quantity": 3_000, "concurrency": 0})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["runId"]
+        worker = subprocess.Popen(_worker_command(2), env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        wait_for(lambda: http.get("/pedidos").json()["phase"] == "DONE", "the run to end", 60)
+        doc = http.get("/pedidos").json()
+    finally:
+        http.close()
+        for proc in (worker, server):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+        wait_for(lambda: redis_conn.get(LOCK_KEY) is None, "the run's coordinator to end", 30)
+    assert doc["lastRunId"] == run_id and doc["progress"]["processedTotal"] == 3_000
+    assert doc["workers"] and {w["host"] for w in doc["workers"]} == {socket.gethostname()}
+    assert sum(w["batches"] for w in doc["workers"]) >= 1 and all(w["pid"] for w in doc["workers"])
+
+
 # -- a real second host ------------------------------------------------------------------------
 
 @dataclass

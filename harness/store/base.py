@@ -1,14 +1,16 @@
-"""The one small interface both stores implement, and the types it speaks.
+"""The one small interface every store implements, the types it speaks, and the one
+translation of drivers' errors (:func:`map_exceptions`).
 
 Times cross this interface as Unix seconds (floats); each backend stores them in its
-natural form (SQLite REAL, BSON dates in MongoDB). Orders are addressed by ``seq``, their
-position in the run, because an integer key is what makes batched updates cheap on both.
+natural form (SQLite REAL, PostgreSQL timestamptz, BSON dates in MongoDB). Orders are
+addressed by ``seq``, their position in the run, because an integer key is what makes
+batched updates cheap on all of them.
 
 **The fence.** The ``orders`` collection holds one run at a time, and a process that was
 paused past its lock (SIGSTOP, a frozen VM) wakes up believing it still owns it. So the
 store keeps a fence: the run (and epoch: a resume starts a new one) that owns the orders.
 A writer claims it (:meth:`Store.claim`), and every write to the orders, and every record
-write of a coordinator, checks it: in the same transaction (SQLite), or in the same
+write of a coordinator, checks it: in the same transaction (SQLite, PostgreSQL), or in the same
 single-document filter where MongoDB allows one (updates carry the run; record writes the
 epoch; inserts are checked before and after, see :mod:`harness.store.mongo` for the windows
 left without transactions). A writer whose fence is no longer current gets StaleRun.
