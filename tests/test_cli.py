@@ -48,7 +48,7 @@ def invoke(args: list[str], env: dict[str, str]):
         (["-n", "5", "--max-orders", "4"], "above MAX_ORDERS"),
         (["--chunk-size", "0"], "chunk_size must be >= 1"),
         (["-j", "0"], "orders_per_job must be >= 1"),
-        (["-c", "0"], "concurrency must be >= 1"),
+        (["-c", "-1"], "concurrency must be >= 0"),
         (["--normal-batch-size", "-1"], "normal_batch_size must be >= 1"),
         (["--tier-mix", "BRONZE=1,PLATINA=1"], "'PLATINA=1' is not TIER=WEIGHT"),
     ],
