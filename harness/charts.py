@@ -6,23 +6,30 @@ Axes it is given, so a notebook lays figures out as it likes and a test can draw
 screen.
 
 Conventions, so that a chart reads at a glance: x axes by parameter point (labelled with
-the settings that differ between the points shown), never by run id; throughput axes start
-at zero; every run is a dot over its point's median and interquartile range; legends sit
-outside the data; numbers have thousands separators and a fixed number of decimals.
+the settings that differ between the points shown, wrapped, or slanted when they would touch),
+never by run id; throughput axes start at zero; every run is a dot over its point's median and
+interquartile range; one y axis per chart; legends sit outside the data and the titles;
+settings the same in every run are said once (:func:`fixed_settings`), not as a column;
+numbers are written by :mod:`harness.numbers`.
 Statistics (points, medians, comparisons) come from :mod:`harness.compare`, so the report,
 `harness compare` and the tests agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+import math
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from harness import compare
+from harness import compare, numbers
+from harness.ranking import Ranking
 from harness.record import RunRecord
-from harness.runs import runs_table
+from harness.runs import runs_table, summary_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,6 +46,15 @@ PHASES = (
 POINT = list(compare.POINT_COLUMNS)
 VIP_COLOR, NORMAL_COLOR = "tab:orange", "tab:blue"
 OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False, "fontsize": 8}
+# The widest a figure of the report gets, in inches: at its 96 dpi it fits a 1,280 px page
+# (the HTML scales wider ones down, and their text with them).
+MAX_WIDTH_IN = 12.0
+
+
+def point_figsize(points: int, height: float = 4.0) -> tuple[float, float]:
+    """The size of a chart by parameter point: wider with more points, never past
+    :data:`MAX_WIDTH_IN`."""
+    return min(MAX_WIDTH_IN, max(7.0, 0.8 * points + 3.5)), height
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -90,73 +106,180 @@ def throughput_by_point(runs: pd.DataFrame) -> pd.DataFrame:
 throughput_by_concurrency = throughput_by_point
 
 
+def ranking_table(ranking: Ranking) -> pd.DataFrame:
+    """:func:`harness.ranking.rank`'s table (place, point, n, median, its interval, CV, vs
+    best), as the report and sweep.ipynb show it under the headline."""
+    return pd.DataFrame(ranking.table())
+
+
+def verdict(text: str) -> str:
+    """A verdict line (a ranking's headline, a comparison's) as HTML: bold, escaped."""
+    return f'<p class="verdict"><b>{html_escape(text)}</b></p>'
+
+
+def fixed_settings(records: Iterable[RunRecord]) -> list[tuple[str, str]]:
+    """The settings every one of ``records`` shares (and their sweep, when one), as (name,
+    value): said once above a report's tables instead of repeated in a column of each."""
+    records = list(records)
+    if not records:
+        return []
+    points = [compare.Point.of(r.row()) for r in records]
+    varying = set(compare.varying(points))
+    out = [(compare.SHORT.get(c, c), _cell(v)) for c, v in points[0].values
+           if c not in varying and v is not None]
+    sweeps = {r.param("sweep_id") for r in records}
+    if len(sweeps) == 1 and (sweep := sweeps.pop()):
+        out.append(("sweep", str(sweep)))
+    return out
+
+
+def point_columns(points: Iterable[compare.Point]) -> list[str]:
+    """The settings a table of these points shows: those that differ between them (the
+    rest is in :func:`fixed_settings`)."""
+    return compare.varying(points)
+
+
+def _settings_cells(point: compare.Point, shown: Sequence[str]) -> dict[str, str]:
+    return {compare.SHORT.get(c, c): _cell(point.get(c)) for c in shown}
+
+
 def points_table(summaries: Sequence[compare.PointSummary],
                  links: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per point: its settings, n, median, IQR, CV (flagged above 5 %), warm-ups
     and failures, and links to its runs' executed notebooks (``links``: run id -> href)."""
-    shown = compare.varying(s.point for s in summaries) or list(compare.POINT_COLUMNS)
+    shown = point_columns(s.point for s in summaries)
     rows = []
     for s in summaries:
         st = s.stats
-        cv = "-" if st.cv is None else f"{st.cv:.1%}" + (" ⚠" if st.noisy else "")
+        cv = numbers.percent(st.cv) + (" ⚠" if st.noisy else "")
         notebooks = " ".join(f'<a href="{links[r.run_id]}" title="{r.run_id}">{mark}{i}</a>'
                              for mark, runs in (("w", s.warmups), ("r", s.runs), ("failed ", s.failed))
                              for i, r in enumerate(runs) if links and r.run_id in links)
-        rows.append({**{compare.SHORT.get(c, c): _cell(s.point.get(c)) for c in shown},
-                     "runs": st.n, "median orders/s": _num(st.median), "IQR": _num(st.iqr),
-                     "CV": cv, "warm-ups": len(s.warmups), "failed": len(s.failed),
-                     "notebooks": notebooks or "-"})
+        rows.append({**_settings_cells(s.point, shown),
+                     "runs": st.n, "median orders/s": numbers.count(st.median),
+                     "IQR": numbers.count(st.iqr), "CV": cv, "warm-ups": len(s.warmups),
+                     "failed": len(s.failed), "notebooks": notebooks or numbers.DASH})
     return pd.DataFrame(rows)
 
 
-def latency_table(run: RunRecord) -> pd.DataFrame:
-    """A run's latency percentiles: one row per priority and latency, in milliseconds."""
+def runs_overview(runs: pd.DataFrame, links: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The report's table of runs, one row each, oldest first: what tells them apart (their
+    point's varying settings, seed, warm-up), how they ended and their figures, written by
+    :mod:`harness.numbers`; a setting shared by every run is left to :func:`fixed_settings`."""
+    if runs.empty:
+        return pd.DataFrame()
+    rows = runs.astype(object).where(runs.notna(), None).to_dict("records")
+    shown = point_columns(compare.Point.of(row) for row in rows)
+    sweeps = {row.get("sweepId") for row in rows}
+    warmups = any(row.get("warmup") for row in rows)
+    errors = any(row.get("error") for row in rows)
+    out = []
+    for row in rows:
+        run_id = row["runId"]
+        gap, held = row.get("barrierGapMs"), row.get("barrierHeld")
+        barrier = numbers.DASH if held is None else (
+            f"{'held' if held else 'VIOLATED'}, gap {numbers.latency(gap)}")
+        out.append({
+            "run": f'<a href="{links[run_id]}">{run_id}</a>' if links and run_id in links else run_id,
+            **({"sweep": row.get("sweepId") or numbers.DASH} if len(sweeps) > 1 else {}),
+            "phase": row.get("phase"),
+            **_settings_cells(compare.Point.of(row), shown),
+            "seed": _cell(row.get("seed")),
+            **({"warm-up": "yes" if row.get("warmup") else ""} if warmups else {}),
+            "total": numbers.duration(row.get("totalTimeMs")),
+            "orders/s": numbers.count(row.get("overallPerSec")),
+            "barrier": barrier,
+            "coordinator peak MB": _mb(row.get("coordinatorPeakRssMb")),
+            "largest worker MB": _mb(row.get("workerPeakMb")),
+            **({"error": _text(row.get("error") or "")} if errors else {}),
+        })
+    return pd.DataFrame(out)
+
+
+def barrier_table(summaries: Sequence[compare.PointSummary]) -> pd.DataFrame:
+    """Per point, the VIP-first barrier over its runs: how many held, and the gap (first
+    NORMAL start minus last VIP processed; at or above zero the barrier held), smallest,
+    median and largest."""
+    shown = point_columns(s.point for s in summaries)
     rows = []
+    for s in summaries:
+        proofs = [r.barrier for r in s.runs if r.barrier is not None]
+        gaps = compare.Stats.of(b.gap_ms for b in proofs if b.gap_ms is not None)
+        rows.append({**_settings_cells(s.point, shown),
+                     "held": f"{sum(bool(b.held) for b in proofs)} of {len(proofs)}",
+                     "smallest gap": numbers.latency(gaps.values[0] if gaps.values else None),
+                     "median gap": numbers.latency(gaps.median),
+                     "largest gap": numbers.latency(gaps.values[-1] if gaps.values else None)})
+    return pd.DataFrame(rows)
+
+
+def run_summary(run: RunRecord) -> pd.DataFrame:
+    """One run's summary as a two-column table: the lines `harness run` prints (see
+    :func:`harness.runs.summary_rows`), under the run's id, sweep and phase."""
+    head = [("run", run.run_id), ("phase", run.phase + (f" ({run.error})" if run.error else ""))]
+    if run.param("sweep_id"):
+        head.insert(1, ("sweep", str(run.param("sweep_id"))))
+    if run.started_at:
+        head.append(("started", run.started_at))
+    return pd.DataFrame([(k, " ".join(v.split())) for k, v in [*head, *summary_rows(run)]],
+                        columns=["", "value"])
+
+
+def latency_table(run: RunRecord) -> pd.DataFrame:
+    """A run's latency percentiles, milliseconds to 3 significant digits: one row per
+    priority and latency; service time only when work is simulated (else it is noise)."""
+    rows = []
+    kinds = ["queue wait", *(["service"] if run.param("work_ms") else [])]
     if run.latency is not None:
         for priority, lat in (("VIP", run.latency.vip), ("NORMAL", run.latency.normal)):
             for kind, p in (("queue wait", lat.wait), ("service", lat.service)):
-                rows.append({"priority": priority, "latency": kind, "orders": f"{p.count:,}",
-                             **{k: _ms(getattr(p, f"{k}_ms")) for k in ("p50", "p95", "p99", "max", "mean")}})
+                if kind in kinds:
+                    rows.append({"priority": priority, "latency": kind,
+                                 "orders": numbers.count(p.count),
+                                 **{k: _ms(getattr(p, f"{k}_ms"))
+                                    for k in ("p50", "p95", "p99", "max", "mean")}})
     return pd.DataFrame(rows)
 
 
 def latency_by_point(summaries: Sequence[compare.PointSummary]) -> pd.DataFrame:
-    """Per point, the median over its runs of each run's p50 / p99 queue wait and service."""
-    shown = compare.varying(s.point for s in summaries) or list(compare.POINT_COLUMNS)
+    """Per point, the median over its runs of each run's p50 / p99 queue wait, and of
+    service time when work is simulated."""
+    shown = point_columns(s.point for s in summaries)
+    simulated = any(r.param("work_ms") for s in summaries for r in s.runs)
 
     def med(runs: Sequence[RunRecord], get: Callable[[RunRecord], float | None]) -> str:
         values = [v for r in runs if r.latency is not None and (v := get(r)) is not None]
-        return _ms(compare.Stats.of(values).median) if values else "-"
+        return _ms(compare.Stats.of(values).median) if values else numbers.DASH
 
     rows = []
     for s in summaries:
         rows.append({
-            **{compare.SHORT.get(c, c): _cell(s.point.get(c)) for c in shown},
+            **_settings_cells(s.point, shown),
             "VIP wait p50": med(s.runs, lambda r: r.latency.vip.wait.p50_ms if r.latency else None),
             "VIP wait p99": med(s.runs, lambda r: r.latency.vip.wait.p99_ms if r.latency else None),
             "NORMAL wait p50": med(s.runs, lambda r: r.latency.normal.wait.p50_ms if r.latency else None),
             "NORMAL wait p99": med(s.runs, lambda r: r.latency.normal.wait.p99_ms if r.latency else None),
-            "service p99": med(s.runs, lambda r: r.row()["serviceP99Ms"]),
-            "service max": med(s.runs, lambda r: max(r.latency.vip.service.max_ms or 0,
-                                                     r.latency.normal.service.max_ms or 0)
-                               if r.latency else None),
+            **({"service p99": med(s.runs, lambda r: r.row()["serviceP99Ms"]),
+                "service max": med(s.runs, lambda r: max(r.latency.vip.service.max_ms or 0,
+                                                         r.latency.normal.service.max_ms or 0)
+                                   if r.latency else None)} if simulated else {}),
         })
     return pd.DataFrame(rows)
 
 
 def memory_by_point(summaries: Sequence[compare.PointSummary]) -> pd.DataFrame:
     """Per point, the median over its runs of what the run's own processes used."""
-    shown = compare.varying(s.point for s in summaries) or list(compare.POINT_COLUMNS)
+    shown = point_columns(s.point for s in summaries)
     rows = []
     for s in summaries:
         table_ = pd.DataFrame([r.row() for r in s.runs])
 
         def med(col: str, table_: pd.DataFrame = table_) -> str:
             if table_.empty or col not in table_ or table_[col].isna().all():
-                return "-"
-            return f"{table_[col].astype(float).median():,.1f}"
+                return numbers.DASH
+            return _mb(float(table_[col].astype(float).median()))
 
-        rows.append({**{compare.SHORT.get(c, c): _cell(s.point.get(c)) for c in shown},
+        rows.append({**_settings_cells(s.point, shown),
                      "coordinator peak RSS (MB)": med("coordinatorPeakRssMb"),
                      "coordinator growth (MB)": med("coordinatorGrowthMb"),
                      "largest worker (MB)": med("workerPeakMb"),
@@ -170,12 +293,12 @@ def comparison_table(comparison: compare.Comparison) -> pd.DataFrame:
     rows = []
     for p in comparison.points:
         rows.append({
-            **{compare.SHORT.get(c, c): _cell(p.point.get(c)) for c in comparison.columns()},
-            "baseline median": _num(p.baseline.median), "baseline IQR": _num(p.baseline.iqr),
-            "baseline n": p.baseline.n, "candidate median": _num(p.candidate.median),
-            "candidate IQR": _num(p.candidate.iqr), "candidate n": p.candidate.n,
-            "ratio": "-" if p.ratio is None else f"{p.ratio:.3f}",
-            "p": "-" if p.p_value is None else f"{p.p_value:.3g}",
+            **_settings_cells(p.point, comparison.columns()),
+            "baseline median": numbers.count(p.baseline.median),
+            "baseline IQR": numbers.count(p.baseline.iqr), "baseline n": p.baseline.n,
+            "median": numbers.count(p.candidate.median), "IQR": numbers.count(p.candidate.iqr),
+            "n": p.candidate.n, "ratio": numbers.ratio(p.ratio),
+            "p": numbers.DASH if p.p_value is None else numbers.sig(p.p_value, 2),
             "flag": p.flag.upper() if p.flag == "slower" else p.flag, "note": p.note})
     return pd.DataFrame(rows)
 
@@ -191,23 +314,29 @@ def html(frame: pd.DataFrame, classes: str) -> str:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return numbers.DASH
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
-        return f"{value:,}"
+        return numbers.count(value)
     if isinstance(value, float):
-        return f"{value:,.0f}" if value.is_integer() else f"{value:,.3g}"
+        return numbers.count(value) if value.is_integer() else numbers.sig(value)
     return str(value)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+def _text(value: str) -> str:
+    """Free text in a table (an error): escaped, and marked so that it may wrap."""
+    return f'<span class="text">{html_escape(value)}</span>' if value else ""
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
+    """Milliseconds in a column that says ms: 3 significant digits."""
+    return numbers.sig(value)
+
+
+def _mb(value: float | None) -> str:
+    return numbers.DASH if value is None else f"{value:,.1f}"
 
 
 def _thousands(ax: Axes, axis: str = "y") -> None:
@@ -217,11 +346,61 @@ def _thousands(ax: Axes, axis: str = "y") -> None:
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
 
 
-def _point_axis(ax: Axes, labels: Sequence[str]) -> None:
+def _point_axis(ax: Axes, labels: Sequence[str], fontsize: float = 8) -> None:
+    """Points along x, one setting per line of a label (:func:`fit` slants them when
+    neighbours would touch)."""
     ax.set_xticks(range(len(labels)), [label.replace(" · ", "\n") for label in labels],
-                  fontsize=8)
+                  fontsize=fontsize)
     ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_xlabel("parameter point")
+
+
+def _overlapping(ax: Axes, renderer: Any, pad: float = 2.0) -> bool:
+    """Whether two upright x labels of ``ax`` touch."""
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+    boxes.sort(key=lambda b: b.x0)
+    return any(a.x1 + pad > b.x0 and a.y0 < b.y1 and b.y0 < a.y1
+               for a, b in itertools.pairwise(boxes))
+
+
+def _slant(ax: Axes, angle: float) -> None:
+    texts = ax.get_xticklabels()
+    ax.set_xticks(ax.get_xticks(), [t.get_text().replace("\n", ", ") for t in texts],
+                  fontsize=texts[0].get_fontsize() if texts else 8, rotation=angle,
+                  ha="right" if angle < 90 else "center",
+                  rotation_mode="anchor" if angle < 90 else "default")
+
+
+def _slanted_fit(ax: Axes, angle: float) -> bool:
+    """Whether labels slanted at ``angle`` clear each other: neighbouring parallel lines
+    ``slot`` apart along x are ``slot * sin(angle)`` apart across, and need a line's height."""
+    ticks = list(ax.get_xticks())
+    if len(ticks) < 2:
+        return True
+    x0, x1 = (ax.transData.transform((t, 0))[0] for t in ticks[:2])
+    size = float(ax.get_xticklabels()[0].get_fontsize()) if ax.get_xticklabels() else 8.0
+    line = 1.3 * size * ax.figure.dpi / 72
+    return abs(x1 - x0) * math.sin(math.radians(angle)) >= line
+
+
+def fit(fig: Figure) -> None:
+    """Lay ``fig`` out (tight layout) so that no two x labels touch: a chart whose labels,
+    one setting a line, would touch their neighbours gets them on one line slanted at 35
+    degrees, or upright when even those would touch. Call it where ``tight_layout`` was."""
+    fig.tight_layout()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    crowded = [ax for ax in fig.axes if _overlapping(ax, renderer)]
+    if not crowded:
+        return
+    for ax in crowded:
+        _slant(ax, 35)
+    fig.tight_layout()
+    upright = [ax for ax in crowded if not _slanted_fit(ax, 35)]
+    for ax in upright:
+        _slant(ax, 90)
+    if upright:
+        fig.tight_layout()
 
 
 # -- charts of one run -----------------------------------------------------------------------
@@ -331,26 +510,50 @@ def phase_times(runs: pd.DataFrame, ax: Axes) -> None:
 
 # -- charts of many runs, by parameter point -------------------------------------------------
 
-def throughput_vs_points(runs: pd.DataFrame, ax: Axes) -> None:
+def throughput_vs_points(runs: pd.DataFrame, ax: Axes,
+                         comparison: compare.Comparison | None = None) -> None:
     """Orders/s per parameter point: every run a dot, the median a bar, the interquartile
-    range a box; axis from zero."""
+    range a box; axis from zero. With ``comparison`` (these runs against a baseline), the
+    baseline's median and IQR stand beside each point it measured too, in grey."""
     runs = runs if "point" in runs else with_points(runs)
     done = _measured(runs)
     stats = throughput_by_point(runs)
     labels = _labels(runs)
+    base = _baseline_by_index(runs, comparison) if comparison is not None else {}
+    shift, half = (-0.18, 0.16) if base else (0.0, 0.3)
+    top = float(done["overallPerSec"].max() or 0) if len(done) else 0.0
+    first = {"iqr": True, "median": True, "b-iqr": True, "b-median": True}
+
+    def once(key: str, label: str) -> str:
+        if first[key]:
+            first[key] = False
+            return label
+        return "_nolegend_"
+
     for _, row in stats.iterrows():
-        x = int(runs.loc[runs["point"] == row["point"], "pointIndex"].iloc[0])
+        x = int(runs.loc[runs["point"] == row["point"], "pointIndex"].iloc[0]) + shift
         if row["q25"] is not None and row["q75"] is not None:
-            ax.bar(x, row["q75"] - row["q25"], bottom=row["q25"], width=0.5, color="tab:blue",
-                   alpha=0.25, label="interquartile range" if x == 0 else "_nolegend_")
-        ax.hlines(row["median"], x - 0.3, x + 0.3, color="tab:blue", linewidth=2,
-                  label="median" if x == 0 else "_nolegend_")
+            ax.bar(x, row["q75"] - row["q25"], bottom=row["q25"], width=2 * half * 0.85,
+                   color="tab:blue", alpha=0.25, label=once("iqr", "interquartile range"))
+        ax.hlines(row["median"], x - half, x + half, color="tab:blue", linewidth=2,
+                  label=once("median", "median"))
+    for index, b in sorted(base.items()):
+        x = index - shift
+        if b.q25 is not None and b.q75 is not None:
+            ax.bar(x, b.q75 - b.q25, bottom=b.q25, width=2 * half * 0.85, color="tab:gray",
+                   alpha=0.3, label=once("b-iqr", "baseline IQR"))
+            top = max(top, b.q75)
+        if b.median is not None:
+            ax.hlines(b.median, x - half, x + half, color="dimgray", linewidth=2,
+                      linestyle=(0, (3, 1)), label=once("b-median", "baseline median"))
+            top = max(top, b.median)
     for i, (_, part) in enumerate(done.groupby("pointIndex")):
         n = len(part)
-        offsets = [(k - (n - 1) / 2) * 0.08 for k in range(n)]
-        ax.scatter([int(part["pointIndex"].iloc[0]) + o for o in offsets], part["overallPerSec"],
-                   color="black", s=14, zorder=3, label="a run" if i == 0 else "_nolegend_")
-    ax.set_ylim(bottom=0, top=max(1.0, float(done["overallPerSec"].max() or 0)) * 1.1)
+        offsets = [(k - (n - 1) / 2) * 0.06 for k in range(n)]
+        ax.scatter([int(part["pointIndex"].iloc[0]) + shift + o for o in offsets],
+                   part["overallPerSec"], color="black", s=14, zorder=3,
+                   label="a run" if i == 0 else "_nolegend_")
+    ax.set_ylim(bottom=0, top=max(1.0, top) * 1.1)
     _point_axis(ax, labels)
     _thousands(ax)
     ax.set_ylabel("orders/s, generation to DONE")
@@ -360,6 +563,19 @@ def throughput_vs_points(runs: pd.DataFrame, ax: Axes) -> None:
 
 # The chart's former name.
 throughput_vs_concurrency = throughput_vs_points
+
+
+def _baseline_by_index(runs: pd.DataFrame, comparison: compare.Comparison) -> dict[int, compare.Stats]:
+    """The baseline's statistics at each point of ``runs`` (by ``pointIndex``) it measured:
+    points matched as the comparison matched them (without the settings that changed)."""
+    changed = [d.name for d in comparison.changed]
+    matched = {p.point: p.baseline for p in comparison.points}
+    out = {}
+    for row in runs.drop_duplicates("pointIndex").to_dict("records"):
+        key = compare.Point.of(row).without(changed)
+        if key in matched:
+            out[int(row["pointIndex"])] = matched[key]
+    return out
 
 
 def _labels(runs: pd.DataFrame) -> list[str]:
@@ -386,9 +602,9 @@ def phase_breakdown(runs: pd.DataFrame, ax: Axes) -> None:
     ax.legend(**OUTSIDE)
 
 
-def windows_and_gap(runs: pd.DataFrame, ax: Axes) -> None:
-    """Per point, the median VIP and NORMAL processing windows; every run's barrier gap
-    on its own axis (at or above zero: the barrier held)."""
+def windows_by_point(runs: pd.DataFrame, ax: Axes) -> None:
+    """Per point, the median VIP and NORMAL processing windows, in seconds (one axis: the
+    barrier gap, in milliseconds, is :func:`barrier_table`'s)."""
     runs = runs if "point" in runs else with_points(runs)
     done = _measured(runs)
     labels = _labels(runs)
@@ -400,17 +616,13 @@ def windows_and_gap(runs: pd.DataFrame, ax: Axes) -> None:
            label="NORMAL window")
     _point_axis(ax, labels)
     ax.set_ylim(bottom=0)
-    ax.set_ylabel("seconds (median)")
-    gap = ax.twinx()
-    gap.scatter(done["pointIndex"], done["barrierGapMs"], color="black", s=12, zorder=3,
-                label="barrier gap, a run (ms)")
-    gap.axhline(0, color="red", linewidth=0.8)
-    gap.set_ylabel("barrier gap, ms (≥ 0: held)")
-    handles = ax.get_legend_handles_labels()
-    more = gap.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left",
-              bbox_to_anchor=(1.12, 1.0), frameon=False, fontsize=8)
-    ax.set_title("processing windows and barrier gap per parameter point")
+    ax.set_ylabel("seconds (median of the point's runs)")
+    ax.set_title("VIP and NORMAL processing windows per parameter point")
+    ax.legend(**OUTSIDE)
+
+
+# The chart's former name (it drew the barrier gap on a second axis).
+windows_and_gap = windows_by_point
 
 
 def _closest(runs: Sequence[RunRecord], median: float) -> RunRecord:
@@ -440,7 +652,8 @@ def timelines_by_point(summaries: Sequence[compare.PointSummary], fig: Figure) -
         _stacked_rates(ax, run.timeline.vip, run.timeline.normal, width)
         top = max([top, *((v + n) / width for v, n in zip(run.timeline.vip, run.timeline.normal,
                                                           strict=False))])
-        ax.set_title(s.point.label(shown) if shown else s.point.label(), fontsize=8)
+        title = s.point.label(shown) if shown else "all runs"
+        ax.set_title(textwrap.fill(title, 40), fontsize=8)
         _thousands(ax)
     axes.flat[0].set_ylim(0, top * 1.05 or 1.0)  # shared: one scale, from zero, nothing cut
     for ax in axes.flat[len(chosen):]:
@@ -449,6 +662,10 @@ def timelines_by_point(summaries: Sequence[compare.PointSummary], fig: Figure) -
         ax.set_xlabel("seconds", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("orders/s", fontsize=8)
+    if fig.get_layout_engine() is None:  # "outside" legends need it
+        fig.set_layout_engine("constrained")
     handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper right", frameon=False, fontsize=8)
+    # Below the charts, in a band of its own: over them it covered a chart's title.
+    fig.legend(handles, names, loc="outside lower center", ncols=len(names), frameon=False,
+               fontsize=8)
     fig.suptitle("throughput over time, the median run of each point (100 ms bins)", fontsize=10)

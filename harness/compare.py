@@ -420,6 +420,17 @@ def environment_diff(a: Environment | None, b: Environment | None) -> list[EnvDi
     return out
 
 
+def changed_line(comparison: Comparison) -> str | None:
+    """What changed between the two sides, as `harness compare` and the report say it
+    (``changed between the two (points matched on everything else): work ms 0.5 -> 1.5``);
+    None when no setting changed throughout."""
+    if not comparison.changed:
+        return None
+    return "changed between the two (points matched on everything else): " + ", ".join(
+        f"{SHORT.get(d.name, d.name)} {_fmt(d.baseline)} -> {_fmt(d.candidate)}"
+        for d in comparison.changed)
+
+
 def format_text(comparison: Comparison) -> str:
     """The comparison as the plain text `harness compare` prints."""
     c = comparison
@@ -436,9 +447,8 @@ def format_text(comparison: Comparison) -> str:
                      p.flag or ("~" if p.note else "")])
     lines = [f"{c.candidate} against {c.baseline}: {c.metric} (orders/s, generation to DONE), "
              f"median of each point's runs"]
-    if c.changed:
-        lines.append("changed between the two (points matched on everything else): " + ", ".join(
-            f"{SHORT.get(d.name, d.name)} {_fmt(d.baseline)} -> {_fmt(d.candidate)}" for d in c.changed))
+    if (changed := changed_line(c)) is not None:
+        lines.append(changed)
     lines += [_table(header, body), "", c.verdict()]
     notes = [(p, p.note) for p in c.points if p.note]
     if notes:

@@ -134,6 +134,13 @@ def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
 def format_summary(run: RunRecord) -> str:
     """A run record as the few lines a person reads after `harness run` (numbers written
     by :mod:`harness.numbers`, as everywhere)."""
+    head = f"run {run.run_id}: {run.phase}" + (f" ({run.error})" if run.error else "")
+    return "\n".join([head, *(f"  {label:<16}{value}" for label, value in summary_rows(run))])
+
+
+def summary_rows(run: RunRecord) -> list[tuple[str, str]]:
+    """The summary's lines as (label, value): what `harness run` prints and run.ipynb shows
+    as a table."""
     n = numbers
     counts, proc = run.counts, run.processing or Processing()
     thr, barrier = run.throughput or Throughput(), run.barrier or BarrierProof()
@@ -142,38 +149,36 @@ def format_summary(run: RunRecord) -> str:
     def window(ms: float | None, per_sec: float | None, what: str = "") -> str:
         return f"{n.duration(ms):>8}  ({n.rate(per_sec, ms)}{what})"
 
-    lines = [
-        f"run {run.run_id}: {run.phase}" + (f" ({run.error})" if run.error else ""),
-        f"  orders          {n.count(counts.generated)} generated ({n.count(counts.vip)} VIP, "
-        f"{n.count(counts.normal)} NORMAL), {n.count(counts.processed or 0)} processed",
-        f"  settings        chunk {n.count(run.param('chunk_size'))}, "
-        f"{n.count(run.param('orders_per_job'))} orders/job, {run.param('concurrency')} workers, "
-        f"seed {run.param('seed')}, store {run.backend}",
-        f"  generation      {n.duration(run.generation_time_ms):>8}",
-        f"  enqueue VIP     {n.duration(run.enqueue_vip_time_ms):>8}",
-        f"  VIP window      {window(proc.vip.time_ms, thr.vip)}",
-        f"  enqueue NORMAL  {n.duration(run.enqueue_normal_time_ms):>8}",
-        f"  NORMAL window   {window(proc.normal.time_ms, thr.normal)}",
-        f"  total           {window(run.total_time_ms, thr.overall, ' overall')}",
-        f"  barrier         {'held' if barrier.held else 'VIOLATED'}, gap {n.latency(barrier.gap_ms)} "
-        f"(last VIP done {barrier.last_vip_processed_at}, first NORMAL started "
-        f"{barrier.first_normal_started_at})",
-        f"  memory          {_memory_line(memory)}",
+    rows = [
+        ("orders", f"{n.count(counts.generated)} generated ({n.count(counts.vip)} VIP, "
+                   f"{n.count(counts.normal)} NORMAL), {n.count(counts.processed or 0)} processed"),
+        ("settings", f"chunk {n.count(run.param('chunk_size'))}, "
+                     f"{n.count(run.param('orders_per_job'))} orders/job, {run.param('concurrency')} "
+                     f"workers, seed {run.param('seed')}, store {run.backend}"),
+        ("generation", f"{n.duration(run.generation_time_ms):>8}"),
+        ("enqueue VIP", f"{n.duration(run.enqueue_vip_time_ms):>8}"),
+        ("VIP window", window(proc.vip.time_ms, thr.vip)),
+        ("enqueue NORMAL", f"{n.duration(run.enqueue_normal_time_ms):>8}"),
+        ("NORMAL window", window(proc.normal.time_ms, thr.normal)),
+        ("total", window(run.total_time_ms, thr.overall, " overall")),
+        ("barrier", f"{'held' if barrier.held else 'VIOLATED'}, gap {n.latency(barrier.gap_ms)} "
+                    f"(last VIP done {barrier.last_vip_processed_at}, first NORMAL started "
+                    f"{barrier.first_normal_started_at})"),
+        ("memory", _memory_line(memory)),
     ]
     if run.overhead is not None:
-        lines.append(f"  wall            {_overhead_line(run.overhead)}")
+        rows.append(("wall", _overhead_line(run.overhead)))
     if (compared := reference.line_for(run)) is not None:
-        lines.append(f"  vs README       {compared}")
+        rows.append(("vs README", compared))
     if run.latency is not None:
         simulated = bool(run.param("work_ms"))  # no work simulated: service time is ~0, noise
         for name, lat in (("VIP", run.latency.vip), ("NORMAL", run.latency.normal)):
             w, sv = lat.wait, lat.service
-            line = (f"  {name + ' latency':<16}wait p50 {n.latency(w.p50_ms)}, p99 {n.latency(w.p99_ms)}, "
-                    f"max {n.latency(w.max_ms)}")
+            line = f"wait p50 {n.latency(w.p50_ms)}, p99 {n.latency(w.p99_ms)}, max {n.latency(w.max_ms)}"
             if simulated:
                 line += f"; service p50 {n.latency(sv.p50_ms)}, p99 {n.latency(sv.p99_ms)}"
-            lines.append(line)
-    return "\n".join(lines)
+            rows.append((f"{name} latency", line))
+    return rows
 
 
 def _overhead_line(o: Overhead) -> str:

@@ -28,7 +28,8 @@ from harness.cli import main
 from harness.config import ConfigError, Settings
 from harness.launch import RUN_ID_VAR, SETTING_VARS
 from harness.lock import LOCK_KEY, LockHolder
-from harness.report import NOTEBOOKS, execute, sweep
+from harness.pipeline import run
+from harness.report import NOTEBOOKS, build_report, execute, sweep
 from harness.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +79,14 @@ def test_run_notebook_runs_once_and_shows_summary_timeline_and_phases(
     assert record.timeline is not None and sum(record.timeline.vip + record.timeline.normal) == 3_000
     assert record.latency is not None and record.latency.normal.wait.count == record.counts.normal
     text = "".join(o.get("text", "") for o in outputs)
-    assert "barrier" in text and "DONE" in text
     assert "100%" in last_bar(text) and "3.00k/3.00k" in last_bar(text), last_bar(text)
+    # The summary as `harness run` says it (harness.numbers), not a dump of camelCase fields
+    summary = html[html.index('class="dataframe run-summary"'):]
+    summary = summary[:summary.index("</table>")]
+    assert "<td>barrier</td>" in summary and "<td>held, gap " in summary
+    assert "<td>orders</td>" in summary and "3,000 generated" in summary and "<td>DONE</td>" in summary
+    assert "<td>sweep</td>" in summary and "<td>nb-run</td>" in summary
+    assert not re.search(r"\b[a-z]+[A-Z][A-Za-z]*\b", re.sub(r"<[^>]+>", " ", summary)), summary
 
 
 def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
@@ -130,6 +137,97 @@ def test_sweep_notebook_2x2x2_gives_8_runs_and_a_report_that_renders(
     assert len(rendered["points"]) == 4 and len(rendered["links"]) == 8
     assert all(not href.startswith(("/", "file:")) and (folder / href).is_file()
                for href in rendered["links"])
+
+
+def test_a_report_of_12_points_opens_with_the_verdict_and_fits_1280_px(
+    kernel_env: Settings, tmp_path: Path
+) -> None:
+    """12 points (6 chunk sizes x 2 worker counts, real runs) against a baseline with other
+    work per order: the verdict first, settings the same everywhere said once, the baseline
+    drawn and its "what changed" line, and nothing wider than a 1,280 px window."""
+    chunks = (100, 150, 200, 300, 400, 600)
+    for chunk in chunks:
+        for workers in (1, 2):
+            record = run(kernel_env.replace(quantity=600, chunk_size=chunk, concurrency=workers,
+                                            sweep_id="wide", seed=1))
+            assert record.is_done, record.error
+    for chunk in chunks[:2]:
+        record = run(kernel_env.replace(quantity=600, chunk_size=chunk, concurrency=1, work_ms=0.2,
+                                        sweep_id="narrow", seed=1))
+        assert record.is_done, record.error
+    html = build_report(kernel_env, ["wide"], baseline="narrow", output=tmp_path / "wide.html")
+    shot = "report-12-points-1280px.png"
+    page = _layout(html, 1280, shot)
+    width = page["clientWidth"]
+    assert page["scrollWidth"] <= width, page  # no horizontal scroll for the page
+    for table in page["tables"]:  # nor inside: each table within its box, its box not scrolled
+        assert table["scrollWidth"] <= table["clientWidth"], table
+        assert table["boxScrollWidth"] <= table["boxClientWidth"], table
+        assert table["right"] <= width, table
+    assert all(shown <= natural and right <= width for natural, shown, right in page["images"])
+    # The verdict is the first thing under the title: the headline, then the ranking.
+    assert page["first"][:3] == ["H1", "P", "TABLE"], page["first"]
+    assert page["headline"].startswith("fastest: chunk "), page["headline"]
+    assert "the next (chunk " in page["headline"] and "orders/s [" in page["headline"]
+    assert len(page["ranking"]) == 12 and page["ranking"][0].split("\t")[0] == "1"
+    # Settings shared by every run once, as "fixed settings", not as columns.
+    assert "Fixed settings" in page["text"] and "sweep wide" in page["text"]
+    assert "tiers BRONZE=1,PRATA=1,OURO=1,DIAMANTE=1" in page["text"]
+    for header in page["runsHeaders"]:
+        assert header not in {"sweepId", "sweep", "tierMix", "tiers", "workMs", "backend", "store"}
+    assert {"total", "orders/s", "barrier", "coordinator peak MB"} <= set(page["runsHeaders"])
+    # The baseline section says what changed, as `harness compare` does.
+    assert "changed between the two (points matched on everything else): work ms 0.2 -> 0" \
+        in page["text"]
+    assert "inconclusive of 2 matched point(s)" in page["text"]
+    # throughput (with the baseline), phases, timelines, windows: one y axis each
+    assert len(page["images"]) == 4
+    assert "dataframe barrier" in page["tableClasses"] and (ARTIFACTS / shot).stat().st_size > 0
+
+
+def _layout(html: Path, width: int, screenshot: str) -> dict[str, Any]:
+    """The page at ``width`` px in headless Chromium: its widths and every table's, the
+    first elements under the title, texts; screenshots of the first screen and the whole
+    page under test-artifacts/."""
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(html.as_uri())
+            found = page.evaluate("""() => {
+              const root = document.documentElement;
+              const blocks = Array.from(document.querySelectorAll('h1, h2, p, table, img'))
+                .filter(e => !e.closest('table') || e.tagName === 'TABLE');
+              const h1 = blocks.findIndex(e => e.tagName === 'H1');
+              return {
+                scrollWidth: root.scrollWidth, clientWidth: root.clientWidth,
+                tables: Array.from(document.querySelectorAll('table')).map(t => ({
+                  cls: t.className, scrollWidth: t.scrollWidth, clientWidth: t.clientWidth,
+                  boxScrollWidth: t.parentElement.scrollWidth,
+                  boxClientWidth: t.parentElement.clientWidth,
+                  right: t.getBoundingClientRect().right})),
+                tableClasses: Array.from(document.querySelectorAll('table')).map(t => t.className),
+                images: Array.from(document.images).map(i => [i.naturalWidth,
+                  i.getBoundingClientRect().width, i.getBoundingClientRect().right]),
+                first: blocks.slice(h1, h1 + 4).map(e => e.tagName),
+                headline: (document.querySelector('p.verdict') || {}).innerText || '',
+                ranking: Array.from(document.querySelectorAll('table.ranking tbody tr'))
+                  .map(r => r.innerText),
+                runsHeaders: Array.from(document.querySelectorAll('table.runs thead th'))
+                  .map(h => h.innerText),
+                text: document.body.innerText,
+              };
+            }""")
+            page.screenshot(path=str(ARTIFACTS / screenshot))
+            page.screenshot(path=str(ARTIFACTS / screenshot.replace(".png", "-full.png")),
+                            full_page=True)
+        finally:
+            browser.close()
+    return found
 
 
 def _render(html: Path, screenshot: str) -> dict[str, Any]:
@@ -313,7 +411,7 @@ def test_the_notebooks_are_package_data() -> None:
     ("sweep.ipynb", {"grid": {"chunk_size": [500, 0], "quantity": [1_000]}},
      "notebook parameter grid['chunk_size']=[500, 0]: chunk_size must be >= 1, got 0"),
     ("sweep.ipynb", {"repeats": "2"},
-     "notebook parameter repeats='2': repeats must be an integer >= 1, got '2'"),
+     "notebook parameter repeats='2': repeats must be an integer, got '2'"),
     ("sweep.ipynb", {"sweep_id": "../x"},
      "notebook parameter sweep_id='../x': sweep id '../x' must be 1-64 letters, digits"),
 ])
