@@ -9,6 +9,7 @@ bad input fails with one clear line and writes nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from harness.errors import ConfigError
+from harness.parsing import Flag, Folder, Integer, Number, Rule, Text, items, named
 from harness.redaction import redact
 
 TIERS: tuple[str, ...] = ("BRONZE", "PRATA", "OURO", "DIAMANTE")
@@ -30,9 +32,6 @@ DEFAULT_REDIS_HOST = "127.0.0.1"
 DEFAULT_REDIS_PORT = 6379
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 REDIS_DATABASES = 16  # Redis's default `databases`: indexes 0..15
-# An integer as the harness reads one: ASCII digits, an optional leading minus. int() also
-# takes ' 5', '1_000' and Arabic-Indic digits, which a typo or a copy-paste can produce.
-INTEGER_TEXT = re.compile(r"-?[0-9]+")
 PATH_FIELDS = ("data_dir", "log_file", "reports_dir", "notebooks_dir")
 
 
@@ -133,7 +132,7 @@ def parse_tier_mix(spec: str) -> dict[str, float]:
     an infinite total: ``BRONZE=1e308,PRATA=1e308`` failed mid-run, after the previous run's
     orders were deleted), and no tier is named twice."""
     weights = dict.fromkeys(TIERS, 0.0)
-    named: set[str] = set()
+    seen: set[str] = set()
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, sep, value = part.partition("=")
         name = name.strip().upper()
@@ -141,16 +140,12 @@ def parse_tier_mix(spec: str) -> dict[str, float]:
             raise ConfigError(
                 f"tier mix entry {part!r} is not TIER=WEIGHT with TIER one of {', '.join(TIERS)}"
             )
-        if name in named:
+        if name in seen:
             raise ConfigError(f"tier mix {spec!r} names {name} twice")
-        named.add(name)
-        try:
-            weight = float(value)
-        except ValueError:
-            raise ConfigError(f"tier mix weight for {name} is not a number: {value!r}") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise ConfigError(f"tier mix weight for {name} must be a finite number >= 0")
-        weights[name] = weight
+        seen.add(name)
+        # A weight is a number as every door reads one (no fullwidth digit, '1_0', 'inf'), spaces
+        # around it allowed as around the commas.
+        weights[name] = Number(f"tier mix weight for {name}", 0).parse(value.strip())
     total = sum(weights.values())
     if not math.isfinite(total):
         raise ConfigError(f"tier mix {spec!r}: the weights add up to more than a number can "
@@ -258,6 +253,12 @@ def check_redis_url(url: str) -> None:
                           "or unix://", "redis_url")
     if port == 0:
         raise ConfigError(f"{shown}: a port is 1-65535", "redis_url")
+    if parts.scheme.lower() == "unix" and not parts.path:
+        raise ConfigError(f"{shown}: a unix:// URL names the server's socket file "
+                          "(unix:///path/to/redis.sock)", "redis_url")
+    if parts.scheme.lower() != "unix" and not parts.hostname:
+        # redis-py would quietly use localhost:6379 for 'redis://' or 'REDIS://'.
+        raise ConfigError(f"{shown} names no host: redis://HOST:PORT/DB", "redis_url")
     databases = parse_qs(parts.query).get("db", [])
     if parts.scheme.lower() != "unix" and parts.path not in ("", "/"):
         databases.append(parts.path[1:])
@@ -265,6 +266,12 @@ def check_redis_url(url: str) -> None:
         if not re.fullmatch(r"[0-9]+", db) or int(db) >= REDIS_DATABASES:
             raise ConfigError(f"{shown}: the database (after host:port/, or ?db=) must be an "
                               f"integer from 0 to {REDIS_DATABASES - 1} ({escape})", "redis_url")
+    from redis.connection import parse_url  # what redis-py itself refuses (?socket_timeout=x)
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{shown}: {redact(str(exc))}", "redis_url") from None
 
 
 @dataclass(frozen=True)
@@ -309,23 +316,11 @@ class Settings:
     api_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for name, (low, high) in INT_RANGES.items():
+        for name in (*INT_RANGES, *FLOAT_RANGES):  # each checked as every door checks it
             value = getattr(self, name)
             if value is None and name in ("seed", "redis_port"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, got {value!r}", name)
-            if value < low:
-                raise ConfigError(f"{name} must be >= {low}, got {value}", name)
-            if value > high:
-                raise ConfigError(f"{name} must be <= {high:,}, got {value:,}", name)
-        for name, (least, most, unit) in FLOAT_RANGES.items():
-            number = getattr(self, name)
-            if isinstance(number, bool) or not isinstance(number, int | float) or number != number:
-                raise ConfigError(f"{name} must be a number, got {number!r}", name)
-            if not least <= number <= most or (number == 0 and name in POSITIVE):
-                side = "above 0" if name in POSITIVE else f"at least {least:g}"
-                raise ConfigError(f"{name} must be {side} and at most {most:g}{unit}, got {number}", name)
+            RULES[name].check(value)
         if self.quantity > self.max_orders:
             raise ConfigError(
                 f"quantity {self.quantity:,} is above MAX_ORDERS ({self.max_orders:,}); "
@@ -364,15 +359,19 @@ class Settings:
     ) -> Settings:
         """Read the environment, then apply ``overrides`` whose value is not None."""
         environ = os.environ if environ is None else environ
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for name, (var, _doc) in ENV_VARS.items():
             raw = environ.get(var)
-            if raw is None or raw.strip() == "":
+            if raw is None or raw == "":  # only an empty variable is unset; ' ' is refused
                 continue
-            values[name] = _convert(var, raw, types[name])
+            if overrides.get(name) is not None:  # a flag or parameter wins: never read
+                continue
             sources[name] = f"{var}={redact(raw)!r}"
+            try:
+                values[name] = RULES[name].parse(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"{sources[name]}: {exc}", name) from None
         for name, value in overrides.items():
             if value is not None:
                 values[name] = value
@@ -468,44 +467,52 @@ class Settings:
         return out
 
 
-def _convert(var: str, raw: str, type_name: Any) -> Any:
-    """Turn an environment string into the field's type, with an error naming the variable.
-
-    Integers are ASCII digits with an optional leading minus and nothing around them;
-    other values may have surrounding spaces."""
-    kind = str(type_name)
+def _rule(f: dataclasses.Field[Any]) -> Rule:
+    """How setting ``f`` is read from text (a flag, a variable, a query parameter) and
+    checked as a value: by its type, within its range."""
+    kind = str(f.type)
     if "int" in kind:
-        if not INTEGER_TEXT.fullmatch(raw):
-            raise ConfigError(f"{var} must be an integer, got {raw!r}: ASCII digits only, with "
-                              "an optional leading '-' (no spaces, '_' or other scripts' digits)")
-        return int(raw)
-    raw = raw.strip()
-    if kind == "bool":
-        flag = raw.lower()
-        if flag in ("1", "true", "yes", "on"):
-            return True
-        if flag in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{var} must be true or false, got {raw!r}")
+        return Integer(f.name, *INT_RANGES[f.name])
     if "float" in kind:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{var} must be a number, got {raw!r}") from None
+        low, high, unit = FLOAT_RANGES[f.name]
+        return Number(f.name, low, high, low_open=f.name in POSITIVE, unit=unit)
+    if kind == "bool":
+        return Flag(f.name)
     if "Path" in kind:
-        return Path(raw)
-    return raw
+        return Folder(f.name)
+    return Text(f.name)
+
+
+# Setting -> its rule: what every door (flag, variable, notebook parameter, query parameter)
+# reads and checks the setting with.
+RULES: dict[str, Rule] = {f.name: _rule(f) for f in dataclasses.fields(Settings)}
+
+
+def parse_setting(name: str, text: str) -> Any:
+    """Setting ``name`` read from text as every door reads it; ConfigError if it cannot be.
+    Its range is checked too; what depends on other settings (quantity <= MAX_ORDERS) is
+    checked when Settings is built."""
+    return RULES[name].parse(text)
+
+
+def parse_values(name: str, text: str, source: str, sep: str = " ") -> list[Any]:
+    """The values of one sweep setting: comma-separated for a number, the whole text for a
+    text setting (``tier_mix`` holds commas); each read as :func:`parse_setting` reads it,
+    a refusal naming ``source`` and the value (``--chunk-sizes 0: ...``)."""
+    rule = RULES[name]
+    entries = [text] if isinstance(rule, Text) else named(source, text, lambda: items(text, name), sep)
+    return [named(source, entry, functools.partial(rule.parse, entry), sep) for entry in entries]
 
 
 def parse_grid(specs: Sequence[str], flag: str = "--param") -> dict[str, list[Any]]:
     """``["chunk_size=5000,10000", "tier_mix=BRONZE=3,DIAMANTE=1"]`` as a sweep grid.
 
     Numeric settings take comma-separated values; a text setting (``tier_mix``, whose value
-    holds commas) takes one value per occurrence, so repeat it for more. Values are
-    converted to the setting's type here; ranges are checked when each point's Settings is
-    built (:func:`harness.report.grid_points`).
+    holds commas) takes one value per occurrence, so repeat it for more. Every sweepable
+    setting may be given, the seed included. Each value is read and range-checked here
+    (:func:`parse_values`); each point's Settings is built and checked as a whole by
+    :func:`harness.report.grid_points`.
     """
-    types = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
     grid: dict[str, list[Any]] = {}
     for spec in specs:
         name, sep, text = spec.partition("=")
@@ -516,15 +523,7 @@ def parse_grid(specs: Sequence[str], flag: str = "--param") -> dict[str, list[An
         if not sep or name not in SWEEPABLE:
             raise ConfigError(f"{flag} {spec!r}: expected NAME=VALUES with NAME one of "
                               f"{', '.join(SWEEPABLE)}", name or None)
-        kind = types[name]
-        parts = [text] if kind.startswith("str") else text.split(",")
-        try:
-            values = [_convert(f"{flag} {name}", part.strip(), kind) for part in parts]
-        except ConfigError as exc:
-            raise ConfigError(str(exc), name) from None
-        if not values or any(v == "" for v in values):
-            raise ConfigError(f"{flag} {spec!r}: no value for {name}", name)
-        grid.setdefault(name, []).extend(values)
+        grid.setdefault(name, []).extend(parse_values(name, text, f"{flag} {name}=", sep=""))
     return grid
 
 

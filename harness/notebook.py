@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from harness.config import Settings
+from harness.config import RULES, SWEEPABLE, Settings
 from harness.errors import ConfigError
 from harness.extras import require
+from harness.parsing import REPEATS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,9 +53,25 @@ def parameters(**given: Any) -> Iterator[None]:
         raise named from None
 
 
+# Parameters of run.ipynb that take no None: `papermill -y 'quantity: null'` ran the default
+# 1,000,000 orders instead of the notebook's 5,000.
+REQUIRED = ("quantity",)
+
+
 def settings(**given: Any) -> Settings:
     """Settings from the environment, then the notebook's parameters (None: the
-    environment's value, or the default); a bad parameter raises ConfigError naming it."""
+    environment's value, or the default; but a parameter of :data:`REQUIRED` must be given);
+    a bad parameter raises ConfigError naming it. A parameter is a Python value of its
+    setting's type, checked as every door checks it (``5.0`` is not an integer, NaN is not
+    a number)."""
+    for name in REQUIRED:
+        if name in given and given[name] is None:
+            try:
+                RULES[name].check(None)
+            except ConfigError as exc:
+                raise ConfigError(f"notebook parameter {name}=None: {exc} ({name} takes no None; "
+                                  "the optional parameters do, and then take the environment's "
+                                  "value)", name) from None
     with parameters(**given):
         return Settings.from_env(**given)
 
@@ -65,10 +82,21 @@ def sweep_size(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: i
     ConfigError naming the notebook parameter), as `harness sweep` checks before its first run."""
     from harness.report import grid_points
 
+    for name, value, check in (("repeats", repeats, REPEATS.check), ("grid", grid, _check_grid)):
+        try:  # None included: neither takes one
+            check(value)
+        except ConfigError as exc:
+            raise ConfigError(f"notebook parameter {name}={value!r}: {exc}", name) from None
     with parameters(grid=grid, repeats=repeats, sweep_id=sweep_id):
         if sweep_id:
             settings.replace(sweep_id=sweep_id)
         return len(grid_points(settings, grid, repeats, sweep_id or "check"))
+
+
+def _check_grid(grid: Any) -> None:
+    if not isinstance(grid, Mapping) or not all(isinstance(v, list | tuple) for v in grid.values()):
+        raise ConfigError(f"grid must map run settings ({', '.join(SWEEPABLE)}) to lists of values",
+                          "grid")
 
 
 def sweep_table(settings: Settings, manifest: SweepManifest) -> pd.DataFrame:

@@ -23,9 +23,10 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
-from harness.errors import BadInput
+from harness.errors import BadInput, ConfigError
 from harness.lock import process_is_dead
 from harness.orders import NORMAL, VIP
+from harness.parsing import items
 
 T = TypeVar("T")
 QUEUE_NAMES = {VIP: "orders-vip", NORMAL: "orders-normal"}
@@ -199,15 +200,21 @@ def _source(q: Queue, state: str) -> BaseRegistry | None:
 
 def resolve_states(names: Iterable[str]) -> list[str]:
     """Job states by harness or BullMQ name (``wait``, ``delayed``...), in order, each once;
-    BadInput names the first unknown one."""
+    ConfigError names the first unknown one."""
     out: list[str] = []
     for name in names:
         known = (name,) if name in STATES else ALIASES.get(name)
         if known is None:
-            raise BadInput(f"unknown job state {name!r}; choose from "
-                           f"{', '.join([*STATES, *ALIASES])}")
+            raise ConfigError(f"unknown job state {name!r}; choose from "
+                              f"{', '.join([*STATES, *ALIASES])}", "types")
         out.extend(s for s in known if s not in out)
     return out
+
+
+def parse_states(text: str) -> list[str]:
+    """Comma-separated job states (``waiting,active``), as `harness queue jobs -t` and
+    ``GET /pedidos/queue/jobs?types`` take them: at least one, each known."""
+    return resolve_states(items(text, "types"))
 
 
 def status(conn: Redis) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from harness.codec import from_json, to_json
+from harness.codec import camel, from_json, to_json
+from harness.config import RUN_SHAPE
 from harness.datatypes import Phase, Tally, Window
 from harness.orders import NORMAL, VIP
 
@@ -407,22 +408,27 @@ def _service_p99(record: RunRecord) -> float | None:
     return max(values) if values else None
 
 
+def _setting_column(name: str) -> tuple[str, Callable[[RunRecord], Any]]:
+    """The column of run setting ``name``: its camelCase name, read from the parameters."""
+    if name == "warmup":  # records older than warm-ups have none: not one
+        return camel(name), lambda r: bool(r.param("warmup"))
+    return camel(name), lambda r: r.param(name)
+
+
+# One column per run setting (config.RUN_SHAPE), in its order: a setting added there has its
+# column here, and so its place in a parameter point (harness.compare.Point), with no list
+# to keep by hand. (A missing one read None for every run: runs that differed in it were
+# pooled as one point.)
+SETTING_COLUMNS = tuple(_setting_column(name) for name in RUN_SHAPE if name != "sweep_id")
+
 # Columns of `harness runs` and the reports, in order: (column, how to read it).
 COLUMNS: tuple[tuple[str, Callable[[RunRecord], Any]], ...] = (
     ("runId", lambda r: r.run_id),
-    ("sweepId", lambda r: r.param("sweep_id")),
+    _setting_column("sweep_id"),
     ("startedAt", lambda r: r.started_at),
     ("phase", lambda r: r.phase),
     ("backend", lambda r: r.backend),
-    ("quantity", lambda r: r.param("quantity")),
-    ("chunkSize", lambda r: r.param("chunk_size")),
-    ("ordersPerJob", lambda r: r.param("orders_per_job")),
-    ("concurrency", lambda r: r.param("concurrency")),
-    ("normalBatchSize", lambda r: r.param("normal_batch_size")),
-    ("tierMix", lambda r: r.param("tier_mix")),
-    ("workMs", lambda r: r.param("work_ms")),
-    ("seed", lambda r: r.param("seed")),
-    ("warmup", lambda r: bool(r.param("warmup"))),
+    *SETTING_COLUMNS,
     ("totalTimeMs", lambda r: r.total_time_ms),
     ("generationTimeMs", lambda r: r.generation_time_ms),
     ("enqueueVipTimeMs", lambda r: r.enqueue_vip_time_ms),

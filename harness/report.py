@@ -35,6 +35,7 @@ from harness.extras import require, require_installed
 from harness.kernels import WarmKernels, engine_name, shutdown_kernel, start_kernel
 from harness.launch import child_env
 from harness.logs import event
+from harness.parsing import REPEATS, WARMUP
 from harness.paths import REPORTS_DIR, check_output_file, usable_dir
 from harness.record import Environment, failed_point, new_run_id
 from harness.state import Phase, RunState
@@ -197,10 +198,8 @@ def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: 
     start at 0 too), then the measured repeats; each round goes through every point, so
     repeats are interleaved across points and a slow minute of the machine does not land
     on one point."""
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}", "repeats")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}", "warmup")
+    REPEATS.check(repeats)  # as --repeats and --warmup read them
+    WARMUP.check(warmup)
     if unknown := [name for name in grid if name not in (*SWEEPABLE, STORE_AXIS)]:
         raise ConfigError(f"cannot sweep {', '.join(map(repr, unknown))}; sweepable settings: "
                           f"{', '.join((*SWEEPABLE, STORE_AXIS))}", unknown[0])
@@ -213,6 +212,8 @@ def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: 
         for combo in itertools.product(*(grid[n] for n in names)):
             values = dict(zip(names, combo, strict=True))
             seed = values.get("seed", settings.seed if settings.seed is not None else repeat + 1)
+            # Every run setting may be in the grid, the seed too (`-p seed=7` was a TypeError);
+            # a None in the grid is a value, refused unless the setting takes None.
             # A store axis value chooses the point's store (with_point); the values kept show
             # it by its backend and redacted URL (shown_point): they are logged and saved.
             point = {"seed": seed, "sweep_id": sweep_id, "warmup": is_warmup}

@@ -24,6 +24,7 @@ from typing import Any
 from harness.codec import from_json, to_json
 from harness.config import Settings
 from harness.errors import BadInput, ConfigError, NoRuns, NotFound
+from harness.parsing import LATEST, write_output
 from harness.record import Environment, RunRecord
 from harness.store import Store, open_store
 
@@ -117,7 +118,9 @@ def resolve(settings: Settings, spec: str, flag: str = "--baseline") -> Results:
 
 def select(settings: Settings, sweep_ids: Sequence[str] = (), count: int = 20) -> Results:
     """The runs of ``sweep_ids``, or the latest ``count`` runs; checked: NotFound naming a
-    sweep without runs, NoRuns when nothing is recorded."""
+    sweep without runs, NoRuns when nothing is recorded. ``count`` is checked as ``--latest``
+    is (report.ipynb passes its parameter here: None or 10**20 is refused)."""
+    LATEST.check(count)
     for sweep_id in sweep_ids:
         try:
             settings.replace(sweep_id=sweep_id)
@@ -144,8 +147,7 @@ def export(results: Results, sweep_ids: Sequence[str] = ()) -> dict[str, Any]:
     }
 
 
-def write(doc: dict[str, Any], path: Path | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return path
+def write(doc: dict[str, Any], path: Path | str, source: str = "output") -> Path:
+    """Write ``doc`` to ``path``; a file that cannot be written is one line naming
+    ``source`` (ConfigError), as a path checked before the work is."""
+    return write_output(Path(path), json.dumps(doc, indent=1) + "\n", source)

@@ -651,7 +651,7 @@ def test_serve_without_the_api_extra_names_it(api_env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(("args", "extra_env", "code", "message"), [
     (["--port", "0"], {}, 2, "--port 0: port must be >= 1"),
-    ([], {"PORT": "http"}, 2, "PORT must be an integer, got 'http'"),
+    ([], {"PORT": "http"}, 2, "PORT='http': port must be an integer, got 'http'"),
 ])
 def test_serve_refuses_a_bad_port(
     api_env: dict[str, str], args: list[str], extra_env: dict[str, str], code: int, message: str

@@ -71,7 +71,7 @@ def test_bench_measures_everything_at_small_n(kernel_env: Settings, tmp_path: Pa
 def test_bench_refuses_bad_sizes_before_doing_anything(settings: Settings) -> None:
     env = {"REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(settings.data_dir)}
     for args, message in ((["--sizes", "10,-5"], "must be >= 1"),
-                          (["--sizes", "ten"], "not a comma-separated list"),
+                          (["--sizes", "ten"], "--sizes ten: quantity must be an integer"),
                           (["--concurrency-levels", "0"], "must be >= 1"),
                           (["--sizes", "2000000"], "above MAX_ORDERS")):
         result = CliRunner().invoke(main, ["bench", "-n", "100", *args], env=env)

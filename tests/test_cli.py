@@ -67,13 +67,13 @@ def test_bad_input_is_refused_and_nothing_is_written(
 
 def test_non_integer_quantity_is_a_usage_error(env: dict[str, str]) -> None:
     result = invoke(["run", "-n", "1.5"], env)
-    assert result.exit_code == 2 and "is not a valid integer" in result.output
+    assert result.exit_code == 2 and "quantity must be an integer, got '1.5'" in result.output
 
 
 def test_bad_environment_value_is_refused(env: dict[str, str]) -> None:
     result = invoke(["run"], {**env, "ORDERS_QUEUE_CONCURRENCY": "many"})
     assert result.exit_code == 2
-    assert "ORDERS_QUEUE_CONCURRENCY must be an integer, got 'many'" in result.output
+    assert "ORDERS_QUEUE_CONCURRENCY='many': concurrency must be an integer" in result.output
 
 
 def test_unreachable_redis_fails_fast_and_redacted(env: dict[str, str], unused_port: int) -> None:

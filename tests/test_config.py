@@ -68,10 +68,11 @@ def test_redis_url_wins_over_host_and_port() -> None:
         ({"concurrency": -1}, "concurrency must be >= 0"),
         ({"quantity": 2.5}, "quantity must be an integer"),
         ({"tier_mix": "BRONZE=1,GOLD=2"}, "'GOLD=2' is not TIER=WEIGHT"),
-        ({"tier_mix": "DIAMANTE=-1"}, "must be a finite number >= 0"),
+        ({"tier_mix": "DIAMANTE=-1"}, "tier mix weight for DIAMANTE must be at least 0, got -1.0"),
         ({"tier_mix": "BRONZE=0"}, "gives every tier weight 0"),
         ({"tier_mix": "BRONZE=1e308,PRATA=1e308"}, "add up to more than a number can hold"),
-        ({"tier_mix": "BRONZE=inf"}, "must be a finite number >= 0"),
+        ({"tier_mix": "BRONZE=inf"}, "tier mix weight for BRONZE must be a finite number, got 'inf'"),
+        ({"tier_mix": "DIAMANTE=\uff11"}, "tier mix weight for DIAMANTE must be a number, got '\uff11'"),
         ({"tier_mix": "DIAMANTE=1,diamante=2"}, "names DIAMANTE twice"),
         ({"redis_url": "redis://h:6379/abc"}, "must be an integer from 0 to 15"),
         ({"redis_url": "unix:///tmp/redis.sock?db=x"}, "must be an integer from 0 to 15"),
@@ -99,10 +100,13 @@ def test_bad_values_are_refused_with_a_message_naming_them(
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"HARNESS_QUANTITY": "lots"}, "HARNESS_QUANTITY must be an integer, got 'lots'"),
-        ({"ORDERS_QUEUE_CONCURRENCY": "1.5"}, "ORDERS_QUEUE_CONCURRENCY must be an integer"),
-        ({"HARNESS_WORK_MS": "slow"}, "HARNESS_WORK_MS must be a number"),
-        ({"MAX_ORDERS": "-3"}, "max_orders must be >= 1"),
+        ({"HARNESS_QUANTITY": "lots"}, "HARNESS_QUANTITY='lots': quantity must be an integer, got 'lots'"),
+        ({"ORDERS_QUEUE_CONCURRENCY": "1.5"},
+         "ORDERS_QUEUE_CONCURRENCY='1.5': concurrency must be an integer"),
+        ({"HARNESS_WORK_MS": "slow"}, "HARNESS_WORK_MS='slow': work_ms must be a number"),
+        ({"MAX_ORDERS": "-3"}, "MAX_ORDERS='-3': max_orders must be >= 1"),
+        ({"HARNESS_QUANTITY": " "}, "HARNESS_QUANTITY=' ': quantity must be an integer, got only spaces"),
+        ({"REDIS_URL": "REDIS://"}, "REDIS_URL='REDIS://': redis_url 'REDIS://' names no host"),
     ],
 )
 def test_bad_environment_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -19,9 +19,18 @@ REFUSAL = json.dumps({"error": "this request needs the API token: 'Authorization
                       "(HARNESS_API_TOKEN on the server)"}).encode()
 
 
-def token_matches(header: str | None, token: str) -> bool:
-    scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+def token_matches(header: bytes | str | None, token: str) -> bool:
+    """``Authorization: Bearer <token>``, compared as bytes: a token that is not ASCII
+    (``HARNESS_API_TOKEN='tök'``) matches the header a client sends, UTF-8 encoded (curl from
+    a UTF-8 terminal, httpx given bytes), or Latin-1 as HTTP's old default."""
+    raw = header.encode("latin-1", "replace") if isinstance(header, str) else header or b""
+    scheme, _, given = raw.partition(b" ")
+    given = given.strip()
+    forms = {token.encode("utf-8")}
+    if not token.isascii() and all(ord(c) < 256 for c in token):
+        forms.add(token.encode("latin-1"))
+    matches = [hmac.compare_digest(given, form) for form in sorted(forms)]  # each compared
+    return scheme.lower() == b"bearer" and any(matches)
 
 
 class BearerToken:
@@ -33,7 +42,7 @@ class BearerToken:
         if scope["type"] != "http" or scope["method"] in OPEN_METHODS:
             await self.app(scope, receive, send)
             return
-        header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         if token_matches(header, self.token):
             await self.app(scope, receive, send)
             return

@@ -1,8 +1,11 @@
 """Every error as ``{"error": "<one message>"}`` with the status of its branch of
 ``harness.errors``; never a traceback.
 
-A bad query value is a 400 naming the parameter and the value, whether FastAPI's own
-validation caught it (a non-integer) or the library did (a quantity above MAX_ORDERS).
+A bad query value is a 400 naming the parameter and the value (``quantity='  5': quantity
+must be an integer, ...``), with the message the CLI gives for the same value: every
+integer, number and text parameter is read by the rule of :mod:`harness.parsing` the CLI's
+flag and the environment variable use (:func:`strict`), not by pydantic's int() and
+float(), which take ' 5', '1_000', '+4', '5.0' and numbers no store can hold.
 """
 
 from __future__ import annotations
@@ -15,13 +18,33 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from harness.config import redact
 from harness.errors import BadInput, ConfigError, HarnessError
+from harness.parsing import Rule
 
 log = logging.getLogger("harness.api")
+
+
+REFUSED = "harness"  # the pydantic error type of a value a harness rule refused
+
+
+def strict(rule: Rule) -> BeforeValidator:
+    """Read a query parameter with ``rule``, as its flag and variable are read: put it in the
+    parameter's ``Annotated`` (``Annotated[int, strict(LIMIT), Query(...)]``). A refusal is
+    a 400 with the rule's message; the parameter's documented type stays the declared one."""
+
+    def read(value: Any) -> Any:
+        try:
+            return rule.take(value)
+        except ConfigError as exc:
+            raise PydanticCustomError(REFUSED, "{message}", {"message": str(exc)}) from None
+
+    return BeforeValidator(read)
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query, Request
 from harness import control
 from harness import queue as rq_queue
 from harness.api.context import Context
-from harness.api.errors import naming
-from harness.errors import BadInput
+from harness.api.errors import naming, strict
+from harness.parsing import CLOSE_TIMEOUT, JOBS_LIMIT
 
 
 def router(ctx: Context) -> APIRouter:
@@ -51,19 +51,19 @@ def router(ctx: Context) -> APIRouter:
     def jobs(
         request: Request,
         types: Annotated[str, Query(description="comma-separated states")] = "waiting,active",
-        limit: Annotated[int, Query(ge=1, le=1_000, description="per queue and state")] = 20,
+        limit: Annotated[int, strict(JOBS_LIMIT), Query(ge=JOBS_LIMIT.low, le=JOBS_LIMIT.high,
+                                                        description="per queue and state")] = 20,
     ) -> list[dict[str, Any]]:
         """Jobs by state, at most ``limit`` per queue and state."""
         with naming(request.query_params, "types"):
-            states = rq_queue.resolve_states(t.strip() for t in types.split(",") if t.strip())
-            if not states:
-                raise BadInput("name at least one job state")
+            states = rq_queue.parse_states(types)  # as `harness queue jobs -t` reads them
         return rq_queue.jobs(ctx.conn, states, limit)
 
     @api.post("/close")
     def close(
-        timeout: Annotated[float, Query(alias="timeoutS", gt=0, le=300,
-                                        description="seconds to wait for the workers to exit")] = 15.0,
+        timeout: Annotated[float, strict(CLOSE_TIMEOUT),
+                           Query(alias="timeoutS", gt=CLOSE_TIMEOUT.low, le=CLOSE_TIMEOUT.high,
+                                 description="seconds to wait for the workers to exit")] = 15.0,
     ) -> dict[str, Any]:
         """Ask every harness worker pool to stop (running batches finish); refused (409)
         while a run is active. ``left`` counts workers still registered after the wait."""

@@ -14,11 +14,12 @@ from fastapi.responses import JSONResponse, Response
 
 from harness import control, history, logs
 from harness.api.context import Context
-from harness.api.errors import config_error
+from harness.api.errors import config_error, strict
 from harness.api.live import status_headers
-from harness.config import ConfigError, option_help
+from harness.config import RULES, ConfigError, option_help
 from harness.errors import NotFound
 from harness.launch import launch_detached
+from harness.parsing import LIMIT, LOG_LINES
 
 # Query parameter -> setting, for the run settings POST /pedidos/generate accepts.
 RUN_PARAMS = {"quantity": "quantity", "chunkSize": "chunk_size", "ordersPerJob": "orders_per_job",
@@ -32,20 +33,26 @@ def _setting(name: str) -> Any:
     return Query(alias=SETTING_PARAMS[name], description=option_help(name))
 
 
+def _read(name: str) -> Any:
+    """Setting ``name`` read from its query parameter as its flag and variable are read."""
+    return strict(RULES[name])
+
+
 def router(ctx: Context) -> APIRouter:
     api = APIRouter(tags=["pedidos"])
 
     @api.post("/pedidos/generate", status_code=202)
     def generate(
         request: Request,
-        quantity: Annotated[int | None, _setting("quantity")] = None,
-        chunk_size: Annotated[int | None, _setting("chunk_size")] = None,
-        orders_per_job: Annotated[int | None, _setting("orders_per_job")] = None,
-        concurrency: Annotated[int | None, _setting("concurrency")] = None,
-        seed: Annotated[int | None, _setting("seed")] = None,
-        tier_mix: Annotated[str | None, _setting("tier_mix")] = None,
-        work_ms: Annotated[float | None, _setting("work_ms")] = None,
-        normal_batch_size: Annotated[int | None, _setting("normal_batch_size")] = None,
+        quantity: Annotated[int | None, _read("quantity"), _setting("quantity")] = None,
+        chunk_size: Annotated[int | None, _read("chunk_size"), _setting("chunk_size")] = None,
+        orders_per_job: Annotated[int | None, _read("orders_per_job"), _setting("orders_per_job")] = None,
+        concurrency: Annotated[int | None, _read("concurrency"), _setting("concurrency")] = None,
+        seed: Annotated[int | None, _read("seed"), _setting("seed")] = None,
+        tier_mix: Annotated[str | None, _read("tier_mix"), _setting("tier_mix")] = None,
+        work_ms: Annotated[float | None, _read("work_ms"), _setting("work_ms")] = None,
+        normal_batch_size: Annotated[int | None, _read("normal_batch_size"),
+                                     _setting("normal_batch_size")] = None,
     ) -> JSONResponse:
         """Start a run in its own detached process (it outlives this server) and answer once
         it holds the run lock; 409 while another run is active."""
@@ -73,7 +80,8 @@ def router(ctx: Context) -> APIRouter:
                         media_type="application/json")
 
     @api.get("/pedidos/logs")
-    def log_lines(lines: Annotated[int, Query(ge=1, le=logs.KEEP_LINES)] = 500) -> dict[str, Any]:
+    def log_lines(lines: Annotated[int, strict(LOG_LINES), Query(ge=1, le=LOG_LINES.high)] = 500
+                  ) -> dict[str, Any]:
         """The last lines logged by every process of every host (Redis keeps the last
         10,000, file logging or not)."""
         return {"lines": logs.recent_lines(ctx.conn, lines)}
@@ -111,7 +119,8 @@ def history_router(ctx: Context) -> APIRouter:
     api = APIRouter(tags=["pedidos"])
 
     @api.get("/pedidos/runs")
-    def runs(limit: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+    def runs(limit: Annotated[int | None, strict(LIMIT), Query(ge=1, le=LIMIT.high)] = None
+             ) -> list[dict[str, Any]]:
         """Run records from process_runs, newest first (what `harness runs --json` prints)."""
         return [r.to_json() for r in history.list_runs(ctx.settings, limit)]
 

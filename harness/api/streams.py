@@ -21,11 +21,15 @@ from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
 from harness.api.context import Context
+from harness.api.errors import strict
 from harness.api.live import LOG_BUFFER, encode, sse
 from harness.config import redact
+from harness.parsing import INTERVAL_MS, Integer
 
-Interval = Annotated[int, Query(alias="intervalMs", ge=50, le=60_000,
-                                description="how often to look for a change, in ms")]
+Interval = Annotated[int, strict(INTERVAL_MS),
+                     Query(alias="intervalMs", ge=INTERVAL_MS.low, le=INTERVAL_MS.high,
+                           description="how often to look for a change, in ms")]
+HISTORY_LINES = Integer("lines", 0, LOG_BUFFER)
 KEEPALIVE_S = 15.0
 HELLO = b"retry: 1000\n\n"
 PING = b": keep-alive\n\n"
@@ -88,8 +92,8 @@ def router(ctx: Context) -> APIRouter:
     @api.get("/pedidos/logs/stream", response_class=EventStream, responses=EVENT_STREAM)
     async def log_stream(
         interval_ms: Interval = 250,
-        lines: Annotated[int, Query(ge=0, le=LOG_BUFFER, description="lines of history to "
-                                    "send first")] = 0,
+        lines: Annotated[int, strict(HISTORY_LINES),
+                         Query(ge=0, le=LOG_BUFFER, description="lines of history to send first")] = 0,
     ) -> EventStream:
         """``event: log`` with ``{"lines": [...]}`` for the lines logged since the last event
         (the last ``lines`` first), by every process of every host: the lines Redis keeps,

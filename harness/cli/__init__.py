@@ -20,13 +20,20 @@ from harness.errors import HarnessError
 
 class HarnessGroup(click.Group):
     """Turns the harness's own errors into one clear line and the exit code of their branch
-    of the error tree (2 for bad input, 1 for everything else)."""
+    of the error tree (2 for bad input, 1 for everything else). A value click itself refuses
+    (a choice not offered) is one line too, exit 2; a missing or unknown option keeps
+    click's usage message."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except HarnessError as exc:
             click.echo(f"harness: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except click.BadParameter as exc:
+            if isinstance(exc, click.MissingParameter):
+                raise
+            click.echo(f"harness: error: {exc.format_message()}", err=True)
             ctx.exit(exc.exit_code)
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from harness import logs
-from harness.cli.options import StrictIntRange, connection_options, settings_from
+from harness import logs, parsing
+from harness.cli.options import Integer, connection_options, setting, settings_from
 from harness.config import Settings, option_help
 from harness.connection import RedisUnavailable
 
@@ -24,7 +24,8 @@ from harness.connection import RedisUnavailable
 @click.option("--reset-metrics", is_flag=True,
               help="also clear the live metrics (status shows IDLE; the run record stays)")
 @click.option("--reset-logs", is_flag=True, help="also empty the log file and the lines kept in Redis")
-@click.option("--timeout", "cancel_timeout_s", type=float, help=option_help("cancel_timeout_s"))
+@click.option("--timeout", "cancel_timeout_s", type=setting("cancel_timeout_s"),
+              help=option_help("cancel_timeout_s"))
 @click.option("--json", "as_json", is_flag=True, help="print the result and the run record as JSON")
 def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, reset_logs: bool,
            as_json: bool, **flags: Any) -> None:
@@ -81,8 +82,8 @@ def reset(all_runs: bool, force: bool, **flags: Any) -> None:
 
 @click.command(name="logs")
 @connection_options
-@click.option("-n", "--lines", type=StrictIntRange(min=1), default=100, show_default=True)
-@click.option("--log-file", type=click.Path(dir_okay=False),
+@click.option("-n", "--lines", type=Integer(parsing.LOG_LINES), default=100, show_default=True)
+@click.option("--log-file", type=setting("log_file"),
               help="read this log file instead of the lines kept in Redis")
 @click.option("--file", "from_file", is_flag=True,
               help="read this host's log file (BACKEND_LOGS=true or HARNESS_LOG_FILE) instead")
@@ -102,7 +103,8 @@ def logs_command(lines: int, from_file: bool, **flags: Any) -> None:
 
 @click.command()
 @connection_options
-@click.option("--stuck-after", "stuck_after_s", type=float, help=option_help("stuck_after_s"))
+@click.option("--stuck-after", "stuck_after_s", type=setting("stuck_after_s"),
+              help=option_help("stuck_after_s"))
 @click.option("--json", "as_json", is_flag=True, help="print the health document as JSON")
 def health(as_json: bool, **flags: Any) -> None:
     """Queue counts, run phase and a classification. Exit code: 0 healthy, 1 error,

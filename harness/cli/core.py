@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from harness.cli.options import INT, StrictIntRange, connection_options, settings_from
+from harness import parsing
+from harness.cli.options import Integer, connection_options, setting, settings_from
 from harness.config import option_help
 from harness.progress import ProgressBar
 
@@ -17,15 +18,16 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option("-n", "--quantity", type=INT, help=option_help("quantity"))
-@click.option("--chunk-size", type=INT, help=option_help("chunk_size"))
-@click.option("--normal-batch-size", type=INT, help=option_help("normal_batch_size"))
-@click.option("-j", "--orders-per-job", type=INT, help=option_help("orders_per_job"))
-@click.option("-c", "--concurrency", type=INT, help=option_help("concurrency"))
-@click.option("--seed", type=INT, help=option_help("seed"))
-@click.option("--tier-mix", help=option_help("tier_mix"))
-@click.option("--work-ms", type=float, help=option_help("work_ms"))
-@click.option("--max-orders", type=INT, help=option_help("max_orders"))
+@click.option("-n", "--quantity", type=setting("quantity"), help=option_help("quantity"))
+@click.option("--chunk-size", type=setting("chunk_size"), help=option_help("chunk_size"))
+@click.option("--normal-batch-size", type=setting("normal_batch_size"),
+              help=option_help("normal_batch_size"))
+@click.option("-j", "--orders-per-job", type=setting("orders_per_job"), help=option_help("orders_per_job"))
+@click.option("-c", "--concurrency", type=setting("concurrency"), help=option_help("concurrency"))
+@click.option("--seed", type=setting("seed"), help=option_help("seed"))
+@click.option("--tier-mix", type=setting("tier_mix"), help=option_help("tier_mix"))
+@click.option("--work-ms", type=setting("work_ms"), help=option_help("work_ms"))
+@click.option("--max-orders", type=setting("max_orders"), help=option_help("max_orders"))
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
@@ -51,7 +53,7 @@ def run(as_json: bool, no_progress: bool, no_workers: bool, force: bool, **flags
 
 @click.command()
 @click.argument("run_id", required=False)
-@click.option("-c", "--concurrency", type=INT,
+@click.option("-c", "--concurrency", type=setting("concurrency"),
               help="worker processes (default: as the run was started)")
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="print the run record as JSON")
@@ -157,7 +159,7 @@ def status(as_json: bool, **flags: Any) -> None:
 
 @click.command()
 @connection_options
-@click.option("--limit", type=StrictIntRange(min=1), help="newest N runs only")
+@click.option("--limit", type=Integer(parsing.LIMIT), help="newest N runs only")
 @click.option("--json", "as_json", is_flag=True, help="full records as JSON")
 @click.option("--csv", "as_csv", is_flag=True, help="the table as CSV")
 def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
@@ -186,7 +188,7 @@ def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
 
 @click.command()
 @connection_options
-@click.option("-c", "--concurrency", type=INT, help=option_help("concurrency"))
+@click.option("-c", "--concurrency", type=setting("concurrency"), help=option_help("concurrency"))
 @click.option("--burst", is_flag=True, help="exit once the queues are empty")
 def worker(burst: bool, **flags: Any) -> None:
     """Start workers on their own, e.g. on another host joining a run through the same

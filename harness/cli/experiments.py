@@ -4,44 +4,54 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from harness.cli.options import INT, StrictIntRange, connection_options, int_list, settings_from
+from harness import parsing
+from harness.cli.options import (
+    Integer,
+    IntegerList,
+    Number,
+    OutputFile,
+    Text,
+    connection_options,
+    setting,
+    settings_from,
+)
 from harness.compare import ALPHA, FACTOR
-from harness.config import option_help
+from harness.config import INT_RANGES, RULES, option_help
 from harness.errors import ConfigError
+
+# A bench row's worker count: workers it starts itself (a run's -c 0 waits for others).
+LEVEL = parsing.Integer("concurrency", 1, INT_RANGES["concurrency"][1])
 
 
 @click.command(name="bench")
-@click.option("-n", "--quantity", type=INT, help="N, the largest size [default: HARNESS_QUANTITY]")
-@click.option("--sizes", help="comma-separated sizes for the memory and scaling rows "
-                              "[default: N/10, 3N/10, N]")
-@click.option("--concurrency-levels", default="1,2,4", show_default=True,
-              help="worker counts for the concurrency rows, at N")
-@click.option("--chunk-size", type=INT, help=option_help("chunk_size"))
-@click.option("-j", "--orders-per-job", type=INT, help=option_help("orders_per_job"))
-@click.option("-c", "--concurrency", type=INT, help=option_help("concurrency"))
-@click.option("--max-orders", type=INT, help=option_help("max_orders"))
+@click.option("-n", "--quantity", type=setting("quantity"),
+              help="N, the largest size [default: HARNESS_QUANTITY]")
+@click.option("--sizes", type=IntegerList(RULES["quantity"]),
+              help="comma-separated sizes for the memory and scaling rows [default: N/10, 3N/10, N]")
+@click.option("--concurrency-levels", type=IntegerList(LEVEL), default="1,2,4",
+              show_default=True, help="worker counts for the concurrency rows, at N")
+@click.option("--chunk-size", type=setting("chunk_size"), help=option_help("chunk_size"))
+@click.option("-j", "--orders-per-job", type=setting("orders_per_job"), help=option_help("orders_per_job"))
+@click.option("-c", "--concurrency", type=setting("concurrency"), help=option_help("concurrency"))
+@click.option("--max-orders", type=setting("max_orders"), help=option_help("max_orders"))
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON instead of tables")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="also write the JSON here")
-def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
-                  output: str | None, **flags: Any) -> None:
+@click.option("-o", "--output", type=OutputFile(),  # checked before hours of measuring
+              help="also write the JSON here")
+def bench_command(sizes: list[int] | None, concurrency_levels: list[int], as_json: bool,
+                  output: Path | None, **flags: Any) -> None:
     """Store floor, end to end, generator, queue overhead, status latency, memory and
     scaling, in one go on one backend; prints tables (or JSON) and the targets met."""
-    from pathlib import Path
-
     from harness.bench import bench, format_table
-    from harness.paths import check_output_file
 
     settings = settings_from(**flags)
-    if output:  # before hours of measuring, not after
-        check_output_file(Path(output), "-o/--output")
     n = settings.quantity
-    size_list = int_list(sizes, "--sizes") if sizes else sorted({max(1, n // 10),
-                                                                  max(1, 3 * n // 10), n})
+    size_list = sizes or sorted({max(1, n // 10), max(1, 3 * n // 10), n})
     for size in size_list:  # validated like a run's quantity, before anything is written
         settings.replace(quantity=size)
     if max(size_list) != n:
@@ -49,19 +59,18 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
         # never change a given N quietly.
         if flags.get("quantity") is not None:
             raise ConfigError(
-                f"-n/--quantity {n:,} and --sizes {sizes}: N is the largest size, so the "
-                f"largest of --sizes must be {n:,} (got {max(size_list):,}); add {n} to "
+                f"-n/--quantity {n:,} and --sizes {','.join(map(str, size_list))}: N is the "
+                f"largest size, so the largest of --sizes must be {n:,} (got {max(size_list):,}); add {n} to "
                 f"--sizes or drop -n", "quantity")
         click.echo(f"bench: N = {max(size_list):,}, the largest of --sizes", err=True)
-    levels = int_list(concurrency_levels, "--concurrency-levels")
+    levels = concurrency_levels
     for c in levels:
         settings.replace(concurrency=c)
     result = bench(settings.replace(quantity=max(size_list)), size_list, levels,
                    report=lambda line: click.echo(f"bench: {line}", err=True))
     text = json.dumps(result, indent=2)
     if output:
-        with open(output, "w") as f:
-            f.write(text + "\n")
+        parsing.write_output(output, text + "\n", "-o/--output")
     click.echo(text if as_json else format_table(result))
 
 
@@ -79,18 +88,19 @@ def bench_command(sizes: str | None, concurrency_levels: str, as_json: bool,
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=A,B",
               help="a grid over any run setting, e.g. normal_batch_size=5000,20000 (repeatable; "
                    "tier_mix takes one value per --param); wins over the shorthands")
-@click.option("-r", "--repeats", type=StrictIntRange(min=1), default=3, show_default=True,
+@click.option("-r", "--repeats", type=Integer(parsing.REPEATS), default=3, show_default=True,
               help="measured runs per point (4 or more for a comparison that can be significant)")
-@click.option("--warmup", type=StrictIntRange(min=0), default=0, show_default=True,
+@click.option("--warmup", type=Integer(parsing.WARMUP), default=0, show_default=True,
               help="warm-up runs per point before the repeats: recorded as such, left out of "
                    "every statistic")
-@click.option("--sweep-id", help="name of the sweep (default: sweep-<UTC time>)")
-@click.option("--baseline", help="sweep id or exported file (harness export) to compare "
-                                 "against in the report; checked before the first point")
+@click.option("--sweep-id", type=setting("sweep_id"),
+              help="name of the sweep (default: sweep-<UTC time>)")
+@click.option("--baseline", type=Text(parsing.BASELINE), help="sweep id or exported file (harness "
+              "export) to compare against in the report; checked before the first point")
 @click.option("--no-report", is_flag=True, help="skip the HTML report at the end")
-@click.option("--seed", type=INT, help="one seed for every run [default: the repeat number]")
-@click.option("--work-ms", type=float, help=option_help("work_ms"))
-@click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
+@click.option("--seed", type=setting("seed"), help="one seed for every run [default: the repeat number]")
+@click.option("--work-ms", type=setting("work_ms"), help=option_help("work_ms"))
+@click.option("--reports-dir", type=setting("reports_dir"), help=option_help("reports_dir"))
 @connection_options
 def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_levels: str,
                   params: tuple[str, ...], repeats: int, warmup: int, sweep_id: str | None,
@@ -99,7 +109,7 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
 
     Executed notebooks and the report go to reports/<sweep id>/; a failed point is
     recorded and the sweep goes on (exit 1 if any failed)."""
-    from harness.config import parse_grid
+    from harness.config import parse_grid, parse_values
     from harness.report import grid_points, preflight, sweep
 
     settings = settings_from(sweep_id=sweep_id, **flags)
@@ -108,8 +118,7 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
     shorthands = {"quantity": ("-n/--quantity", quantity), "chunk_size": ("--chunk-sizes", chunk_sizes),
                   "orders_per_job": ("-j/--orders-per-job", per_job),
                   "concurrency": ("-c/--concurrency-levels", concurrency_levels)}
-    grid = {name: parse_grid([f"{name}={text}"], flag)[name]
-            for name, (flag, text) in shorthands.items()}
+    grid = {name: parse_values(name, text, flag) for name, (flag, text) in shorthands.items()}
     grid.update(parse_grid(params))
     try:  # every point valid before the first runs
         grid_points(settings, grid, repeats, settings.sweep_id or "check", warmup)
@@ -137,41 +146,35 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
 
 
 @click.command(name="report")
-@click.option("--sweep", "sweeps", multiple=True, help="sweep id to report (repeatable); "
-                                                       "default: the latest runs")
-@click.option("--baseline", help="sweep id or exported file (harness export) to compare against")
-@click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=FACTOR,
-              show_default=True, help="flag a change against the baseline only beyond this factor")
-@click.option("--alpha", type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
-              default=ALPHA, show_default=True,
+@click.option("--sweep", "sweeps", type=Text(parsing.SWEEP_ID), multiple=True,
+              help="sweep id to report (repeatable); default: the latest runs")
+@click.option("--baseline", type=Text(parsing.BASELINE),
+              help="sweep id or exported file (harness export) to compare against")
+@click.option("--factor", type=Number(parsing.FACTOR), default=FACTOR, show_default=True,
+              help="flag a change against the baseline only beyond this factor")
+@click.option("--alpha", type=Number(parsing.ALPHA), default=ALPHA, show_default=True,
               help="... and when a two-sided Mann-Whitney U test gives p below this")
-@click.option("--latest", type=StrictIntRange(min=1), default=20, show_default=True,
+@click.option("--latest", type=Integer(parsing.LATEST), default=20, show_default=True,
               help="without --sweep: how many of the newest runs")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=OutputFile(),
               help="HTML file [default: reports/report-<sweeps>.html]")
-@click.option("--reports-dir", type=click.Path(file_okay=False), help=option_help("reports_dir"))
+@click.option("--reports-dir", type=setting("reports_dir"), help=option_help("reports_dir"))
 @connection_options
 def report_command(sweeps: tuple[str, ...], baseline: str | None, factor: float, alpha: float,
-                   latest: int, output: str | None, **flags: Any) -> None:
+                   latest: int, output: Path | None, **flags: Any) -> None:
     """Execute report.ipynb and write it as one self-contained HTML page (no code cells).
 
     Sweep ids and the baseline are checked first: one that has no runs ends in one line
     (exit 2), and so does having no runs at all (exit 1)."""
-    from pathlib import Path
-
-    from harness.paths import check_output_file
     from harness.report import build_report, preflight
 
     settings = settings_from(**flags)
     preflight(settings, "report.ipynb")  # before anything is said or written
-    if output:
-        check_output_file(Path(output), "-o/--output")
     for sweep_id in sweeps:
         try:  # a sweep id names a folder: checked here
             settings.replace(sweep_id=sweep_id)
         except ConfigError as exc:
             raise ConfigError(f"--sweep {sweep_id}: {exc}", "sweep_id") from None
-    path = build_report(settings, list(sweeps), baseline=baseline,
-                        output=Path(output) if output else None, latest=latest, factor=factor,
-                        alpha=alpha)
+    path = build_report(settings, list(sweeps), baseline=baseline, output=output, latest=latest,
+                        factor=factor, alpha=alpha)
     click.echo(f"report: {path}")

@@ -1,5 +1,12 @@
-"""What every command shares: connection flags, settings from environment and flags, strict
-integers, and integer lists (``1,2,4``)."""
+"""What every command shares: connection flags, settings from environment and flags, and one
+click type per kind of value (integer, number, text, path, comma list, output file).
+
+Every flag is read by a rule of :mod:`harness.parsing`, as the environment variables, the
+notebook parameters and the HTTP API read the same value: click's own types call int() and
+float(), which take ' 5', '1_000', '+4', '٣' and 'nan'. A refusal is one line naming the
+flag and the value (``harness: error: -n/--quantity ' 5': quantity must be an integer,
+...``), exit 2, before anything is written or started.
+"""
 
 from __future__ import annotations
 
@@ -8,46 +15,101 @@ from typing import Any
 
 import click
 
-from harness import logs
-from harness.config import INTEGER_TEXT, ConfigError, Settings, option_help, redact
+from harness import logs, parsing
+from harness.config import RULES, ConfigError, Settings, option_help, redact
+from harness.parsing import Rule, named, shown
 
-INTEGER_RULE = "ASCII digits only, with an optional leading '-' (no spaces, '_' or other scripts' digits)"
+
+def flag_of(param: click.Parameter | None) -> str:
+    """How a refusal names the flag: ``-n/--quantity``; an argument by its name."""
+    if param is None:
+        return "value"
+    if isinstance(param, click.Option):
+        return "/".join(param.opts)
+    return param.human_readable_name
 
 
-class AsciiDigits(click.ParamType):
-    """Integer flags parsed as the environment variables are: click's own types call int(),
-    which takes ' 5', '1_000' and '٣' (an Arabic-Indic 3). Put first in the bases."""
+class Value(click.ParamType):
+    """A flag read by a :mod:`harness.parsing` rule; a refusal is a ConfigError (one line,
+    exit 2) naming the flag and the value. Defaults are checked the same way."""
+
+    name = "value"
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not INTEGER_TEXT.fullmatch(value):
-            self.fail(f"{value!r} is not a valid integer: {INTEGER_RULE}", param, ctx)
-        return super().convert(value, param, ctx)
+        return named(flag_of(param), value, lambda: self.rule.take(value))
 
 
-class StrictInt(AsciiDigits, click.types.IntParamType):
-    """click's INT with :class:`AsciiDigits`' parsing."""
+class Integer(Value):
+    """An integer within its rule's bounds: ASCII digits, an optional leading '-'."""
+
+    name = "integer"
 
 
-class StrictIntRange(AsciiDigits, click.IntRange):
-    """click.IntRange with :class:`AsciiDigits`' parsing."""
+class Number(Value):
+    """A finite number within its rule's bounds."""
+
+    name = "number"
 
 
-INT = StrictInt()
+class Text(Value):
+    """Text that holds something (not empty, not only spaces)."""
+
+    name = "text"
+
+
+class Folder(Value):
+    """A path setting: a folder, or the log file."""
+
+    name = "path"
+
+
+class IntegerList(Value):
+    """Comma-separated integers, each within the rule's bounds (``1,2,4``; spaces around
+    the commas allowed)."""
+
+    name = "list"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, list):
+            return value
+        return named(flag_of(param), value, lambda: parsing.parse_list(value, self.rule))
+
+
+class OutputFile(click.ParamType):
+    """A file the command will write, checked before it starts any work (not empty, not a
+    folder, under a folder that can be created, writable); a :class:`~pathlib.Path`."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return parsing.output_file(value, flag_of(param))
+
+
+KINDS: dict[type[Rule], type[Value]] = {parsing.Integer: Integer, parsing.Number: Number,
+                                        parsing.Text: Text, parsing.Folder: Folder}
+
+
+def setting(name: str) -> Value:
+    """The click type of setting ``name``: read as its environment variable is."""
+    rule = RULES[name]
+    return KINDS[type(rule)](rule)
 
 
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Flags that say where Redis and the store are; each overrides its env var."""
     options = [
-        click.option("--mongo-uri", help=option_help("mongo_uri")),
-        click.option("--mongo-db", help=option_help("mongo_db")),
-        click.option("--database-url", help=option_help("database_url")),
-        click.option("--redis-url", help=option_help("redis_url")),
-        click.option("--data-dir", type=click.Path(file_okay=False), help=option_help("data_dir")),
+        click.option("--mongo-uri", type=setting("mongo_uri"), help=option_help("mongo_uri")),
+        click.option("--mongo-db", type=setting("mongo_db"), help=option_help("mongo_db")),
+        click.option("--database-url", type=setting("database_url"), help=option_help("database_url")),
+        click.option("--redis-url", type=setting("redis_url"), help=option_help("redis_url")),
+        click.option("--data-dir", type=setting("data_dir"), help=option_help("data_dir")),
     ]
     for option in reversed(options):
         func = option(func)
     return func
-
 
 
 def settings_from(**flags: Any) -> Settings:
@@ -62,24 +124,8 @@ def settings_from(**flags: Any) -> Settings:
             params = ctx.command.params if ctx is not None else []
             opts = next((p.opts for p in params if p.name == exc.field), None)
             flag = "/".join(opts) if opts else "--" + exc.field.replace("_", "-")
-            value = flags[exc.field]
-            shown = redact(str(value))
-            if isinstance(value, str) and (not value.strip() or value != value.strip()):
-                shown = repr(shown)  # '' or ' 5': quoted, or the value would not show
-            raise ConfigError(f"{flag} {shown}: {exc}", exc.field) from None
+            raise ConfigError(f"{flag} {shown(redact(str(flags[exc.field])))}: {exc}",
+                              exc.field) from None
         raise
     logs.configure(settings)
     return settings
-
-
-def int_list(text: str, name: str) -> list[int]:
-    """``"1,2,4"`` as [1, 2, 4]; a bad list is a usage error naming the flag. Spaces around
-    the commas are allowed; each value is an integer as :class:`StrictInt` reads one."""
-    items = [v.strip() for v in text.split(",") if v.strip()]
-    if not all(INTEGER_TEXT.fullmatch(v) for v in items):
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers "
-                                 f"({INTEGER_RULE})", param_hint=name)
-    values = [int(v) for v in items]
-    if not values or min(values) < 1:
-        raise click.BadParameter(f"{text!r}: every value must be >= 1", param_hint=name)
-    return values

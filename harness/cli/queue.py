@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from harness.cli.options import StrictIntRange, connection_options, settings_from
+from harness import parsing
+from harness.cli.options import Integer, Number, connection_options, settings_from
 
 
 @click.group(name="queue")
@@ -45,8 +46,8 @@ def resume(**flags: Any) -> None:
 
 @queue_group.command()
 @connection_options
-@click.argument("state", type=click.Choice(["waiting", "completed", "failed", "deferred",
-                                            "scheduled", "all"]))
+@click.argument("state", metavar="STATE", type=click.Choice(["waiting", "completed", "failed",
+                                                            "deferred", "scheduled", "all"]))
 @click.option("--force", is_flag=True, help="clean waiting jobs even while a run is active")
 def clean(state: str, force: bool, **flags: Any) -> None:
     """Delete every job in STATE from both queues (running jobs cannot be taken back)."""
@@ -78,18 +79,16 @@ def queue_status(as_json: bool, **flags: Any) -> None:
 @queue_group.command()
 @connection_options
 @click.option("-t", "--types", default="waiting,active", show_default=True,
-              help="comma-separated states: waiting, active, completed, failed, deferred, scheduled")
-@click.option("--limit", type=StrictIntRange(min=1), default=20, show_default=True,
+              help="comma-separated states: waiting, active, completed, failed, deferred, "
+                   "scheduled (or BullMQ's: wait, delayed, paused, prioritized)")
+@click.option("--limit", type=Integer(parsing.JOBS_LIMIT), default=20, show_default=True,
               help="at most this many per queue and state")
 @click.option("--json", "as_json", is_flag=True)
 def jobs(types: str, limit: int, as_json: bool, **flags: Any) -> None:
     """List jobs by state."""
     from harness import queue as q
 
-    states = [t.strip() for t in types.split(",") if t.strip()]
-    if bad := [t for t in states if t not in q.STATES]:
-        raise click.BadParameter(f"{', '.join(bad)}; choose from {', '.join(q.STATES)}",
-                                 param_hint="--types")
+    states = parsing.named("-t/--types", types, lambda: q.parse_states(types))
     rows = q.jobs(_queue_conn(flags), states, limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -104,7 +103,7 @@ def jobs(types: str, limit: int, as_json: bool, **flags: Any) -> None:
 
 @queue_group.command()
 @connection_options
-@click.option("--timeout", type=float, default=15.0, show_default=True,
+@click.option("--timeout", type=Number(parsing.CLOSE_TIMEOUT), default=15.0, show_default=True,
               help="seconds to wait for the workers to exit")
 def close(timeout: float, **flags: Any) -> None:
     """Stop every harness worker pool (running batches finish) and close connections.

@@ -4,40 +4,40 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from harness.cli.options import connection_options, settings_from
+from harness import parsing
+from harness.cli.options import Integer, Number, OutputFile, Text, connection_options, settings_from
 from harness.compare import ALPHA, FACTOR
 
 
 @click.command(name="export")
-@click.option("--sweep", "sweeps", multiple=True, help="sweep id to export (repeatable); "
-                                                       "default: the latest runs")
-@click.option("--latest", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--sweep", "sweeps", type=Text(parsing.SWEEP_ID), multiple=True,
+              help="sweep id to export (repeatable); default: the latest runs")
+@click.option("--latest", type=Integer(parsing.LATEST), default=20, show_default=True,
               help="without --sweep: how many of the newest runs")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
-              help="the JSON file to write")
+@click.option("-o", "--output", type=OutputFile(), required=True, help="the JSON file to write")
 @connection_options
-def export_command(sweeps: tuple[str, ...], latest: int, output: str, **flags: Any) -> None:
+def export_command(sweeps: tuple[str, ...], latest: int, output: Path, **flags: Any) -> None:
     """Write runs' full records and environment as one versioned JSON file, which
     `harness compare` and `harness report --baseline` take as a baseline."""
     from harness import results
 
     settings = settings_from(**flags)
     chosen = results.select(settings, sweeps, latest)
-    path = results.write(results.export(chosen, sweeps), output)
+    path = results.write(results.export(chosen, sweeps), output, "-o/--output")
     click.echo(f"exported {len(chosen.runs)} runs of {chosen.label} to {path}")
 
 
 @click.command(name="compare")
-@click.argument("baseline")
-@click.argument("candidate")
-@click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=FACTOR,
-              show_default=True, help="flag a point only when its median changed beyond this factor")
-@click.option("--alpha", type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
-              default=ALPHA, show_default=True,
+@click.argument("baseline", type=Text(parsing.BASELINE))
+@click.argument("candidate", type=Text(parsing.CANDIDATE))
+@click.option("--factor", type=Number(parsing.FACTOR), default=FACTOR, show_default=True,
+              help="flag a point only when its median changed beyond this factor")
+@click.option("--alpha", type=Number(parsing.ALPHA), default=ALPHA, show_default=True,
               help="... and a two-sided Mann-Whitney U test gives p below this")
 @click.option("--fail-on-regression", is_flag=True,
               help="exit 1 when any point is significantly slower (for CI)")
