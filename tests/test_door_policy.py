@@ -37,7 +37,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}".encode()}  # as a UTF-8 terminal's cu
 # Text no door may read as an integer: spaces, '_', '+', a decimal point or exponent, other
 # scripts' digits, hex, numbers no bound allows (20 and 40 digits), NaN and infinity, nothing.
 BAD_INTEGERS = [" 5", "5 ", "  5", "5\n", "1_000", "+4", "5.0", "1e3", "0x10", "\u0663",
-                "\uff15", "99999999999999999999", "-99999999999999999999", "9" * 40, "nan",
+                "\uff15", "9223372036854775808", "99999999999999999999", "-99999999999999999999",
+                "9" * 40, "nan",
                 "inf", "", " ", "null", "five"]
 # ... nor as a number (NaN, infinity and what float() alone would take).
 BAD_NUMBERS = [" 1", "1 ", "1_0", "+1", "\u0663", "\uff11", "nan", "NaN", "inf", "-inf",
