@@ -455,7 +455,7 @@ COLUMNS: tuple[tuple[str, Callable[[RunRecord], Any]], ...] = (
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 # The columns the plain `harness runs` table shows; --csv gives all, --json whole records.
 BRIEF_COLUMNS = (
-    "runId", "phase", "backend", "quantity", "ordersPerJob", "concurrency", "totalTimeMs",
+    "runId", "sweepId", "phase", "backend", "quantity", "ordersPerJob", "concurrency", "totalTimeMs",
     "overallPerSec", "barrierHeld", "resumes", "error",
 )
 

@@ -41,6 +41,7 @@ from harness.record import Environment, failed_point, new_run_id
 from harness.state import Phase, RunState
 from harness.store import open_store
 from harness.sweep_lock import sweep_lock
+from harness.sweeps import point_rate
 
 log = logging.getLogger("harness")
 TERMINAL = frozenset({Phase.DONE, Phase.ERROR, Phase.ABORTED})
@@ -287,10 +288,11 @@ def _sweep(settings: Settings, source: Path, points: list[tuple[dict[str, Any], 
                 report(f"point {k + 1}/{len(points)} interrupted; sweep stopped, "
                        f"{folder / 'sweep.json'} lists the points run")
                 raise
+            rate = point_rate(point_settings, point.run_id) if point.status == "ok" else None
             report(f"point {k + 1}/{len(points)}: {_describe(values)}, "
                    f"{'warm-up' if point.warmup else 'repeat'} {repeat}: "
                    f"{point.status} in {point.wall_s:.1f} s"
-                   + (f" ({point.error})" if point.error else ""))
+                   + (f", {rate}" if rate else "") + (f" ({point.error})" if point.error else ""))
     finally:
         kernels.close()
         manifest.wall_time_s = round(time.perf_counter() - started, 1)

@@ -58,14 +58,18 @@ def is_file(spec: str) -> bool:
 
 
 def of_sweeps(store: Store, sweep_ids: Sequence[str], flag: str = "--sweep") -> list[RunRecord]:
-    """The runs of these sweeps, oldest first; NotFound naming the first id without runs."""
+    """The runs of these sweeps, oldest first; NotFound naming the first id without runs,
+    and the nearest ids that have some (:func:`harness.sweeps.nearest`)."""
+    from harness.sweeps import nearest
+
     runs = store.list_runs()
     wanted = set(sweep_ids)
     chosen = [r for r in runs if r.param("sweep_id") in wanted]
     found = {r.param("sweep_id") for r in chosen}
     for sweep_id in sweep_ids:
         if sweep_id not in found:
-            raise NotFound(f"{flag} {sweep_id}: no runs are recorded for sweep {sweep_id!r}")
+            raise NotFound(f"{flag} {sweep_id}: no runs are recorded for sweep {sweep_id!r}; "
+                           f"{nearest(sweep_id, runs)}")
     return chosen[::-1]
 
 

@@ -363,6 +363,45 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
         assert result.exit_code == 2 and message in result.output, result.output
 
 
+def test_a_sweep_prints_each_points_rate_and_ends_with_the_ranking(kernel_env: Settings) -> None:
+    env = {"REDIS_URL": kernel_env.redis_address, "HARNESS_DATA_DIR": str(kernel_env.data_dir),
+           "HARNESS_REPORTS_DIR": str(kernel_env.reports_dir), "MONGO_URI": ""}
+    result = CliRunner().invoke(main, ["sweep", "-n", "1000", "--chunk-sizes", "500", "-j", "100",
+                                       "-c", "1,2", "-r", "1", "--sweep-id", "ranked", "--no-report"],
+                                env=env)
+    print(result.output)  # for the record
+    assert result.exit_code == 0, result.output
+    records = {r.param("concurrency"): r for r in _runs(kernel_env)}
+    assert set(records) == {1, 2} and all(r.is_done and r.throughput for r in records.values())
+    # Each point's line ends with its run's orders/s, as its record says.
+    for k, workers in ((1, 1), (2, 2)):
+        rate = records[workers].throughput.overall  # type: ignore[union-attr]
+        line = next(x for x in result.output.splitlines() if f"point {k}/2:" in x)
+        assert re.search(rf"repeat 0: ok in [0-9.]+ s, {rate:,.0f} orders/s$", line), line
+    # Then the ranking: point, n, median orders/s, CI, CV, vs best; the headline last.
+    out = result.stdout.splitlines()
+    header = next(i for i, x in enumerate(out) if x.lstrip().startswith("#"))
+    assert out[header].split() == ["#", "point", "n", "median", "orders/s", "95%", "CI", "CV", "vs",
+                                   "best"]
+    best = max(records.values(), key=lambda r: r.throughput.overall)  # type: ignore[union-attr]
+    first = out[header + 1]
+    assert f"workers {best.param('concurrency')}" in first and "1.00\N{MULTIPLICATION SIGN}" in first
+    assert f"{best.throughput.overall:,.0f}" in first  # type: ignore[union-attr]
+    headline = next(x for x in out if x.startswith("fastest: "))
+    assert headline.startswith(f"fastest: workers {best.param('concurrency')}, ")
+    assert "inconclusive" in headline and "4 runs a side are needed" in headline
+    # The sweep is listed, its best point named; `harness runs` shows the sweep of each run.
+    listed = CliRunner().invoke(main, ["sweeps"], env=env)
+    assert listed.exit_code == 0, listed.output
+    row = listed.stdout.splitlines()[1].split()
+    assert row[0] == "ranked" and row[3:6] == ["2", "2", "0"], listed.stdout
+    assert f"workers {best.param('concurrency')}: {best.throughput.overall:,.0f} orders/s" \
+        in listed.stdout  # type: ignore[union-attr]
+    runs = CliRunner().invoke(main, ["runs"], env=env)
+    assert runs.stdout.splitlines()[0].split()[:3] == ["runId", "sweepId", "phase"]
+    assert all(" ranked " in line for line in runs.stdout.splitlines()[1:])
+
+
 @pytest.mark.parametrize("command", [
     ["sweep", "-n", "1500", "-c", "1", "-r", "1", "--sweep-id", "nothing"],
     ["sweep", "-n", "1500", "-c", "1", "-r", "1", "--sweep-id", "nothing", "--no-report"],

@@ -24,8 +24,7 @@ def invoke(args: list[str], env: dict[str, str]) -> Result:
 @pytest.fixture
 def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
     return {"REDIS_URL": settings.redis_address, "HARNESS_DATA_DIR": str(settings.data_dir),
-            "HARNESS_REPORTS_DIR": str(tmp_path / "reports"), "MONGO_URI": "",
-            "HARNESS_NOTEBOOKS_DIR": str(tmp_path / "no-notebooks")}
+            "HARNESS_REPORTS_DIR": str(tmp_path / "reports"), "MONGO_URI": ""}
 
 
 @pytest.fixture
@@ -76,15 +75,20 @@ def test_compare_flags_added_work_as_slower_and_identical_sweeps_as_nothing(
     assert from_file.exit_code == 1 and "1 slower" in from_file.output
 
 
+# What an unknown id's line ends with when no recorded sweep is near it: the newest sweeps.
+THERE = "; sweeps recorded: there (`harness sweeps` lists them)"
+
+
 @pytest.mark.parametrize(("args", "message"), [
-    (["report", "--sweep", "nosuch"], "--sweep nosuch: no runs are recorded for sweep 'nosuch'"),
-    (["report", "--baseline", "nosuch"], "--baseline nosuch: no runs are recorded for sweep 'nosuch'"),
+    (["report", "--sweep", "nosuch"], "--sweep nosuch: no runs are recorded for sweep 'nosuch'" + THERE),
+    (["report", "--baseline", "nosuch"],
+     "--baseline nosuch: no runs are recorded for sweep 'nosuch'" + THERE),
     (["report", "--baseline", "missing.json"], "--baseline missing.json: no such file"),
-    (["compare", "nosuch", "other"], "BASELINE nosuch: no runs are recorded for sweep 'nosuch'"),
+    (["compare", "nosuch", "other"], "BASELINE nosuch: no runs are recorded for sweep 'nosuch'" + THERE),
     (["export", "--sweep", "nosuch", "-o", "x.json"],
-     "--sweep nosuch: no runs are recorded for sweep 'nosuch'"),
+     "--sweep nosuch: no runs are recorded for sweep 'nosuch'" + THERE),
     (["sweep", "-n", "1000", "-r", "1", "--baseline", "nosuch"],
-     "--baseline nosuch: no runs are recorded for sweep 'nosuch'"),
+     "--baseline nosuch: no runs are recorded for sweep 'nosuch'" + THERE),
 ])
 def test_an_unknown_id_is_one_line_exit_2_before_anything_runs(
     settings: Settings, env: dict[str, str], args: list[str], message: str
@@ -108,3 +112,52 @@ def test_no_runs_at_all_is_one_line_exit_1(env: dict[str, str], args: list[str])
     assert result.exit_code == 1, result.output
     assert result.output.strip() == ("harness: error: no runs are recorded yet: `harness run` or "
                                      "`harness sweep` first")
+
+
+def test_an_unknown_id_names_the_nearest_sweeps_or_says_it_is_a_run(
+    settings: Settings, env: dict[str, str]
+) -> None:
+    ids = ["sweep-3x3-200k", "sweep-3x3-100k", "sweep-2x2-20k", "nightly"]
+    records = [run(settings.replace(quantity=300, sweep_id=sweep_id)) for sweep_id in ids]
+    lone = run(settings.replace(quantity=300))
+    for args, flag in ((["compare", "sweep-3x3-300k", "nightly"], "BASELINE"),
+                       (["report", "--sweep", "sweep-3x3-300k"], "--sweep"),
+                       (["export", "--sweep", "sweep-3x3-300k", "-o", "x.json"], "--sweep")):
+        result = invoke(args, env)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == (
+            f"harness: error: {flag} sweep-3x3-300k: no runs are recorded for sweep "
+            "'sweep-3x3-300k'; nearest: sweep-3x3-200k, sweep-3x3-100k, sweep-2x2-20k")
+    # A run's id given for a sweep's: said so, with its sweep
+    result = invoke(["compare", "nightly", records[1].run_id], env)
+    assert result.exit_code == 2
+    assert result.output.strip().endswith(
+        f"'{records[1].run_id}' is a run, of sweep 'sweep-3x3-100k' (`harness sweeps` lists the sweeps)")
+    result = invoke(["compare", "nightly", lone.run_id], env)
+    assert result.output.strip().endswith(f"'{lone.run_id}' is a run, in no sweep "
+                                          "(`harness sweeps` lists the sweeps)")
+
+
+def test_sweeps_lists_every_sweep_newest_first_with_its_best_point(
+    settings: Settings, env: dict[str, str]
+) -> None:
+    assert invoke(["sweeps"], env).output.strip() == "no sweeps recorded yet: `harness sweep` first"
+    for sweep_id, levels in (("older", (1,)), ("newer", (1, 2))):
+        for workers in levels:
+            assert run(settings.replace(quantity=300, concurrency=workers, sweep_id=sweep_id)).is_done
+    run(settings.replace(quantity=300))  # in no sweep: not listed
+    result = invoke(["sweeps"], env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["sweep", "started", "(UTC)", "points", "runs", "failed", "best",
+                                "point", "(median)"]
+    assert [line.split()[0] for line in lines[1:]] == ["newer", "older"]
+    assert lines[1].split()[3:6] == ["2", "2", "0"] and " workers " in lines[1]
+    assert "its one point: " in lines[2] and lines[2].endswith(" orders/s")
+    doc = json.loads(invoke(["sweeps", "--json"], env).output)
+    assert [d["sweepId"] for d in doc] == ["newer", "older"] and doc[0]["points"] == 2
+    # `harness runs` shows each run's sweep
+    table = invoke(["runs"], env).output.splitlines()
+    assert table[0].split()[:3] == ["runId", "sweepId", "phase"]
+    assert sorted(line.split()[1] for line in table[1:] if line.split()[1] != "DONE") == \
+        ["newer", "newer", "older"]

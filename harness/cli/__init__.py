@@ -50,7 +50,7 @@ def main(verbose: bool) -> None:
 
 for command in (core.run, core.resume, core.status, core.runs, core.worker, experiments.bench_command,
                 experiments.sweep_command, experiments.report_command, results.export_command,
-                results.compare_command, control.cancel,
+                results.compare_command, results.sweeps_command, control.cancel,
                 control.retry_failed, control.reset, control.logs_command, control.health, queue.queue_group,
                 serve.serve):
     main.add_command(command)

@@ -109,6 +109,7 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
 
     Executed notebooks and the report go to reports/<sweep id>/; a failed point is
     recorded and the sweep goes on (exit 1 if any failed)."""
+    from harness import ranking, results
     from harness.config import parse_grid, parse_values
     from harness.report import grid_points, preflight, sweep
 
@@ -127,9 +128,7 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
             shorthands[exc.field][0] if exc.field in shorthands else "--param")
         raise ConfigError(f"{flag}: {exc}", exc.field) from None
     if baseline:  # before the first point, not after the last
-        from harness.results import resolve
-
-        resolve(settings, baseline, "--baseline")
+        results.resolve(settings, baseline, "--baseline")
     manifest = sweep(settings, grid, repeats, sweep_id=sweep_id, with_report=not no_report,
                      baseline=baseline, report=lambda line: click.echo(f"harness: {line}", err=True),
                      warmup=warmup)
@@ -139,6 +138,8 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
     for point in manifest.points:
         if point.status == "failed":
             click.echo(f"  failed: {point.notebook}: {point.error}")
+    # Which point wins, and how sure: as the report opens.
+    click.echo("\n" + ranking.rank(results.select(settings, [manifest.sweep_id]).runs).text() + "\n")
     if manifest.report:
         click.echo(f"report: {manifest.report}")
     if manifest.failed:

@@ -60,3 +60,18 @@ def compare_command(baseline: str, candidate: str, factor: float, alpha: float,
         click.echo(f"harness: {len(comparison.regressions)} point(s) significantly slower",
                    err=True)
         sys.exit(1)
+
+
+@click.command(name="sweeps")
+@click.option("--json", "as_json", is_flag=True, help="the sweeps as JSON")
+@connection_options
+def sweeps_command(as_json: bool, **flags: Any) -> None:
+    """The sweeps recorded, newest first: id, when it started, its points and runs, and its
+    best point (median orders/s)."""
+    from harness import sweeps
+    from harness.history import list_runs
+
+    found = sweeps.summarize(list_runs(settings_from(**flags), None,
+                                       report=lambda line: click.echo(f"harness: {line}", err=True)))
+    click.echo(json.dumps([s.to_json() for s in found], indent=2) if as_json
+               else sweeps.format_table(found))
