@@ -45,9 +45,10 @@ def encode(doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def sse(event: str, body: bytes) -> bytes:
+def sse(event: str, body: bytes, event_id: str | None = None) -> bytes:
     """One Server-Sent Events frame; ``body`` is one line of JSON."""
-    return b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
+    head = b"id: " + event_id.encode() + b"\n" if event_id is not None else b""
+    return head + b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
 
 
 @dataclass(frozen=True)

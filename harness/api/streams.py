@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
@@ -67,10 +67,10 @@ def router(ctx: Context) -> APIRouter:
         The document is the server's shared snapshot, at most 50 ms old."""
         return EventStream(status_events(interval_ms / 1000), headers=HEADERS)
 
-    async def log_events(interval_s: float, history: int) -> AsyncIterator[bytes]:
+    async def log_events(interval_s: float, history: int, resume: int | None) -> AsyncIterator[bytes]:
         hub = ctx.log_hub
         yield HELLO
-        seen, quiet_since = None, time.monotonic()
+        seen, quiet_since = resume, time.monotonic()
         while True:
             try:
                 count = await hub.refresh()
@@ -81,7 +81,9 @@ def router(ctx: Context) -> APIRouter:
             if seen is None or seen > count:  # the first look, or Redis lost the count
                 seen = max(0, count - history)
             if new := hub.after(seen):
-                yield sse("log", encode({"lines": new}))
+                # The id is the count of lines so far: a browser reconnecting sends it back
+                # (Last-Event-ID), and the stream goes on from there, on any server.
+                yield sse("log", encode({"lines": new}), event_id=str(count))
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > KEEPALIVE_S:
                 yield PING
@@ -91,13 +93,17 @@ def router(ctx: Context) -> APIRouter:
 
     @api.get("/pedidos/logs/stream", response_class=EventStream, responses=EVENT_STREAM)
     async def log_stream(
+        request: Request,
         interval_ms: Interval = 250,
         lines: Annotated[int, strict(HISTORY_LINES),
                          Query(ge=0, le=LOG_BUFFER, description="lines of history to send first")] = 0,
     ) -> EventStream:
         """``event: log`` with ``{"lines": [...]}`` for the lines logged since the last event
         (the last ``lines`` first), by every process of every host: the lines Redis keeps,
-        whether or not file logging is on."""
-        return EventStream(log_events(interval_ms / 1000, lines), headers=HEADERS)
+        whether or not file logging is on. A client that sends Last-Event-ID (a browser
+        reconnecting) gets the lines after that event instead of the history."""
+        last = request.headers.get("last-event-id", "")
+        resume = int(last) if last.isascii() and last.isdigit() else None
+        return EventStream(log_events(interval_ms / 1000, lines, resume), headers=HEADERS)
 
     return api

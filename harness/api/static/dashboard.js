@@ -47,6 +47,7 @@
   if (tokenRequired) {
     $("token-box").hidden = false;
     $("token").value = token();
+    $("token-box").addEventListener("submit", (e) => e.preventDefault());
     $("token").addEventListener("input", (e) => {
       const value = e.target.value.trim();
       if (value) sessionStorage.setItem(TOKEN_KEY, value); else sessionStorage.removeItem(TOKEN_KEY);
@@ -116,6 +117,7 @@
     state.fromRecord = false;
     state.recordFor = null;
     $("barrier").hidden = true;
+    $("chart-note").textContent = "orders/s over the last second, as the run goes";
     drawChart();
   }
 
@@ -159,6 +161,7 @@
     }
     state.points = [xs, vips, normals];
     state.fromRecord = true;
+    $("chart-note").textContent = `orders/s per ${fmtMs(width * 1000)} of the run, from its record`;
     drawChart();
   }
 
@@ -230,7 +233,7 @@
     if (previousPhase !== doc.phase) {
       refreshWorkers();
       if (ENDS.includes(doc.phase) && doc.lastRunId) finalRecord(doc.lastRunId, doc.phase, 0);
-      else if (ACTIVE.has(doc.phase) && !ACTIVE.has(previousPhase)) refreshHistory();
+      else refreshHistory();
     }
   }
 
@@ -261,9 +264,11 @@
     }
     el.hidden = false;
     el.className = `barrier ${b.held ? "held" : "violated"}`;
-    const gap = b.gapMs === null || b.gapMs === undefined ? "" : `, gap ${b.gapMs.toFixed(1)} ms`;
+    const gap = typeof b.gapMs === "number" ? `, gap ${b.gapMs.toFixed(1)} ms` : "";
+    const when = b.lastVipProcessedAt && b.firstNormalStartedAt
+      ? ` (last VIP ${b.lastVipProcessedAt}, first NORMAL ${b.firstNormalStartedAt})` : "";
     el.textContent = b.held
-      ? `Barrier held: no NORMAL order started before the last VIP order was done${gap} (last VIP ${b.lastVipProcessedAt}, first NORMAL ${b.firstNormalStartedAt})`
+      ? `Barrier held: no NORMAL order started before the last VIP order was done${gap}${when}`
       : `Barrier VIOLATED${gap}: a NORMAL order started before the last VIP order was done`;
   }
 
@@ -275,7 +280,9 @@
       const id = escapeHtml(r.runId);
       const orders = r.counts ? r.counts.generated || (r.parameters || {}).quantity : (r.parameters || {}).quantity;
       const rate = r.throughput ? r.throughput.overall : null;
-      const barrier = r.barrier ? (r.barrier.held ? `held (${r.barrier.gapMs.toFixed(1)} ms)` : "VIOLATED") : "–";
+      const b = r.barrier;
+      const gap = b && typeof b.gapMs === "number" ? ` (${b.gapMs.toFixed(1)} ms)` : "";
+      const barrier = b ? (b.held ? `held${gap}` : `VIOLATED${gap}`) : "–";
       return `<tr data-run-id="${id}"><td><a href="/pedidos/runs/${encodeURIComponent(r.runId)}">${id}</a></td>`
         + `<td>${escapeHtml((r.startedAt || "").replace("T", " ").slice(0, 19))}</td>`
         + `<td class="status-${escapeHtml(r.phase || "")}">${escapeHtml(r.phase || "")}</td>`
