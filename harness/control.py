@@ -19,8 +19,8 @@ from typing import Any
 
 from redis import Redis
 
+from harness import history, retries
 from harness import queue as rq_queue
-from harness import retries
 from harness.codec import to_json
 from harness.config import Settings
 from harness.connection import connect_redis
@@ -37,6 +37,9 @@ log = logging.getLogger("harness")
 POLL_S = 0.02
 # Exit codes of `harness health`, for scripts; 2 stays "bad command line" as everywhere.
 HEALTH_EXIT = {"healthy": 0, "error": 1, "degraded": 3, "paused": 4, "aborted": 5}
+# Exit code of `harness cancel` when the run ended DONE (or ERROR) before the cancel took
+# effect: not an error, and not a cancel either.
+CANCEL_TOO_LATE_EXIT = 3
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,12 @@ class CloseResult:
 
 @dataclass(frozen=True)
 class CancelResult:
-    """What a cancel did. ``request`` is the request in effect for the run: this call's, or
-    an earlier one's (``won`` False), whose options then decided what happened to the
-    run's queued jobs and pending orders. ``record`` is the run's record once ABORTED."""
+    """What a cancel did, as the run's record says: ``cancelled`` only when the record ends
+    ABORTED. ``outcome`` is the phase the record ended in; ``too_late`` when it ended DONE
+    or ERROR before the cancel took effect (a run in its last moments finishes anyway).
+    ``request`` is the request in effect for the run: this call's, or an earlier one's
+    (``won`` False), whose options then decided what happened to the run's queued jobs and
+    pending orders. ``record`` is the run's record as it ended."""
 
     cancelled: bool
     run_id: str | None
@@ -64,10 +70,13 @@ class CancelResult:
     record: RunRecord | None = None
     request: CancelRequest | None = None
     won: bool = True
+    outcome: str | None = None
+    too_late: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """What `harness cancel --json` prints and ``POST /pedidos/cancel`` answers."""
         return {"cancelled": self.cancelled, "runId": self.run_id, "message": self.message,
+                "outcome": self.outcome, "tooLate": self.too_late,
                 "elapsedMs": self.elapsed_ms, "won": self.won,
                 "request": to_json(self.request) if self.request else None,
                 "record": self.record.to_json() if self.record else None}
@@ -118,19 +127,33 @@ def _cancel(
     finally:
         if not was_paused:
             rq_queue.resume(conn)
-    store = open_store(settings)
-    try:
-        record = store.get_run(holder.run_id)
-    finally:
-        store.close()
+    record = history.get_run(settings, holder.run_id)  # a record put aside is saved first
     elapsed = round((time.perf_counter() - t0) * 1000, 1)
     won = request == mine
-    message = f"run {holder.run_id} cancelled"
-    if not won:
-        message += (f" by an earlier request (purge={request.purge}, removePending="
-                    f"{request.remove_pending}, resetMetrics={request.reset_metrics}), whose "
-                    "options applied; this request's did not")
-    return CancelResult(True, holder.run_id, message, elapsed, record, request, won)
+    return _answer(holder.run_id, record, elapsed, request, won)
+
+
+def _answer(run_id: str, record: RunRecord | None, elapsed: float, request: CancelRequest,
+            won: bool) -> CancelResult:
+    """What a cancel says, from the record the run ended with: a run that finished DONE (or
+    ERROR) while the cancel was on its way was not cancelled, and the answer says so (it
+    used to say "cancelled" while the record said DONE)."""
+    outcome = record.phase if record is not None else None
+    if outcome == Phase.ABORTED:
+        message = f"run {run_id} cancelled"
+        if not won:
+            message += (f" by an earlier request (purge={request.purge}, removePending="
+                        f"{request.remove_pending}, resetMetrics={request.reset_metrics}), "
+                        "whose options applied; this request's did not")
+        return CancelResult(True, run_id, message, elapsed, record, request, won, outcome)
+    if record is not None and outcome in (Phase.DONE, Phase.ERROR):
+        how = "finished DONE" if outcome == Phase.DONE else f"ended ERROR ({record.error})"
+        return CancelResult(False, run_id, f"too late: run {run_id} {how} before the cancel "
+                            "took effect; nothing was cancelled", elapsed, record, request,
+                            won, outcome, too_late=True)
+    return CancelResult(False, run_id, f"run {run_id} stopped, but its record says "
+                        f"{outcome or 'nothing (no record)'}; `harness runs` shows it once "
+                        "the store has it", elapsed, record, request, won, outcome)
 
 
 def retry_failed(settings: Settings, conn: Redis | None = None) -> int:

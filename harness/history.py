@@ -8,6 +8,13 @@ generous deadline and, if the store still refuses, the record is put aside as a 
 the data folder; the next command that opens the store (`harness run`, `resume`, `runs`, the
 HTTP API ...) saves it through :func:`reconcile` and says so. A final record already stored
 is never overwritten by one put aside (``close_run``).
+
+"The store" failing includes a data folder that can no longer be written (made immutable
+with ``chattr +i`` mid-run, its disk gone read-only): reopening the store there is refused
+as bad input (a ConfigError), which once escaped as exit 2 within 0.2 s, with no retry and
+nothing put aside, and the history said GENERATING until a resume. The folder records are
+put aside in is created when a run starts (:func:`prepare_aside`), so that it can still be
+written when its parent no longer can.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.config import Settings, redact
-from harness.errors import StaleRun, StoreError
+from harness.errors import ConfigError, StaleRun, StoreError
 from harness.logs import event
 from harness.record import RunRecord
 from harness.store import Store, open_store
@@ -34,17 +41,31 @@ def aside_dir(settings: Settings) -> Path:
     return settings.data_dir / "pending-records"
 
 
+def prepare_aside(settings: Settings) -> Path | None:
+    """Create the folder records are put aside in, now, while the data folder can be
+    written; None if it cannot (nothing else needs it: the run goes on)."""
+    try:
+        folder = aside_dir(settings)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except OSError:
+        return None
+
+
 def save_final(settings: Settings, store: Store | None, record: RunRecord,
-               deadline_s: float = FINAL_DEADLINE_S) -> str:
+               deadline_s: float | None = None) -> str:
     """Save a run's last record; return where it went: "store", "store (closed)" or the
     file it was put aside in.
 
     Written fenced while this coordinator still owns the store; a coordinator that lost it
     (StaleRun: it was paused past its lock and another run or a takeover claimed the store)
     may still close its own record if nobody closed it, never overwrite a final one.
-    ``store`` None: the store already failed this run; try a fresh connection.
+    ``store`` None: the store already failed this run; try a fresh connection. Any failure
+    to write counts (StoreError; a data folder that cannot be written, ConfigError; an
+    OSError): it is retried until ``deadline_s`` (default FINAL_DEADLINE_S), then the record
+    is put aside.
     """
-    deadline = time.monotonic() + deadline_s
+    deadline = time.monotonic() + (FINAL_DEADLINE_S if deadline_s is None else deadline_s)
     error: Exception | None = None
     given = store  # the caller's: it closes it
     while True:
@@ -57,7 +78,7 @@ def save_final(settings: Settings, store: Store | None, record: RunRecord,
                 return "store"
             except StaleRun:
                 return "store (closed)" if handle.close_run(record) else "store (already closed)"
-        except StoreError as exc:
+        except (StoreError, ConfigError, OSError) as exc:
             error = exc
             store = None  # the handle may be what is broken; the next try opens a fresh one
         finally:
@@ -66,7 +87,14 @@ def save_final(settings: Settings, store: Store | None, record: RunRecord,
         if time.monotonic() + RETRY_EVERY_S > deadline:
             break
         time.sleep(RETRY_EVERY_S)
-    path = put_aside(settings, record)
+    try:
+        path = put_aside(settings, record)
+    except OSError as exc:  # the folder refuses it too: say so, in one line, and go on
+        log.error(event("record-lost", run=record.run_id, phase=record.phase,
+                        error=redact(str(error)), aside=f"{aside_dir(settings)}: {exc}",
+                        action="the store keeps the run's last checkpoint; "
+                               "`harness resume` finishes the run"))
+        return "lost"
     log.error(event("record-aside", run=record.run_id, phase=record.phase, file=str(path),
                     error=redact(str(error)), action="the next harness command saves it"))
     return str(path)

@@ -10,6 +10,7 @@ points on SQLite because only some variables were copied).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -22,16 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
 from harness.config import ENV_VARS, Settings, redact
 from harness.errors import Failed, RunActive
 
 if TYPE_CHECKING:
     from redis import Redis
 
+    from harness.lock import RunLock
+    from harness.state import RunState
+
 # Every variable Settings reads, plus HARNESS_RUN_ID (see start_run): a child takes these
 # from its settings only, never from the parent's environment.
 SETTING_VARS = frozenset(var for var, _doc in ENV_VARS.values())
 RUN_ID_VAR = "HARNESS_RUN_ID"
+# One launch at a time (launch_detached): held from before the child starts until it holds
+# the run lock, or has failed to.
+LAUNCH_KEY = "harness:launching"
+# How much of a child's output is read back for its error line: its end.
+OUTPUT_TAIL_BYTES = 64 * 1024
 
 
 def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -78,7 +89,9 @@ class LaunchedRun:
         """The child's last ``harness: error:`` line, or its last line of output."""
         if self.output is None or not self.output.exists():
             return ""
-        return last_error_line(self.output.read_text(errors="replace"))
+        with open(self.output, "rb") as f:  # its end only: a child may have written much
+            f.seek(max(0, f.seek(0, 2) - OUTPUT_TAIL_BYTES))
+            return last_error_line(f.read().decode("utf-8", "replace"))
 
 
 def start_run(
@@ -119,16 +132,35 @@ def launch_detached(
     launch won the race for the lock, that is RunActive too, decided by the lock itself,
     not by the child's words. Its output goes to ``output_dir/<run id>.log`` (default: the
     data folder's ``runs/``).
+
+    Launches are one at a time, decided in Redis *before* any process starts (LAUNCH_KEY,
+    taken with SET NX): of 50 simultaneous requests, one starts a child and 49 are refused
+    at once. Before, each request that found the lock free started a child that then lost
+    the race for the lock: 26 processes and 26 logs for one run.
     """
-    from harness.lock import RunLock
+    from harness.lock import RELEASE_LOCK, RunLock
     from harness.record import new_run_id
     from harness.state import RunState
 
     state, lock = RunState(conn), RunLock(conn)
+    run_id = new_run_id()
+    if not conn.set(LAUNCH_KEY, run_id, nx=True, ex=int(timeout) + 10):
+        other = conn.get(LAUNCH_KEY)
+        name = other.decode() if isinstance(other, bytes) else other
+        raise RunActive(f"run {name or '?'} is being started; wait for it or cancel it first")
+    try:
+        return _launch(settings, conn, run_id, state, lock, output_dir, timeout)
+    finally:
+        with contextlib.suppress(RedisError):  # else it expires by itself
+            conn.register_script(RELEASE_LOCK)(keys=[LAUNCH_KEY], args=[run_id])
+
+
+def _launch(settings: Settings, conn: Redis, run_id: str, state: RunState, lock: RunLock,
+            output_dir: Path | None, timeout: float) -> LaunchedRun:
+    """:func:`launch_detached` once it holds LAUNCH_KEY."""
     if (holder := lock.holder()) is not None and not holder.is_dead():
         raise RunActive(f"run {holder.run_id} (coordinator {holder.host}:{holder.pid}) is "
                         "active; wait for it or cancel it first", holder)
-    run_id = new_run_id()
     output = (output_dir or settings.data_dir / "runs") / f"{run_id}.log"
     launched = start_run(settings, run_id, output=output, detach=True)
     launched.reap_in_background()

@@ -29,7 +29,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from harness import history, logs, takeover
+from harness import history, logs, run_ids, takeover
 from harness import queue as rq_queue
 from harness.codec import camel
 from harness.config import TIERS, Settings, redact
@@ -41,6 +41,7 @@ from harness.logs import event
 from harness.orders import NORMAL, VIP, generate
 from harness.record import CancelInfo, Measured, Overhead, RunRecord, finish, iso, ms, new_run_id
 from harness.resume import Resumption, load, restore
+from harness.run_ids import IdTaken
 from harness.runs import environment
 from harness.state import CancelRequest, Phase, RunState
 from harness.store import Fence, Store, open_store
@@ -96,7 +97,9 @@ class Pipeline:
         self.resume, self.concurrency = resume, concurrency
         self.resumption: Resumption | None = None
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-        self.record = RunRecord(run_id=run_id or new_run_id(),
+        if run_id is not None and not resume:  # a caller's id: checked (and see run_ids)
+            run_ids.check(run_id)
+        self.record = RunRecord(run_id=new_run_id() if run_id is None else run_id,
                                 parameters={**settings.public_dict(), "seed": seed})
         self.phase = Phase.GENERATING
         self.epoch = 0
@@ -136,8 +139,11 @@ class Pipeline:
             history.reconcile(self.settings, store)
             if self.resume:
                 self._load(store)
+            else:
+                run_ids.refuse_taken(store, self.run_id)  # and again under the lock (_setup)
         finally:
             store.close()
+        history.prepare_aside(self.settings)  # where the last record goes if the store fails
         me = LockHolder.mine(self.run_id)
         takeover.take_lock(self.settings, self.conn, me, self.force,
                            resume_of=self.run_id if self.resume else None)
@@ -217,6 +223,8 @@ class Pipeline:
                 NORMAL, self.record.counts.normal, Phase.WAITING_NORMAL_DRAIN, self.generated))
             self.store.verify()
             ending = Ending(Phase.DONE)
+        except IdTaken:  # refused before this run wrote anything: it has no record to end
+            raise
         except BaseException as exc:
             ending = self._ending_of(exc)
         self._end(ending)
@@ -261,7 +269,12 @@ class Pipeline:
 
     def _setup(self, setup_start: float) -> None:
         """Own the store (its fence), take over the live state, then start the clock: a new
-        run clears the last run's orders first; a resumed one learns where it stopped."""
+        run clears the last run's orders first; a resumed one learns where it stopped.
+
+        A new run first checks, now that it holds the lock, that its id is still free: a
+        run given the same id that ended since the first check is not overwritten."""
+        if self.resumption is None:
+            run_ids.refuse_taken(self.store, self.run_id)
         previous = self.store.fence()
         self.epoch = self.store.claim(self.run_id).epoch
         self.sup.epoch = self.epoch

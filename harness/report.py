@@ -320,7 +320,7 @@ def _gather(sweep_settings: Settings, point_settings: Settings, run_id: str) -> 
             return
         target = open_store(sweep_settings)
         try:
-            target.save_run(record, fenced=False)
+            target.close_run(record)  # never over a final record already there
         finally:
             target.close()
     except HarnessError as exc:
@@ -378,7 +378,7 @@ def _run_point(k: int, settings: Settings, source: Path, folder: Path, point: Sw
                                       point.error or "failed")
                 # its backend, so that the report shows it at its own parameter point
                 record.environment = Environment(store={"backend": settings.backend})
-                store.save_run(record, fenced=False)
+                store.close_run(record)  # atomic: never over a final record
         finally:
             store.close()
 

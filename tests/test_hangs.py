@@ -264,3 +264,32 @@ def test_partial_and_oversized_request_heads_are_cut_off(redis_url: str, server_
     finally:
         for sock in partial:
             sock.close()
+
+
+def _commands(conn: Redis) -> int:
+    return int(conn.info("stats")["total_commands_processed"])
+
+
+@pytest.mark.parametrize("path", ["/pedidos/stream", "/pedidos/logs/stream"])
+def test_a_stream_ends_with_its_client(redis_url: str, server_on, path: str) -> None:
+    """While a stream is open the server reads Redis for it every 50 ms; once its client has
+    gone, the server reads nothing more: the stream's loop ended with the client."""
+    server = server_on(redis_url)
+    conn = Redis.from_url(redis_url)
+    with httpx.Client(base_url=server.base, timeout=DEADLINE_S) as http, http.stream(
+            "GET", path, params={"intervalMs": 50}) as answer:
+        assert answer.status_code == 200
+        chunks = answer.iter_bytes()  # kept: a dropped iterator closes the response
+        next(chunks)  # the stream is under way
+        before = _commands(conn)
+        time.sleep(0.5)
+        assert _commands(conn) - before > 2, "the open stream does not read Redis"
+
+    def quiet() -> bool:  # over half a second, only this check's own INFO commands
+        first = _commands(conn)
+        time.sleep(0.5)
+        return _commands(conn) - first <= 1
+
+    wait_for(quiet, "the server to stop reading Redis for a stream whose client left",
+             timeout=DEADLINE_S)
+    conn.close()

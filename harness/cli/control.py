@@ -30,7 +30,12 @@ from harness.connection import RedisUnavailable
 def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, reset_logs: bool,
            as_json: bool, **flags: Any) -> None:
     """Cancel the active run: nothing new starts, running batches stop at their next check,
-    processed orders stay; the run is recorded ABORTED with its partial figures."""
+    processed orders stay; the run is recorded ABORTED with its partial figures.
+
+    The answer is the record's: exit 0 when the run was cancelled (or none was active), 3
+    when it finished DONE (or ERROR) before the cancel took effect ("too late"), 1 when its
+    record is not final yet."""
+    from harness.control import CANCEL_TOO_LATE_EXIT
     from harness.control import cancel as cancel_run
     from harness.record import CancelInfo
 
@@ -40,15 +45,19 @@ def cancel(purge: bool, remove_pending: bool, reset_metrics: bool, reset_logs: b
     record = result.record
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
-        return
-    click.echo(result.message)
-    if result.cancelled and record is not None:
+    else:
+        click.echo(result.message)
+    if result.cancelled and record is not None and not as_json:
         info = record.cancel or CancelInfo()
         click.echo(f"  during {info.phase or '?'}; last job stopped "
                    f"{info.last_job_stopped_ms} ms after the request; cancel took "
                    f"{result.elapsed_ms} ms")
         click.echo(f"  processed orders kept: {record.counts.processed}; pending orders "
                    f"removed: {info.removed_pending}")
+    if result.too_late:
+        sys.exit(CANCEL_TOO_LATE_EXIT)
+    if result.run_id is not None and not result.cancelled:
+        sys.exit(1)
 
 
 @click.command("retry-failed")

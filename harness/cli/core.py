@@ -101,18 +101,15 @@ def process_start() -> float:
 
 
 def launched_run_id() -> str | None:
-    """The run id a launcher chose for this run (HARNESS_RUN_ID), checked."""
+    """The run id a launcher chose for this run (HARNESS_RUN_ID), checked as every given run
+    id is (:mod:`harness.run_ids`; the run refuses one that is taken)."""
     import os
-    import re
 
-    from harness.errors import ConfigError
+    from harness import run_ids
     from harness.launch import RUN_ID_VAR
 
     value = os.environ.get(RUN_ID_VAR)
-    if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
-        raise ConfigError(f"{RUN_ID_VAR}={value!r}: a run id is 1-64 letters, digits, '.', '_' "
-                          "or '-'", "run_id")
-    return value
+    return None if value is None else run_ids.check(value, RUN_ID_VAR)
 
 
 def _report(record: RunRecord, as_json: bool) -> None:
