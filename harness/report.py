@@ -35,6 +35,7 @@ from harness.extras import require, require_installed
 from harness.kernels import WarmKernels, engine_name, shutdown_kernel, start_kernel
 from harness.launch import child_env
 from harness.logs import event
+from harness.numbers import count
 from harness.parsing import REPEATS, WARMUP
 from harness.paths import REPORTS_DIR, check_output_file, usable_dir
 from harness.record import Environment, failed_point, new_run_id
@@ -408,7 +409,9 @@ def _label(values: Mapping[str, Any]) -> str:
 
 
 def _describe(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{name} {v}" for name, v in values.items())
+    """A point's grid values as its line says them: ``quantity 20,000, concurrency 2``."""
+    return ", ".join(f"{name} {count(v) if isinstance(v, int) and not isinstance(v, bool) else v}"
+                     for name, v in values.items())
 
 
 def _short_error(exc: Exception) -> str:

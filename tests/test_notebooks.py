@@ -333,9 +333,9 @@ def test_report_and_sweep_commands(kernel_env: Settings, tmp_path: Path) -> None
                                 env=env)
     assert result.exit_code == 0, result.output
     assert "sweep cli: 2 runs, 0 failed" in result.output
-    assert ("point 1/2: quantity 1500, chunk_size 500, orders_per_job 100, concurrency 1, "
+    assert ("point 1/2: quantity 1,500, chunk_size 500, orders_per_job 100, concurrency 1, "
             "warm-up 0: ok in") in result.output
-    assert "point 2/2: quantity 1500, chunk_size 500, orders_per_job 100, concurrency 1, " \
+    assert "point 2/2: quantity 1,500, chunk_size 500, orders_per_job 100, concurrency 1, " \
            "repeat 0: ok in" in result.output
     # The warm-up is recorded as such, and left out of the statistics.
     records = sorted(_runs(kernel_env), key=lambda r: r.started_at or "")
