@@ -83,6 +83,10 @@ class SingleFlight:
         result: T = await asyncio.shield(self._running)
         return result
 
+    @property
+    def busy(self) -> bool:
+        return self._running is not None
+
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._running = None
         if not task.cancelled():
@@ -199,3 +203,34 @@ class StatusFastPath:
         await send({"type": "http.response.start", "status": snapshot.status, "headers": headers})
         await send({"type": "http.response.body",
                     "body": b"" if scope["method"] == "HEAD" else snapshot.body})
+
+
+class SharedReads:
+    """Reads that many clients make at the same moment (50 dashboards asking for the run
+    history as a run ends), made once: an answer is kept for its key (which names the state
+    it depends on) at most ``max_age`` seconds, and clients asking meanwhile share it."""
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self.max_age = max_age
+        self._kept: dict[Any, tuple[float, bytes]] = {}
+        self._flights: dict[Any, SingleFlight] = {}
+
+    async def get(self, key: Any, read: Callable[[], Any]) -> bytes:
+        kept = self._kept.get(key)
+        if kept is not None and time.monotonic() - kept[0] < self.max_age:
+            return kept[1]
+
+        async def take() -> bytes:
+            taken = time.monotonic()
+            body = encode(await anyio.to_thread.run_sync(read))
+            now = time.monotonic()
+            self._kept = {k: v for k, v in self._kept.items() if now - v[0] < self.max_age}
+            self._kept[key] = (taken, body)
+            return body
+
+        flight = self._flights.setdefault(key, SingleFlight())
+        try:
+            return await flight.run(take)
+        finally:
+            if not flight.busy:
+                self._flights.pop(key, None)

@@ -118,11 +118,19 @@ def history_router(ctx: Context) -> APIRouter:
     """The run history: what `harness runs --json` prints."""
     api = APIRouter(tags=["pedidos"])
 
-    @api.get("/pedidos/runs")
-    def runs(limit: Annotated[int | None, strict(LIMIT), Query(ge=1, le=LIMIT.high)] = None
-             ) -> list[dict[str, Any]]:
-        """Run records from process_runs, newest first (what `harness runs --json` prints)."""
-        return [r.to_json() for r in history.list_runs(ctx.settings, limit)]
+    @api.get("/pedidos/runs", response_model=list[dict[str, Any]])
+    async def runs(limit: Annotated[int | None, strict(LIMIT), Query(ge=1, le=LIMIT.high)] = None
+                   ) -> Response:
+        """Run records from process_runs, newest first (what `harness runs --json` prints).
+        Clients asking at once (dashboards, as a run ends) share one read of the store, kept
+        while the live status is unchanged, at most a second."""
+        state = (await ctx.status_hub.current()).etag  # a run that starts or ends changes it
+
+        def read() -> list[dict[str, Any]]:
+            return [r.to_json() for r in history.list_runs(ctx.settings, limit)]
+
+        body = await ctx.shared.get(("runs", limit, state), read)
+        return Response(body, media_type="application/json")
 
     @api.get("/pedidos/runs/{runId}")
     def run_record(runId: str) -> dict[str, Any]:
