@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import bounds
 from harness.config import Settings, redact
 from harness.errors import ConfigError, StaleRun, StoreError
 from harness.logs import event
@@ -121,8 +122,9 @@ def reconcile(settings: Settings, store: Store,
     saved = []
     for path in sorted(folder.glob("*.json")):
         try:
-            record = RunRecord.from_json(json.loads(path.read_text()))
-        except (OSError, ValueError) as exc:
+            record = RunRecord.from_json(bounds.loads(bounds.read_bounded(
+                path, "record put aside", bounds.MAX_RECORD_BYTES), str(path)))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("ignoring %s, which is not a run record: %s", path, exc)
             continue
         if store.close_run(record):

@@ -30,6 +30,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from harness import paths
+from harness.bounds import MAX_LOG_LINE, MAX_TAIL_BYTES, cut_line
 from harness.config import Settings, redact
 from harness.errors import ConfigError, LogFileMissing
 
@@ -51,16 +52,38 @@ redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 return redis.call('INCRBY', KEYS[2], #ARGV - 1)
 """
-# KEYS: list, count. ARGV: the count a follower has seen, most lines to return.
-# Returns {count now, lines since}; all the list holds when it was cleared meanwhile.
-SINCE = """
+# Lines read back are cut in Redis, before they travel, to MAX_LOG_LINE bytes (the handler
+# cuts what it writes; a line put there by anything else, 100 MB of it, read by ten clients
+# took a server to 1.27 GB). A longer line found is also replaced in the list by its cut
+# form, so that only the first reader pays for reading it. Lua, shared by the scripts below:
+# cut(key, lines, most), where lines are the list's last #lines; a cut line, its mark
+# included, is at most ``most`` bytes, so it is never cut again.
+CUT = """
+local function cut(key, lines, most)
+  for i = 1, #lines do
+    local n = #lines[i]
+    if n > most then
+      lines[i] = string.sub(lines[i], 1, most - 48) .. ' [line cut: ' .. n .. ' bytes]'
+      redis.call('LSET', key, i - #lines - 1, lines[i])
+    end
+  end
+  return lines
+end
+"""
+# KEYS: list. ARGV: how many of the newest lines, most bytes a line.
+RECENT = CUT + """
+return cut(KEYS[1], redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1), tonumber(ARGV[2]))
+"""
+# KEYS: list, count. ARGV: the count a follower has seen, most lines to return, most bytes
+# a line. Returns {count now, lines since}; all the list holds when it was cleared meanwhile.
+SINCE = CUT + """
 local count = tonumber(redis.call('GET', KEYS[2]) or '0')
 local seen = tonumber(ARGV[1])
 local new = count - seen
 if seen > count then new = count end
 new = math.min(new, tonumber(ARGV[2]))
 if new <= 0 then return {count, {}} end
-return {count, redis.call('LRANGE', KEYS[1], -new, -1)}
+return {count, cut(KEYS[1], redis.call('LRANGE', KEYS[1], -new, -1), tonumber(ARGV[3]))}
 """
 
 
@@ -128,7 +151,7 @@ class RedisLogHandler(logging.Handler):
         if time.monotonic() < self._down_until:
             return
         try:
-            lines = self.format(record).splitlines() or [""]
+            lines = [cut_line(line) for line in self.format(record).splitlines()] or [""]
             self._client().eval(APPEND, 2, LOG_KEY, LOG_COUNT_KEY, KEEP_LINES, *lines)
         except (RedisError, OSError, ValueError):
             self._down_until = time.monotonic() + REDIS_RETRY_S
@@ -203,14 +226,15 @@ def _to_redis(logger: logging.Logger, url: str) -> None:
 
 
 def recent_lines(conn: Redis, lines: int) -> list[str]:
-    """The last ``lines`` lines kept in Redis, oldest first (redacted again)."""
-    return [redact(_text(line)) for line in conn.lrange(LOG_KEY, -lines, -1)]
+    """The last ``lines`` lines kept in Redis, oldest first (redacted again), each cut to
+    MAX_LOG_LINE bytes in Redis."""
+    return [redact(_text(line)) for line in conn.eval(RECENT, 1, LOG_KEY, lines, MAX_LOG_LINE)]
 
 
 def lines_since(conn: Redis, seen: int, most: int = KEEP_LINES) -> tuple[int, list[str]]:
     """The lines appended since a follower saw ``seen`` of them, at most ``most`` (the
     newest), and the count now; all the list holds when Redis lost the count."""
-    count, new = conn.eval(SINCE, 2, LOG_KEY, LOG_COUNT_KEY, seen, most)
+    count, new = conn.eval(SINCE, 2, LOG_KEY, LOG_COUNT_KEY, seen, most, MAX_LOG_LINE)
     return int(count), [redact(_text(line)) for line in new]
 
 
@@ -282,12 +306,42 @@ class LogFollower:
 
 
 def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of the log file (redacted again: the file may predate us)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [redact(line.rstrip("\n")) for line in deque(f, maxlen=lines)]
-    except IsADirectoryError:
-        raise ConfigError(f"log file {str(path)!r} is a folder; name a file") from None
+    """The last ``lines`` lines of the log file (redacted again: the file may predate us),
+    read from its last MAX_TAIL_BYTES only and each cut to MAX_LOG_LINE bytes: memory and
+    time are bounded whatever the file holds (a 100 MB line, /dev/zero as the log file)."""
+    if path.is_dir():
+        raise ConfigError(f"log file {str(path)!r} is a folder; name a file")
+    if not path.is_file():
+        raise ConfigError(f"log file {str(path)!r} is not a regular file")
+    kept: deque[bytes] = deque(maxlen=lines)
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        start = max(0, size - MAX_TAIL_BYTES)
+        f.seek(start)
+        # A first line begun before ``start`` shows that it was.
+        line, whole = bytearray(b"[line begun earlier] " if start else b""), 0
+        while chunk := f.read(min(1 << 20, size - f.tell())):
+            *ends, rest = chunk.split(b"\n")
+            for piece in ends:
+                _grow(line, piece)
+                kept.append(_mark(bytes(line), whole + len(piece)))
+                line, whole = bytearray(), 0
+            _grow(line, rest)
+            whole += len(rest)
+        if line:
+            kept.append(_mark(bytes(line), whole))
+    return [redact(text.decode("utf-8", "replace")) for text in kept]
+
+
+def _grow(line: bytearray, piece: bytes) -> None:
+    """Add to a line read back what still fits in it (MAX_LOG_LINE bytes, its mark included)."""
+    room = MAX_LOG_LINE - 48 - len(line)
+    if room > 0:
+        line += piece[:room]
+
+
+def _mark(line: bytes, whole: int) -> bytes:
+    return line if whole <= MAX_LOG_LINE - 48 else line + f" [line cut: {whole} bytes]".encode()
 
 
 def rss_mb() -> float:

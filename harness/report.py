@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -25,7 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import results
+from harness import bounds, results
+from harness.bounds import MAX_SWEEP_RUNS
 from harness.codec import to_json
 from harness.compare import ALPHA, FACTOR
 from harness.config import STORE_AXIS, SWEEPABLE, Settings, redact, shown_point, with_point
@@ -207,6 +209,11 @@ def grid_points(settings: Settings, grid: Mapping[str, Sequence[Any]], repeats: 
                           f"{', '.join((*SWEEPABLE, STORE_AXIS))}", unknown[0])
     if empty := [name for name, values in grid.items() if not values]:
         raise ConfigError(f"the grid gives {empty[0]} no values", empty[0])
+    points = math.prod(len(values) for values in grid.values())
+    if (runs := points * (repeats + warmup)) > MAX_SWEEP_RUNS:  # before any point is built
+        raise ConfigError(f"the sweep would make {runs:,} runs ({points:,} point(s) x "
+                          f"{repeats + warmup} round(s)); a sweep makes at most "
+                          f"{MAX_SWEEP_RUNS:,}", "repeats")
     names = list(grid)
     out = []
     rounds = [(True, w) for w in range(warmup)] + [(False, r) for r in range(repeats)]
@@ -458,8 +465,9 @@ def notebooks_of(settings: Settings, sweep_ids: Iterable[str]) -> dict[str, Path
     for sweep_id in set(sweep_ids):
         folder = Path(settings.reports_dir) / sweep_id
         try:
-            manifest = json.loads((folder / "sweep.json").read_text())
-        except (OSError, ValueError):
+            manifest = bounds.loads(bounds.read_bounded(
+                folder / "sweep.json", "sweep manifest", bounds.MAX_RESULTS_BYTES), "sweep.json")
+        except (OSError, ValueError):  # BadInput (beyond the bounds) included
             continue
         for point in manifest.get("points", []):
             path = folder / str(point.get("notebook", ""))

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness import bounds
 from harness.codec import from_json, to_json
 from harness.config import Settings
 from harness.errors import BadInput, ConfigError, NoRuns, NotFound
@@ -82,10 +83,13 @@ def latest(store: Store, count: int) -> list[RunRecord]:
 
 
 def read_file(path: Path | str, flag: str = "--baseline") -> Results:
-    """An exported file; NotFound if it is missing, BadInput if it is not an export."""
+    """An exported file; NotFound if it is missing, BadInput if it is not an export or is
+    beyond the bounds of one (a regular file of at most MAX_RESULTS_BYTES, JSON nested at
+    most MAX_JSON_DEPTH levels: :mod:`harness.bounds`), checked before it is parsed."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = bounds.loads(bounds.read_bounded(path, flag, bounds.MAX_RESULTS_BYTES),
+                           f"{flag} {path}")
     except FileNotFoundError:
         raise NotFound(f"{flag} {path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -96,7 +100,11 @@ def read_file(path: Path | str, flag: str = "--baseline") -> Results:
     if doc.get("version") != VERSION:
         raise BadInput(f"{flag} {path}: results format version {doc.get('version')!r}; this "
                        f"harness reads version {VERSION}")
-    runs = [RunRecord.from_json(r) for r in doc.get("runs", [])]
+    try:
+        runs = [RunRecord.from_json(r) for r in doc.get("runs") or []]
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise BadInput(f"{flag} {path}: not a harness results file (a run that is not a run "
+                       f"record: {type(exc).__name__}: {str(exc)[:200]})") from None
     if not runs:
         raise NotFound(f"{flag} {path}: the file holds no runs")
     env = doc.get("environment")
@@ -153,5 +161,12 @@ def export(results: Results, sweep_ids: Sequence[str] = ()) -> dict[str, Any]:
 
 def write(doc: dict[str, Any], path: Path | str, source: str = "output") -> Path:
     """Write ``doc`` to ``path``; a file that cannot be written is one line naming
-    ``source`` (ConfigError), as a path checked before the work is."""
-    return write_output(Path(path), json.dumps(doc, indent=1) + "\n", source)
+    ``source`` (ConfigError), as a path checked before the work is. A file larger than a
+    results file may be (bounds.MAX_RESULTS_BYTES) is refused, not written: nothing could
+    read it back."""
+    text = json.dumps(doc, indent=1) + "\n"
+    if (size := len(text.encode())) > bounds.MAX_RESULTS_BYTES:
+        raise BadInput(f"{source} {path}: the export would be {bounds.mib(size)}, above the "
+                       f"{bounds.mib(bounds.MAX_RESULTS_BYTES)} a results file may hold; export "
+                       "fewer runs (--latest, --sweep)")
+    return write_output(Path(path), text, source)

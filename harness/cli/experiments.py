@@ -125,7 +125,8 @@ def sweep_command(quantity: str, chunk_sizes: str, per_job: str, concurrency_lev
         grid_points(settings, grid, repeats, settings.sweep_id or "check", warmup)
     except ConfigError as exc:
         flag = "--param" if any(p.startswith(f"{exc.field}=") for p in params) else (
-            shorthands[exc.field][0] if exc.field in shorthands else "--param")
+            shorthands[exc.field][0] if exc.field in shorthands
+            else "-r/--repeats" if exc.field == "repeats" else "--param")
         raise ConfigError(f"{flag}: {exc}", exc.field) from None
     if baseline:  # before the first point, not after the last
         results.resolve(settings, baseline, "--baseline")
