@@ -336,7 +336,9 @@ def test_cli_controls_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     assert "removed 0 failed" in invoke("queue", "clean", "failed").output
     assert "run history kept" in invoke("reset").output
     assert invoke("queue", "jobs", "-t", "bogus").exit_code == 2
-    result = invoke("logs")
+    result = invoke("logs")  # the lines Redis keeps, file logging or not: the reset's among them
+    assert result.exit_code == 0 and "reset" in result.output, result.output
+    result = invoke("logs", "--file")
     assert result.exit_code == 1 and "no log file" in result.output and "BACKEND_LOGS" in result.output
 
 

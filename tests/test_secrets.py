@@ -41,7 +41,8 @@ def test_passwords_never_appear_in_records_status_or_output(
         runner.invoke(main, ["health", "--json"], env=env).output,
         runner.invoke(main, ["cancel"], env=env).output,
         runner.invoke(main, ["queue", "status"], env=env).output,
-        runner.invoke(main, ["logs", "-n", "1000"], env=env).output,
+        runner.invoke(main, ["logs", "-n", "1000"], env=env).output,  # kept in Redis
+        runner.invoke(main, ["logs", "--file", "-n", "1000"], env=env).output,
         (tmp_path / "data" / "harness.log").read_text(),
     ]
     record = json.loads(outputs[0])
@@ -55,6 +56,7 @@ def test_passwords_never_appear_in_records_status_or_output(
     assert "phase=WAITING_NORMAL_DRAIN" in log and "finished run=" in log and "phase=DONE" in log
     assert "progress run=" in log and "rssMb=" in log
     assert outputs[-2].splitlines() == log.splitlines()[-1000:]
+    assert "redis=redis://:***@127.0.0.1:" in outputs[-3] and "finished run=" in outputs[-3]
     for text in outputs:
         assert text.strip()
         assert "r3dis-Secret" not in text and "s3cret-pw" not in text
