@@ -139,7 +139,11 @@ def test_phases_run_in_order_and_status_follows_them(
     record = run(settings, progress=watch)
     assert record.phase == "DONE"
     # The last report says DONE with every order processed: a progress bar reaches 100 %.
-    assert last == [Progress(Phase.DONE, 6_000, 6_000, 6_000)]
+    [final] = last
+    assert (final.phase, final.target, final.generated, final.processed) == (Phase.DONE, 6_000, 6_000, 6_000)
+    # ... on the record's clock, so the bar's last rate is the summary's.
+    assert final.elapsed_s == pytest.approx((record.total_time_ms or 0) / 1000)
+    assert record.throughput is not None and final.rate == pytest.approx(record.throughput.overall, rel=1e-3)
     phases = [order.index(Phase(d["phase"])) for d in seen]
     assert phases == sorted(phases) and phases[0] == 0
     assert {Phase.GENERATING, Phase.ENQUEUE_NORMAL} <= {order[i] for i in phases}

@@ -103,6 +103,12 @@ class StatusHub:
         self._snapshot: Snapshot | None = None
         self._flight = SingleFlight()
 
+    def invalidate(self) -> None:
+        """Forget the snapshot: the next read takes a fresh one. Called after every write
+        through this server (a reset, a cancel, a start), so that its client reads its own
+        write instead of a state up to ``max_age`` older than it."""
+        self._snapshot = None
+
     async def current(self) -> Snapshot:
         snapshot = self._snapshot
         if snapshot is not None and time.monotonic() - snapshot.taken < self.max_age:
@@ -187,8 +193,16 @@ class StatusFastPath:
         self.app, self.hub = app, hub
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (scope["type"] != "http" or scope["path"] != self.PATH
-                or scope["method"] not in ("GET", "HEAD")):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):  # a write: later reads see it
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.hub.invalidate()
+            return
+        if scope["path"] != self.PATH:
             await self.app(scope, receive, send)
             return
         snapshot = await self.hub.current()
