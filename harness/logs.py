@@ -213,6 +213,28 @@ def configure(settings: Settings) -> Path | None:
     return path
 
 
+class LastResort(logging.StreamHandler):
+    """Python's last resort, kept: WARNING lines to stderr when no other handler would show
+    them (a library call from a script or a notebook, where nothing configured logging).
+
+    Python prints such lines only when a logger chain has no handler at all; the Redis
+    handler on this logger would silence them, and a paused coordinator's one line ("no
+    longer owns the store ... nothing was written") went nowhere but Redis.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # sys.stderr, looked up per line (pytest and notebooks swap it)
+        self.setLevel(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return  # the root shows it (the CLI's handler, a user's basicConfig)
+        if any(not isinstance(h, RedisLogHandler | LastResort) for h in logging.getLogger(LOGGER).handlers):
+            return  # a log file takes it, as before the Redis handler
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _to_redis(logger: logging.Logger, url: str) -> None:
     """One RedisLogHandler on ``logger``, for ``url`` (a notebook's next run may name
     another Redis: the old handler goes)."""
@@ -223,6 +245,8 @@ def _to_redis(logger: logging.Logger, url: str) -> None:
             logger.removeHandler(handler)
             handler.close()
     logger.addHandler(RedisLogHandler(url))
+    if not any(isinstance(h, LastResort) for h in logger.handlers):
+        logger.addHandler(LastResort())
 
 
 def recent_lines(conn: Redis, lines: int) -> list[str]:
