@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import bounds, results
+from harness import bounds, history, results
 from harness.bounds import MAX_SWEEP_RUNS
 from harness.codec import to_json
 from harness.compare import ALPHA, FACTOR
@@ -319,11 +319,7 @@ def _gather(sweep_settings: Settings, point_settings: Settings, run_id: str) -> 
     if _store_of(point_settings) == _store_of(sweep_settings):
         return
     try:
-        source = open_store(point_settings)
-        try:
-            record = source.get_run(run_id)
-        finally:
-            source.close()
+        record = history.get_run(point_settings, run_id)
         if record is None:
             return
         target = open_store(sweep_settings)

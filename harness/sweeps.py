@@ -13,11 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness import numbers
+from harness import history, numbers
 from harness.config import Settings
 from harness.errors import HarnessError
 from harness.record import RunRecord
-from harness.store import open_store
 
 # How many ids an error names: the nearest, else the newest.
 NAMED = 5
@@ -116,11 +115,7 @@ def point_rate(settings: Settings, run_id: str) -> str | None:
     """Run ``run_id``'s orders/s, generation to DONE, as its record in ``settings``' store
     says (`harness sweep`'s line per point); None without a DONE record or a store."""
     try:
-        store = open_store(settings)
-        try:
-            record = store.get_run(run_id)
-        finally:
-            store.close()
+        record = history.get_run(settings, run_id)
     except HarnessError:  # the point's line goes on without it
         return None
     if record is None or not record.is_done or record.throughput is None:
