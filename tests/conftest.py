@@ -54,6 +54,17 @@ POSTGRES_URL = os.environ.get("HARNESS_TEST_DATABASE_URL",
                               "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+def chromium_path() -> str:
+    """Debian's chromium for the browser tests: skipped without it, except in CI
+    (HARNESS_REQUIRE_BROWSER=1, set by .ci/run), where its absence fails the test."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required (HARNESS_REQUIRE_BROWSER=1): scripts/ensure-chromium")
+        pytest.skip("no chromium on PATH (scripts/ensure-chromium installs it)")
+    return chromium
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,9 +10,7 @@ except in CI (HARNESS_REQUIRE_BROWSER=1), where they fail.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 # The API tests' fixtures (a `harness serve` per test, its runs killed after it); the tests
 # take them as parameters, which ruff would call redefinitions.
 # ruff: noqa: F811
+from conftest import chromium_path
 from test_api import TOKEN, Api, api, api_env, serve, servers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,18 +44,9 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
-def _chromium() -> str:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is required (HARNESS_REQUIRE_BROWSER=1): scripts/ensure-chromium")
-        pytest.skip("no chromium on PATH (scripts/ensure-chromium installs it)")
-    return chromium
-
-
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    chromium = _chromium()
+    chromium = chromium_path()
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import nbformat
 import pytest
 from click.testing import CliRunner
-from conftest import free_port, wait_for
+from conftest import chromium_path, free_port, wait_for
 from redis import Redis
 
 from harness.cli import main
@@ -189,7 +189,7 @@ def _layout(html: Path, width: int, screenshot: str) -> dict[str, Any]:
     """The page at ``width`` px in headless Chromium: its widths and every table's, the
     first elements under the title, texts; screenshots of the first screen and the whole
     page under test-artifacts/."""
-    chromium = _chromium()
+    chromium = chromium_path()
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -233,7 +233,7 @@ def _layout(html: Path, width: int, screenshot: str) -> dict[str, Any]:
 def _render(html: Path, screenshot: str) -> dict[str, Any]:
     """Open the page in headless Chromium; the images' rendered sizes, the run table's ids,
     and a screenshot kept under test-artifacts/."""
-    chromium = _chromium()
+    chromium = chromium_path()
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -254,16 +254,6 @@ def _render(html: Path, screenshot: str) -> dict[str, Any]:
             browser.close()
     return {"images": images, "runIds": run_ids, "failed": failed, "points": points,
             "links": links, "title": title}
-
-
-def _chromium() -> str:
-    """Debian's chromium: skipped without it, except in CI (HARNESS_REQUIRE_BROWSER=1)."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is required (HARNESS_REQUIRE_BROWSER=1): scripts/ensure-chromium")
-        pytest.skip("no chromium on PATH (scripts/ensure-chromium installs it)")
-    return chromium
 
 
 def last_bar(text: str) -> str:
@@ -724,7 +714,7 @@ def test_run_notebook_in_jupyterlab_runs_to_done_at_100_percent_with_its_charts(
     Cells. The run lands in the checkout's store (its default data folder). Saved with its
     outputs, the notebook leaves the checkout clean (the nbstripout filter `make setup`
     installs), so the next run's record says ``gitDirty: false``."""
-    chromium = _chromium()
+    chromium = chromium_path()
     from playwright.sync_api import sync_playwright
 
     checkout = checkout_copy(tmp_path)
