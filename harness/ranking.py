@@ -51,6 +51,8 @@ class Interval:
     def text(self, wanted: float = CONFIDENCE) -> str:
         if self.low is None or self.high is None or self.coverage is None:
             return numbers.DASH
+        if self.coverage == 0:  # one run: an interval of one value covers nothing
+            return f"{numbers.DASH} (one run)"
         span = f"[{numbers.count(self.low)} \N{EN DASH} {numbers.count(self.high)}]"
         return span if self.coverage >= wanted else f"{span} ({self.coverage:.0%} only)"
 

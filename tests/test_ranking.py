@@ -70,12 +70,17 @@ def test_the_median_interval_is_scipys_exact_one_where_95_percent_is_reachable(n
     assert mine.coverage is not None and mine.coverage >= 0.95
 
 
-@pytest.mark.parametrize(("n", "coverage"), [(1, 0.0), (2, 0.5), (3, 0.75), (5, 0.9375)])
+@pytest.mark.parametrize(("n", "coverage"), [(2, 0.5), (3, 0.75), (5, 0.9375)])
 def test_below_six_runs_the_interval_is_min_to_max_with_the_coverage_it_has(n: int, coverage: float) -> None:
     interval = ranking.median_interval([float(v) for v in range(n)])
     assert (interval.low, interval.high) == (0.0, float(n - 1))
     assert interval.coverage == pytest.approx(coverage)
     assert interval.text().endswith(f"({coverage:.0%} only)")
+
+
+def test_one_run_has_no_interval() -> None:
+    interval = ranking.median_interval([5.0])
+    assert interval.coverage == 0.0 and interval.text() == "\N{EM DASH} (one run)"
 
 
 def test_a_sweep_table_has_every_point_and_the_headline() -> None:
