@@ -124,8 +124,9 @@ class Ranking:
         if best is None:
             return "no measured runs: nothing to rank"
         label = best.point.label(self.columns or None)
-        head = (f"fastest: {label}, {numbers.rate(best.stats.median)} "
-                f"{best.interval.text()} (median of {best.stats.n})")
+        interval = f" {best.interval.text()}" if best.stats.n > 1 else ""  # one run: none
+        head = (f"fastest: {label}, {numbers.rate(best.stats.median)}{interval} "
+                f"(median of {best.stats.n})")
         if nxt is None:
             return head + "; the only point"
         ratio = best.stats.median / nxt.stats.median if best.stats.median and nxt.stats.median else None

@@ -168,7 +168,7 @@ def test_a_report_of_12_points_opens_with_the_verdict_and_fits_1280_px(
     # The verdict is the first thing under the title: the headline, then the ranking.
     assert page["first"][:3] == ["H1", "P", "TABLE"], page["first"]
     assert page["headline"].startswith("fastest: chunk "), page["headline"]
-    assert "the next (chunk " in page["headline"] and "orders/s [" in page["headline"]
+    assert "the next (chunk " in page["headline"] and "orders/s (median of 1)" in page["headline"]
     assert len(page["ranking"]) == 12 and page["ranking"][0].split("\t")[0] == "1"
     # Settings shared by every run once, as "fixed settings", not as columns.
     assert "Fixed settings" in page["text"] and "sweep wide" in page["text"]
