@@ -196,7 +196,10 @@ def _memory_line(memory: Memory) -> str:
     if memory.method is None:
         return (f"peak RSS coordinator {memory.coordinator_max_rss_mb} MB, workers "
                 + (", ".join(f"{v} MB" for v in memory.worker_max_rss_mb.values()) or "-"))
-    cpu = memory.coordinator_cpu_s
-    return (f"coordinator peak {memory.coordinator_peak_rss_mb} MB RSS (+{memory.coordinator_growth_mb} "
-            f"MB during the run), {memory.workers} worker(s) peak {memory.worker_peak_uss_mb} MB USS; "
-            f"CPU coordinator {cpu} s, workers {memory.workers_cpu_s} s")
+    coordinator = (f"coordinator peak {memory.coordinator_peak_rss_mb} MB RSS "
+                   f"(+{memory.coordinator_growth_mb} MB during the run)")
+    if not memory.workers:  # -c 0: the workers joined through Redis; no process here to sample
+        return (f"{coordinator}, CPU {memory.coordinator_cpu_s} s; no local workers "
+                "(those that joined are not sampled)")
+    return (f"{coordinator}, {memory.workers} worker(s) peak {memory.worker_peak_uss_mb} MB USS; "
+            f"CPU coordinator {memory.coordinator_cpu_s} s, workers {memory.workers_cpu_s} s")

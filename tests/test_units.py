@@ -22,6 +22,7 @@ from harness.record import (
     BarrierProof,
     CancelInfo,
     Measured,
+    Memory,
     RunRecord,
     failed_point,
     finish,
@@ -238,3 +239,15 @@ def test_health_classification_takes_the_worst_and_lists_every_reason() -> None:
     assert status == "error" and len(reasons) == 4
     assert classify(dataclasses.replace(everything, phase="GENERATING", dead_coordinator=None))[0] == "paused"
     assert "`harness resume`" in classify(dataclasses.replace(calm, dead_coordinator="r1"))[1][0]
+
+
+def test_the_memory_line_of_a_run_without_local_workers_names_none() -> None:
+    """``-c 0``: the workers joined through Redis, so there is nothing here to sample; the
+    summary says so instead of printing 'None MB'."""
+    from harness.runs import _memory_line
+
+    joined = Memory(method="psutil", coordinator_peak_rss_mb=58.7, coordinator_growth_mb=6.5,
+                    coordinator_cpu_s=5.25, workers=0)
+    assert "None" not in _memory_line(joined) and "no local workers" in _memory_line(joined)
+    local = dataclasses.replace(joined, workers=2, worker_peak_uss_mb=39.1, workers_cpu_s=6.1)
+    assert "2 worker(s) peak 39.1 MB USS" in _memory_line(local)
