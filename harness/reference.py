@@ -2,7 +2,7 @@
 
 A user who runs ``make bench`` compares what it prints with the README. That comparison is
 only fair when both say where they were measured: the same code ran 1M orders end to end in
-10.3 s on one 2-core VM and in 16-20 s on another (and 11.5-11.8 s on the first, days later), and this machine's speed varies by day.
+10.3 s on one 2-core VM and in 16-20 s on another (11.5-11.8 s on the first, days later).
 So the figure lives here once, with its machine; the README's "Measured figures" table
 quotes it (``tests/test_reference.py`` checks that the two agree), and a run of the same
 size prints it beside its own time (:func:`line_for`).
