@@ -95,7 +95,7 @@
         { label: "orders/s", size: 80, values: (u, ticks) => ticks.map((v) => fmt(v)) },
       ],
       series: [
-        { label: "s", value: (u, v) => (v === null ? "–" : v.toFixed(1)) },
+        { label: "second", value: (u, v) => (v === null ? "–" : v.toFixed(1)) },
         { label: "VIP", stroke: "#c2410c", width: 2, points: { show: true, size: 5 }, value: (u, v) => fmtRate(v) },
         { label: "NORMAL", stroke: "#2563eb", width: 2, points: { show: true, size: 5 }, value: (u, v) => fmtRate(v) },
       ],
@@ -192,7 +192,9 @@
 
   function renderSettings(settings) {
     if (!settings) return;
-    const rows = Object.entries(settings).map(([k, v]) => `<tr><td>${k}</td><td>${escapeHtml(String(v))}</td></tr>`);
+    // Counts read as counts (8,000), as everywhere else on the page; a seed is a name, not a count.
+    const shown = (k, v) => (Number.isInteger(v) && k !== "seed" ? fmt(v) : String(v));
+    const rows = Object.entries(settings).map(([k, v]) => `<tr><td>${k}</td><td>${escapeHtml(shown(k, v))}</td></tr>`);
     $("settings").tBodies[0].innerHTML = rows.join("");
   }
 
@@ -217,7 +219,8 @@
     bar("normal", c.normal, c.normalGenerated);
     bar("total", doc.progress.processedTotal, doc.progress.target);
     $("elapsed").textContent = fmtMs(doc.totalTimeMs);
-    $("eta").textContent = doc.eta.estimatedMs === null ? "–"
+    $("eta").textContent = ENDS.includes(doc.phase) ? `none: ended at ${doc.eta.progressPercent.toFixed(1)} %`
+      : doc.eta.estimatedMs === null ? "–"
       : `${fmtMs(doc.eta.estimatedMs)} (${doc.eta.progressPercent.toFixed(1)} %)`;
     const rate = addSample(doc);
     if (rate) $("rate-now").textContent = fmtRate(rate.vip + rate.normal);
@@ -233,6 +236,7 @@
     renderRunWorkers(doc.workers);
     if (previousPhase !== doc.phase) {
       if (ENDS.includes(doc.phase) && previousPhase !== null) refreshWorkers(); // the pool has stopped
+      if (doc.phase === "WAITING_VIP_DRAIN") refreshWorkers(); // the pool has started
       if (ENDS.includes(doc.phase) && doc.lastRunId) finalRecord(doc.lastRunId, doc.phase, 0);
       else if (ACTIVE.has(doc.phase) && previousPhase !== null && !ACTIVE.has(previousPhase)) refreshHistory();
     }
@@ -300,7 +304,9 @@
     let q;
     try { q = await getJson("/pedidos/queue/status"); } catch (_) { return; }
     const count = Array.isArray(q.workers) ? q.workers.length : q.workers;
-    $("workers-summary").textContent = `${fmt(count)} worker(s) connected to the queues${q.paused ? " · queues PAUSED" : ""}`;
+    const at = new Date().toTimeString().slice(0, 8);
+    $("workers-summary").textContent = `${fmt(count)} worker(s) registered with the queues at ${at}`
+      + `${q.paused ? " · queues PAUSED" : ""}; those that worked for this run:`;
   }
 
   function renderRunWorkers(list) {
