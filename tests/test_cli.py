@@ -131,6 +131,7 @@ def test_run_prints_a_summary_then_status_and_runs_read_it_back(env: dict[str, s
     assert csv[0].startswith("runId,sweepId,startedAt,phase") and csv[1].startswith(status["lastRunId"])
     table = invoke(["runs"], env).output
     assert status["lastRunId"] in table and "DONE" in table
+    assert " 1,500 " in table and " orders/s " in table.splitlines()[0]  # numbers as the summary writes them
 
 
 def test_run_json_output_is_the_stored_record(env: dict[str, str]) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from harness import parsing
+from harness import numbers, parsing
 from harness.cli.options import Integer, connection_options, setting, settings_from
 from harness.config import option_help
 from harness.progress import ProgressBar
@@ -154,6 +155,13 @@ def status(as_json: bool, **flags: Any) -> None:
                        f"run {batch['runId']}): {batch['error']}")
 
 
+# `harness runs`' plain table: counts with separators, the total as 11.8 s (CSV and JSON keep
+# the stored numbers).
+BRIEF_NUMBERS: dict[str, Callable[[Any], str]] = {
+    "quantity": numbers.count, "ordersPerJob": numbers.count, "totalTimeMs": numbers.duration,
+    "overallPerSec": numbers.count}
+
+
 @click.command()
 @connection_options
 @click.option("--limit", type=Integer(parsing.LIMIT), help="newest N runs only")
@@ -180,7 +188,11 @@ def runs(limit: int | None, as_json: bool, as_csv: bool, **flags: Any) -> None:
     elif table.empty:
         click.echo("no runs recorded yet")
     else:
-        click.echo(table[list(BRIEF_COLUMNS)].fillna("").to_string(index=False))
+        brief = table[list(BRIEF_COLUMNS)].astype(object)
+        for column, written in BRIEF_NUMBERS.items():  # numbers as the run summary writes them
+            brief[column] = [written(v) if pd.notna(v) else "" for v in brief[column]]
+        brief = brief.rename(columns={"totalTimeMs": "total", "overallPerSec": "orders/s"})
+        click.echo(brief.fillna("").to_string(index=False))
 
 
 @click.command()
