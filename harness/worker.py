@@ -10,6 +10,7 @@ through Redis.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -19,6 +20,7 @@ import socket
 import time
 from typing import Any
 
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.logutils import setup_loghandlers
@@ -330,6 +332,18 @@ class HarnessWorker(QuietWorker, StoppingWorker):
             raise SystemExit(0)
         super().__init__(*args, **kwargs)
         self._signals_held = False
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        """RQ's, which registers the worker and then subscribes to its command channel, both
+        before the block that unregisters it on the way out: a Redis error in between (a
+        command timing out on a busy machine) ended the worker still registered, listed for
+        minutes. Unregistered here instead, as far as Redis lets it."""
+        try:
+            super().bootstrap(*args, **kwargs)
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                self.register_death()
+            raise
 
     def _set_connection(self, connection: Any) -> Any:
         """Keep the harness's command timeout on a connection made by

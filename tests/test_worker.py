@@ -85,3 +85,37 @@ def test_a_job_whose_run_lost_the_store_writes_nothing_and_is_not_retried(
     assert state.processed(VIP) == 0
     assert rq_queue.counts(redis_conn)["total"]["failed"] == 0  # ended quietly, not retried
     assert rq_queue.counts(redis_conn)["total"]["scheduled"] == 0
+
+
+STARTS_AND_FAILS = """
+import sys
+from redis.exceptions import TimeoutError
+from harness.connection import redis_client
+from harness.queue import LISTEN_ORDER
+from harness.worker import HarnessWorker
+
+def subscribe(self):  # registered already; the SUBSCRIBE times out, as on a busy machine
+    raise TimeoutError("Timeout reading from socket")
+
+HarnessWorker.subscribe = subscribe
+conn = redis_client(sys.argv[1])
+HarnessWorker(LISTEN_ORDER, connection=conn).work(burst=True)
+"""
+
+
+def test_a_worker_whose_start_up_fails_after_registering_is_not_left_registered(
+    redis_url: str, redis_conn: Redis
+) -> None:
+    """RQ registers a worker before it subscribes, outside the block that unregisters it:
+    a Redis error between the two left a dead worker listed for minutes (health and
+    `queue close` count it). HarnessWorker unregisters on the way out."""
+    import subprocess
+    import sys
+
+    from rq import Worker
+
+    done = subprocess.run([sys.executable, "-c", STARTS_AND_FAILS, redis_url],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "stopped on a Redis error: TimeoutError" in done.stderr, done.stderr
+    assert redis_conn.hexists(next(iter(redis_conn.keys("rq:worker:*"))), "death")  # it was registered
+    assert Worker.all(connection=redis_conn) == []
