@@ -512,7 +512,9 @@ def finish(
         record.throughput = Throughput(
             vip=record.processing.vip.per_sec if record.processing else None,
             normal=record.processing.normal.per_sec if record.processing else None,
-            overall=round(processed / measured.total_s, 1) if measured.total_s else None)
+            # From the total as stored (rounded to the microsecond), as the live status
+            # computes it: the last progress line and the summary print the same rate.
+            overall=round(processed / (record.total_time_ms / 1000), 1) if record.total_time_ms else None)
     if measured.memory is not None:
         record.memory = measured.memory
     if measured.timeline is not None:

@@ -106,6 +106,20 @@ def test_finish_refuses_done_when_the_store_disagrees_or_the_barrier_failed() ->
     assert blind.phase == "ERROR"
 
 
+def test_the_overall_rate_is_the_one_the_live_status_gives_for_the_stored_total() -> None:
+    """The last progress line (the live status) and the summary once printed 23,057 and
+    23,056 orders/s for one run: one divided by the stored total (rounded to the microsecond),
+    the other by the unrounded one. Both now come from the stored total. (5 orders in
+    0.086730269 s: 57.6/s unrounded, 57.7/s over the stored 86.730 ms.)"""
+    record = RunRecord(run_id="a", counts=dataclasses.replace(RunRecord(run_id="a").counts, vip=3, normal=2))
+    finish(record, Phase.DONE, None, Measured(windows=_windows(5.0, 5.5), total_s=0.086730269))
+    assert record.total_time_ms == 86.73 and record.throughput is not None
+    live = snapshot({"phase": "DONE", "target": "5", "generated": "5", "runId": "a",
+                     "processed:VIP": "3", "processed:NORMAL": "2",
+                     "totalTimeMs": str(record.total_time_ms)}, now=0.0)
+    assert record.throughput.overall == live["throughput"]["overall"] == 57.7
+
+
 def test_a_run_that_stopped_early_counts_what_the_store_holds() -> None:
     """A cancel during GENERATING once recorded the VIP orders *enqueued* so far, so that
     vip + normal != generated; the counts now come from the store's tally."""
