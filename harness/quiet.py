@@ -101,8 +101,9 @@ class QuietWorker:
         try:
             return bool(super().work(*args, **kwargs))  # type: ignore[misc]
         except EXPECTED as exc:
-            # At start-up (HarnessWorker.bootstrap unregisters it) or on the way out.
-            log.warning("worker %s stopped on a Redis error: %s", self.name, describe(exc))
+            # At start-up (HarnessWorker.bootstrap unregisters it) or on the way out (where
+            # unregistering may be what failed).
+            log.warning("worker %s stopped: %s", self.name, describe(exc))
             return False
         except KeyboardInterrupt:
             return False

@@ -332,6 +332,7 @@ class HarnessWorker(QuietWorker, StoppingWorker):
             raise SystemExit(0)
         super().__init__(*args, **kwargs)
         self._signals_held = False
+        self._registered = False
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         """RQ's, which registers the worker and then subscribes to its command channel, both
@@ -341,9 +342,16 @@ class HarnessWorker(QuietWorker, StoppingWorker):
         try:
             super().bootstrap(*args, **kwargs)
         except BaseException:
-            with contextlib.suppress(RedisError, OSError):
-                self.register_death()
+            if self._registered:  # never another worker's entry: only after our own birth
+                with contextlib.suppress(RedisError, OSError):
+                    self.register_death()
+                with contextlib.suppress(RedisError, OSError):
+                    self.unsubscribe()
             raise
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        self._registered = True
 
     def _set_connection(self, connection: Any) -> Any:
         """Keep the harness's command timeout on a connection made by
