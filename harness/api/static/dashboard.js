@@ -236,7 +236,6 @@
     renderRunWorkers(doc.workers);
     if (previousPhase !== doc.phase) {
       if (ENDS.includes(doc.phase) && previousPhase !== null) refreshWorkers(); // the pool has stopped
-      if (doc.phase === "WAITING_VIP_DRAIN") refreshWorkers(); // the pool has started
       if (ENDS.includes(doc.phase) && doc.lastRunId) finalRecord(doc.lastRunId, doc.phase, 0);
       else if (ACTIVE.has(doc.phase) && previousPhase !== null && !ACTIVE.has(previousPhase)) refreshHistory();
     }
@@ -305,8 +304,9 @@
     try { q = await getJson("/pedidos/queue/status"); } catch (_) { return; }
     const count = Array.isArray(q.workers) ? q.workers.length : q.workers;
     const at = new Date().toTimeString().slice(0, 8);
+    // Said with the time of the read: it is not live (the list below, from the status, is).
     $("workers-summary").textContent = `${fmt(count)} worker(s) registered with the queues at ${at}`
-      + `${q.paused ? " · queues PAUSED" : ""}; those that worked for this run:`;
+      + `${q.paused ? " · queues PAUSED" : ""}`;
   }
 
   function renderRunWorkers(list) {
