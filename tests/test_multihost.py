@@ -187,12 +187,16 @@ class SecondHost:
         out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
-    def kill_all(self) -> list[int]:
-        """SIGKILL every process in the namespace, as a host that loses power would stop."""
-        pids = self.pids()
+    def kill(self, pids: list[int]) -> None:
+        """SIGKILL ``pids``, read beforehand so that they all die at once."""
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    def kill_all(self) -> list[int]:
+        """SIGKILL every process in the namespace, as a host that loses power would stop."""
+        pids = self.pids()
+        self.kill(pids)
         for proc in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
@@ -328,28 +332,56 @@ def test_workers_on_a_second_host_run_it_and_survive_being_killed(
           f"({', '.join(str(w['pid']) + ': ' + str(w['batches']) + ' batches' for w in workers)}); "
           f"barrier gap {(normal_start - vip_end) * 1000:.1f} ms")
 
-    # 2. The second host's workers killed mid-run, a fresh worker started there.
-    second = BackgroundRun(shared.replace(seed=7))
-    wait_for(lambda: get_status(conn)["phase"] == Phase.WAITING_NORMAL_DRAIN
-             and get_status(conn)["progress"]["processedTotal"] > 1_500, "the NORMAL drain", 60)
-    before = get_status(conn)["progress"]["processedTotal"]
-    killed = second_host.kill_all()
+    # 2. The second host's workers killed mid-batch, a fresh worker started there.
+    settings = shared.replace(seed=7)
+    second = BackgroundRun(settings)
+    store = open_store(settings)
+    pids = second_host.pids()
+    caught: dict[str, Any] = {}
+
+    def mid_batch() -> bool:
+        """Freeze a second-host worker that holds a job and read what of it the store has:
+        part of the batch committed, part pending, the whole host is killed there (else the
+        worker goes on)."""
+        time.sleep(0.01)
+        if get_status(conn)["phase"] != Phase.WAITING_NORMAL_DRAIN:
+            return False
+        for worker in Worker.all(connection=conn):
+            job_id, pid = worker.get_current_job_id(), worker.pid
+            if worker.hostname != HOST_B or not job_id or pid is None:
+                continue
+            os.kill(pid, signal.SIGSTOP)
+            seqs = Job.fetch(job_id, connection=conn).args[2]
+            left = [d["seq"] for d in store.get_orders(seqs) if d["status"] != PROCESSED]
+            if 0 < len(left) < len(seqs):
+                second_host.kill(pids)
+                caught.update(job=job_id, left=left, size=len(seqs),
+                              processed=get_status(conn)["progress"]["processedTotal"])
+                return True
+            os.kill(pid, signal.SIGCONT)
+        return False
+
+    try:
+        wait_for(mid_batch, "a second-host worker mid-batch in the NORMAL drain", 60)
+    finally:
+        store.close()
+    second_host.kill_all()  # and anything it started meanwhile
     killed_at = time.monotonic()
-    assert killed, "nothing ran on the second host"
-    time.sleep(1.0)  # the run goes nowhere meanwhile: its jobs sit with dead workers
-    stalled = get_status(conn)["progress"]["processedTotal"]
     second_host.start(_worker_command(2), env, log)
     record = second.join(120)
     recovered = (second.ended_at or 0) - killed_at
-    docs = assert_complete(shared.replace(seed=7), record, conn)
-    _counted_once(shared.replace(seed=7), conn)
+    docs = assert_complete(settings, record, conn)
+    _counted_once(settings, conn)
     assert {_host_of(d["worker"]) for d in docs} == {HOST_B}
+    # The orders the killed batch had not committed were done by a retry of that batch.
+    redone = [d for d in docs if d["seq"] in set(caught["left"])]
+    assert redone and all(d["job"] == caught["job"] and d["attempts"] > 1 for d in redone), redone
     retried = sum(d["attempts"] > 1 for d in docs)
-    assert retried > 0  # the killed workers' batches were retried, not lost
-    print(f"second host's {len(killed)} processes SIGKILLed at {before:,} orders processed "
-          f"({stalled:,} a second later); a fresh `harness worker` there finished the run: DONE "
-          f"{recovered:.2f} s after the kill, {retried} orders done by a retry, every order "
-          "processed and counted once")
+    print(f"second host's {len(pids)} processes SIGKILLed mid-batch at "
+          f"{caught['processed']:,} orders processed; a fresh `harness worker` there finished "
+          f"the run: DONE {recovered:.2f} s after the kill, {retried} orders done by a retry "
+          f"({len(redone)} of them the killed batch's, which had committed "
+          f"{caught['size'] - len(redone)} of {caught['size']}), every order processed and counted once")
 
 
 def test_a_batch_run_twice_on_two_hosts_is_counted_once(
