@@ -128,6 +128,28 @@ def generate_chunk(
     return orders
 
 
+def seqs_of(
+    priority: str, seed: int, quantity: int, chunk_size: int, weights: Sequence[float], page: int
+) -> Iterator[list[int]]:
+    """The seqs of the run's orders of ``priority`` in order, ``page`` at a time (as the
+    store's ``pending_seqs`` pages them), without making the orders: a chunk's tiers are the
+    first thing :func:`generate_chunk` draws.
+
+    Why: a run enqueues its NORMAL orders once the VIP ones are done, and paging their seqs
+    out of the store cost 0.9 s of a 1M run on SQLite; drawing the tiers again costs a tenth
+    of that, and memory stays one chunk."""
+    vip, buffer = priority == VIP, list[int]()
+    for start in range(0, quantity, chunk_size):
+        count = min(chunk_size, quantity - start)
+        tiers = random.Random(f"{seed}/{start}").choices(TIERS, weights=weights, k=count)
+        buffer.extend(start + i for i, tier in enumerate(tiers) if (tier == "DIAMANTE") == vip)
+        while len(buffer) >= page:
+            yield buffer[:page]
+            del buffer[:page]
+    if buffer:
+        yield buffer
+
+
 def generate(
     seed: int, quantity: int, chunk_size: int, weights: Sequence[float], first: int = 0
 ) -> Iterator[list[Order]]:

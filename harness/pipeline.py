@@ -23,6 +23,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ from harness.errors import RunActive, RunFailed, StaleRun, StoreError
 from harness.inside import inside
 from harness.lock import LockHolder, RunLock
 from harness.logs import event
-from harness.orders import NORMAL, VIP, generate
+from harness.orders import NORMAL, VIP, generate, seqs_of
 from harness.record import CancelInfo, Measured, Overhead, RunRecord, finish, iso, ms, new_run_id
 from harness.resume import Resumption, load, restore
 from harness.run_ids import IdTaken
@@ -217,7 +218,7 @@ class Pipeline:
             self._timed("wait_vip_drain_ms", lambda: self.sup.wait_drain(
                 VIP, self.record.counts.vip, Phase.WAITING_VIP_DRAIN, self.generated))
             self._enter(Phase.ENQUEUE_NORMAL)
-            self._enqueue_pending(NORMAL, Phase.ENQUEUE_NORMAL)
+            self._enqueue_pending(NORMAL, Phase.ENQUEUE_NORMAL, self._generated_normal())
             self._enter(Phase.WAITING_NORMAL_DRAIN)
             self._timed("wait_normal_drain_ms", lambda: self.sup.wait_drain(
                 NORMAL, self.record.counts.normal, Phase.WAITING_NORMAL_DRAIN, self.generated))
@@ -361,22 +362,39 @@ class Pipeline:
         breakdown.generate_ms = round((breakdown.generate_ms or 0) + ms(gen_s), 3)
         breakdown.insert_ms = round((breakdown.insert_ms or 0) + ms(insert_s), 3)
 
-    def _enqueue_pending(self, priority: str, phase: Phase) -> None:
-        """Page pending seqs of ``priority`` out of the store and enqueue them, page by page."""
+    def _pending_pages(self, priority: str) -> Iterator[list[int]]:
+        """The pending seqs of ``priority``, paged out of the store."""
+        after = -1
+        while seqs := self.store.pending_seqs(priority, after, self.settings.normal_batch_size):
+            yield seqs
+            after = seqs[-1]
+
+    def _generated_normal(self) -> Iterator[list[int]] | None:
+        """A new run's NORMAL seqs, drawn again from its seed in the store's pages: every
+        one is pending, since none is enqueued before the VIP drain. A resumed run's are
+        paged out of the store (some may be processed), so: None."""
+        if self.resumption is not None:
+            return None
+        s = self.settings
+        return seqs_of(NORMAL, self.seed, s.quantity, s.chunk_size,
+                       [s.tier_weights[t] for t in TIERS], s.normal_batch_size)
+
+    def _enqueue_pending(self, priority: str, phase: Phase,
+                         pages: Iterator[list[int]] | None = None) -> None:
+        """Enqueue the pending seqs of ``priority`` page by page: ``pages``, or else those
+        paged out of the store."""
         s = self.settings
         queue = rq_queue.queues(self.conn)[priority]
         timeout = rq_queue.job_timeout(s.orders_per_job, s.work_ms)
         name = "enqueue_vip_time_ms" if priority == VIP else "enqueue_normal_time_ms"
         base = self._times()
         start = time.perf_counter()
-        after = -1
-        while seqs := self.store.pending_seqs(priority, after, s.normal_batch_size):
+        for seqs in self._pending_pages(priority) if pages is None else pages:
             jobs = self._enqueue(priority, queue, seqs, timeout)
             if priority == VIP:
                 self.record.counts.jobs.vip += jobs
             else:
                 self.record.counts.jobs.normal += jobs
-            after = seqs[-1]
             self._add_time(name, time.perf_counter() - start, base)
             self.state.set(progressAt=time.time(), **self._timing_fields())
             self.sup.tick(phase, self.generated)

@@ -8,7 +8,16 @@ from collections import Counter
 import pytest
 
 from harness.config import TIERS
-from harness.orders import NORMAL, PENDING, VIP, Order, generate, generate_chunk, priority_of
+from harness.orders import (
+    NORMAL,
+    PENDING,
+    VIP,
+    Order,
+    generate,
+    generate_chunk,
+    priority_of,
+    seqs_of,
+)
 
 EQUAL = [1.0, 1.0, 1.0, 1.0]
 
@@ -96,3 +105,15 @@ def test_the_fast_generator_gives_exactly_the_plain_generators_orders(start: int
     weights = [4.0, 3.0, 2.0, 1.0]
     assert generate_chunk(11, start, 1_500, weights, created_at=5.0) == _plain_chunk(
         11, start, 1_500, weights)
+
+
+@pytest.mark.parametrize("priority", [VIP, NORMAL])
+def test_seqs_of_a_priority_are_the_generators_paged_like_the_store(priority: str) -> None:
+    """What a run enqueues without reading the store: the seqs of each priority that the
+    generator makes, in order, in pages of the given size (the last one shorter)."""
+    weights = [3.0, 1.0, 1.0, 2.0]
+    made = [o.seq for chunk in generate(11, 23_456, 1_000, weights) for o in chunk
+            if o.priority == priority]
+    pages = list(seqs_of(priority, 11, 23_456, 1_000, weights, page=700))
+    assert [s for page in pages for s in page] == made
+    assert all(len(page) == 700 for page in pages[:-1]) and 0 < len(pages[-1]) <= 700
