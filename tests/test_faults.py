@@ -235,6 +235,55 @@ def test_a_killed_coordinator_is_resumed_in_any_phase(
           f"{again.processed} orders were already processed, {again.stored} stored")
 
 
+KILL_GENERATOR = """
+import multiprocessing, os, signal
+from harness.config import Settings
+from harness.pipeline import run
+
+def progress(p):
+    if p.phase.value == "GENERATING" and p.generated >= 1_000:
+        for child in multiprocessing.active_children():
+            if child.name == "harness-generator":
+                os.kill(child.pid, signal.SIGKILL)
+
+record = run(Settings.from_env(), progress=progress)
+print(record.phase, record.error)
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_generator_process_killed_ends_the_run_in_one_line_and_resume_completes_it(
+    slow: Settings, redis_conn: Redis, backend: str, request: pytest.FixtureRequest,
+) -> None:
+    """The second process that makes and stores every other chunk (harness.producer) is
+    SIGKILLed mid-generation: the run ends ERROR saying so, nothing is left running or
+    locked, what was stored is a whole prefix of chunks, and `harness resume` completes it."""
+    slow = on_backend(slow, backend, request)
+    env = _env(slow)
+    coordinator = subprocess.run([sys.executable, "-c", KILL_GENERATOR], env=env,
+                                 capture_output=True, text=True, timeout=120)
+    assert coordinator.returncode == 0, coordinator.stderr
+    assert coordinator.stdout.startswith("ERROR the generator process died (exit code -9) "
+                                         "before storing the chunk at order "), coordinator.stdout
+    assert coordinator.stdout.strip().endswith("`harness resume` generates the rest")
+    assert redis_conn.get(LOCK_KEY) is None
+    store = open_store(slow)
+    try:
+        tally = store.tally()
+    finally:
+        store.close()
+    assert tally.count() == tally.max_seq + 1 and tally.count() % slow.chunk_size == 0
+    assert 1_000 <= tally.count() < slow.quantity
+    resumed = subprocess.run([sys.executable, "-m", "harness.cli", "resume", "--json",
+                              "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    record = RunRecord.from_json(json.loads(resumed.stdout))
+    assert_complete(slow.replace(seed=3), record, redis_conn)
+    assert record.resumes[0].stored == tally.count()
+    print(f"\n{backend}: generator killed: {coordinator.stdout.strip()}; resumed from "
+          f"{tally.count():,} stored orders, DONE")
+
+
 def test_resume_refuses_a_done_run_and_a_run_whose_pending_orders_were_deleted(
     settings: Settings, redis_conn: Redis
 ) -> None:
