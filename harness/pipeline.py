@@ -93,8 +93,10 @@ class Pipeline:
         """``resume``: True for the latest run, or a run id; that run's record then gives
         the run id, seed and shape, ``settings`` where to connect, and ``concurrency``, if
         given, a new worker count. ``command_start``: when the command running this run
-        started (epoch seconds; its process's start for ``harness run``), for the record's
-        :class:`~harness.record.Overhead`; by default, when :meth:`run` is called."""
+        started (a ``time.monotonic()`` reading; its process's start for ``harness run``), for
+        the record's :class:`~harness.record.Overhead`; by default, when :meth:`run` is
+        called. The overhead is timed on the monotonic clock: a step of the wall clock (a VM's
+        time sync) once made a run's wall time exceed the command's."""
         self.settings, self.progress = settings, progress
         self.start_workers, self.force = start_workers, force
         self.resume, self.concurrency = resume, concurrency
@@ -110,7 +112,8 @@ class Pipeline:
         # Set again when setup ends; here so that a run stopped during setup still records.
         self.started, self.t0 = time.time(), time.perf_counter()
         self.command_start, self.since = command_start, "process" if command_start else "call"
-        self.clock_at = self.ended_at = self.started  # this stretch's clock: start, end
+        # This stretch's clock, start and end (monotonic, for the Overhead only).
+        self.clock_at = self.ended_at = time.monotonic()
         self.conn: Redis
         self.store: Store
         self.sup: Supervisor
@@ -133,7 +136,7 @@ class Pipeline:
         coordinator provably died is taken over without ``force``.
         """
         if self.command_start is None:
-            self.command_start = time.time()
+            self.command_start = time.monotonic()
         logs.configure(self.settings)
         self.conn = connect_redis(self.settings)
         store = open_store(self.settings)  # unreachable store: fail before any write
@@ -291,14 +294,14 @@ class Pipeline:
             self.record.counts.vip = restored.vip_total
             self.record.counts.normal = restored.normal_total
             self._add_time("setup_ms", time.perf_counter() - setup_start, self._times())
-            self.clock_at = time.time()
+            self.clock_at = time.monotonic()
         else:
             self.store.clear_orders()  # the orders collection holds the current run only
             # The clock starts here: clearing the last run and starting workers is setup,
             # reported apart as setupMs, not part of the pipeline's end-to-end time.
             self.started, self.t0 = time.time(), time.perf_counter()
             self.sup.t0 = self.t0
-            self.clock_at = self.started
+            self.clock_at = time.monotonic()
             self.record.setup_ms = ms(self.t0 - setup_start)
             self.record.started_at = iso(self.started)
             self.state.set(startedAt=self.started, progressAt=self.started)
@@ -337,7 +340,8 @@ class Pipeline:
         base = self._times()  # times from before a resume
         start = time.perf_counter()
         chunks = inserted_chunks(self.store, s, self.seed, Fence(self.run_id, self.epoch),
-                                 self.generated, weights)
+                                 self.generated, weights,
+                                 lambda pid: self.sup.sampler.watch(pid, "generator"))
         with contextlib.closing(chunks):
             for step in chunks:
                 for chunk in step:
@@ -474,7 +478,7 @@ class Pipeline:
             if phase is not Phase.DONE:
                 error = f"{error}; the run's live state is another's now (or Redis is gone)"
         total_s = time.perf_counter() - self.t0
-        self.ended_at = time.time()
+        self.ended_at = time.monotonic()
         # Stopping the work and the pool and saving the record can outlast the lock's 30 s.
         with self.sup.keeping_lock():
             self._finish_end(ending, phase, error, stop, store_down, redis_down, total_s)
@@ -522,7 +526,8 @@ class Pipeline:
 
     def _overhead(self) -> Overhead:
         """The command's wall time so far and where it went (the record is saved next)."""
-        now, start = time.time(), self.command_start or self.started
+        now = time.monotonic()
+        start = self.command_start if self.command_start is not None else self.clock_at
         pool_stop = self.sup.pool_stop_s
         return Overhead(
             since=self.since, wall_ms=ms(now - start),

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -51,10 +51,11 @@ class Inserted:
 
 
 def inserted_chunks(store: Store, settings: Settings, seed: int, fence: Fence, first: int,
-                    weights: Sequence[float]) -> Generator[list[Inserted], None, None]:
+                    weights: Sequence[float], started: Callable[[int], None] = lambda pid: None,
+                    ) -> Generator[list[Inserted], None, None]:
     """The run's chunks from order ``first``, in order, each once it is committed: a step
     yields one or two. The caller must close the iterator (``contextlib.closing``), which
-    stops the helper.
+    stops the helper; ``started`` is given the helper's pid (the run samples its memory).
 
     Each step ends with a store write of this process (fenced), and the caller's own writes
     (enqueueing, the live state) come after it: so a coordinator that was paused and is no
@@ -87,6 +88,7 @@ def inserted_chunks(store: Store, settings: Settings, seed: int, fence: Fence, f
               weights))
     helper.start()
     there.close()
+    started(helper.pid or 0)
     try:
         mine, theirs, k = make(starts[0]), list[Inserted](), 0
         while k < n:  # chunk k is ours

@@ -139,7 +139,8 @@ class Breakdown:
 @dataclass
 class ProcessMemory:
     """One process of a run, as the sampler saw it: ``role`` coordinator, pool (RQ's
-    WorkerPool, which only watches its workers) or worker."""
+    WorkerPool, which only watches its workers), worker, or generator (the process that
+    makes and stores every other chunk: :mod:`harness.producer`)."""
 
     role: str
     pid: int

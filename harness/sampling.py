@@ -59,8 +59,9 @@ class RunSampler:
     """Samples this process (the coordinator) and, once told, its worker pool's tree.
 
     ``start()`` takes the coordinator's starting RSS and CPU time; ``watch_pool(pid)`` adds
-    the pool; ``sample()`` takes one sample now (the pool's last, before it is stopped);
-    ``stop()`` ends the thread and returns the figures. Safe to stop twice.
+    the pool, ``watch(pid, role)`` another process; ``sample()`` takes one sample now (the
+    pool's last, before it is stopped); ``stop()`` ends the thread and returns the figures.
+    Safe to stop twice.
     """
 
     def __init__(self, interval_s: float = INTERVAL_S) -> None:
@@ -68,6 +69,7 @@ class RunSampler:
         self._me = psutil.Process(os.getpid())
         self._pool: psutil.Process | None = None
         self._workers: list[psutil.Process] = []
+        self._others: list[tuple[psutil.Process, str]] = []  # e.g. the generator helper
         self._listed_at = 0.0
         self._seen: dict[int, _Seen] = {}
         self._lock = threading.Lock()
@@ -95,6 +97,16 @@ class RunSampler:
             self._pool = None
         self.sample(relist=True)
 
+    def watch(self, pid: int, role: str) -> None:
+        """Sample another process of the run too, as ``role``, while it lives (the process
+        that generates every other chunk: see :mod:`harness.producer`)."""
+        try:
+            proc = psutil.Process(pid)
+        except psutil.Error:
+            return
+        with self._lock:
+            self._others.append((proc, role))
+
     def _loop(self) -> None:
         while not self._stopping.wait(self.interval_s):
             self.sample()
@@ -107,6 +119,8 @@ class RunSampler:
             self._samples += 1
             full = relist or self._samples % USS_EVERY == 1
             self._look(self._me, "coordinator", full=False)
+            for proc, role in self._others:
+                self._look(proc, role, full=full)
             pool = self._pool
             if pool is None:
                 return

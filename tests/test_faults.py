@@ -450,15 +450,19 @@ def test_resume_drops_a_half_inserted_chunk_and_generates_it_again(
     weights = [settings.tier_weights[t] for t in TIERS]
     store = open_store(settings)
     try:
-        store.bind(Fence(stopped.run_id, 0))  # as the crashed coordinator would have written
-        store.insert_orders(generate_chunk(stopped.parameters["seed"], 1_000, 250, weights))
-        assert store.tally().count() == 1_250
+        # Whole chunks only (the generator process may have stored one past the crash)...
+        whole = store.tally().count()
+        assert whole % settings.chunk_size == 0 and 1_000 <= whole < settings.quantity, whole
+        # ...then half of the next, as the crashed coordinator's cut-short insert would have.
+        store.bind(Fence(stopped.run_id, 0))
+        store.insert_orders(generate_chunk(stopped.parameters["seed"], whole, 250, weights))
+        assert store.tally().count() == whole + 250
     finally:
         store.close()
     record = resume(settings)
     assert_complete(settings, record, redis_conn)
     (again,) = record.resumes
-    assert (again.from_phase, again.stored, again.truncated) == ("GENERATING", 1_000, 250)
+    assert (again.from_phase, again.stored, again.truncated) == ("GENERATING", whole, 250)
     assert record.backend == backend
 
 

@@ -57,17 +57,21 @@ def test_the_same_run_measures_the_same_from_the_cli_a_notebook_and_a_sweep(
         assert m.coordinator_cpu_s is not None and m.coordinator_cpu_s > 0
         assert m.workers_cpu_s is not None and m.workers_cpu_s > 0
         roles = sorted(p.role for p in m.processes)
-        assert roles == ["coordinator", "pool", "worker", "worker"], name
+        # 10 chunks: a second process generated and stored every other one, sampled too
+        assert roles == ["coordinator", "generator", "pool", "worker", "worker"], name
+        (generator,) = [p for p in m.processes if p.role == "generator"]
+        assert (generator.peak_rss_mb or 0) > 0 and (generator.cpu_s or 0) > 0, generator
         figures[name] = m
     print({k: (m.worker_peak_mb, m.worker_peak_rss_mb, m.coordinator_peak_rss_mb,
                m.coordinator_growth_mb) for k, m in figures.items()})
     # Measured: 10.2-10.5 MB from the CLI, 11.6-12.6 MB from a kernel (a worker's writes
-    # into the kernel's bigger, fragmented heap copy a few more shared pages); before, the
-    # figure was 35 MB against 109 MB.
+    # into the kernel's bigger, fragmented heap copy a few more shared pages), once 13.5 MB
+    # in CI (24 % above the CLI's); before gc.freeze the figure was 35 MB against 109 MB, so
+    # a 30 % bound still tells a measure of private memory from one of the whole process.
     peaks = {name: m.worker_peak_mb for name, m in figures.items()}
     assert all(v is not None for v in peaks.values())
     low, high = min(peaks.values()), max(peaks.values())  # type: ignore[type-var]
-    assert high - low <= 0.2 * high, peaks
+    assert high - low <= 0.3 * high, peaks
     # The whole-process RSS is kept too, and does say who launched the run: a kernel
     # (pandas, matplotlib) is bigger than `harness run`.
     assert (figures["notebook"].coordinator_peak_rss_mb or 0) > (figures["cli"].coordinator_peak_rss_mb or 0)

@@ -80,8 +80,8 @@ def resume(run_id: str | None, concurrency: int | None, as_json: bool, no_progre
 
 
 def process_start() -> float:
-    """When this command's process started (epoch seconds), so that its wall time includes
-    Python's start-up and imports.
+    """When this command's process started, as a ``time.monotonic()`` reading, so that its
+    wall time includes Python's start-up and imports.
 
     From the process's age in clock ticks (10 ms) since boot: psutil's ``create_time()``
     adds it to the boot time, which Linux gives in whole seconds, and was measured 0.9 s
@@ -94,11 +94,11 @@ def process_start() -> float:
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-        return time.time() - age
+        return time.monotonic() - age  # both clocks count from boot, bar a suspend
     except (OSError, ValueError, IndexError, AttributeError):  # not Linux
         import psutil
 
-        return float(psutil.Process().create_time())
+        return time.monotonic() - (time.time() - float(psutil.Process().create_time()))
 
 
 def launched_run_id() -> str | None:
