@@ -43,15 +43,38 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git(*args: str) -> str | None:
+GIT_TIMEOUT_S = 30.0
+
+
+def _run_git(*args: str, timeout: float = GIT_TIMEOUT_S, cwd: Path | None = None
+             ) -> subprocess.CompletedProcess[str] | None:
+    """``git ARGS`` in the harness's checkout (or ``cwd``); None if git is missing or overran
+    ``timeout``.
+
+    An overrun git gets SIGTERM, on which it removes its ``index.lock``: killed outright (as
+    ``subprocess.run(timeout=...)`` does), a git refreshing the index left the lock behind,
+    and every git command of the user's then failed ("index.lock: File exists")."""
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5, check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
+        proc = subprocess.Popen(["git", *args], cwd=cwd or Path(__file__).parent, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
         return None
-    return out.stdout.strip()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
+
+
+def _git(*args: str) -> str | None:
+    done = _run_git(*args)
+    return done.stdout.strip() if done is not None and done.returncode == 0 else None
 
 
 def _git_revision() -> tuple[str | None, bool | None]:
@@ -60,19 +83,18 @@ def _git_revision() -> tuple[str | None, bool | None]:
     and None for the flag when git cannot tell.
 
     Compared as git's clean filters see the files: a notebook run and saved with its outputs
-    reads as unchanged through nbstripout (.gitattributes). ``git diff`` compares the
-    contents of a file whose size changed; ``git status`` reports it modified without
-    running the filter, so it said dirty after every notebook saved in JupyterLab."""
+    reads as unchanged through nbstripout (.gitattributes). ``git status`` reports such a
+    file modified without running the filter (it said dirty after every notebook saved in
+    JupyterLab), so the index is refreshed first, through the filter, and kept: the filter
+    (1.8 s a notebook on a slow day: nbformat's imports) then runs once per change of a
+    notebook, not in every run. ``git diff HEAD`` alone re-ran it each time without saving
+    what it learnt: 5 s of every `harness run` with three touched notebooks."""
     revision = _git("rev-parse", "--short", "HEAD")
     if not revision:
         return None, None
-    try:
-        diff = subprocess.run(
-            ["git", "-c", "diff.autoRefreshIndex=true", "diff", "--quiet", "--no-ext-diff",
-             "HEAD", "--"], cwd=Path(__file__).parent, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return revision, None
-    return revision, {0: False, 1: True}.get(diff.returncode)
+    _run_git("update-index", "-q", "--refresh")  # takes the index lock; fails if it is taken
+    diff = _run_git("--no-optional-locks", "diff", "--quiet", "--no-ext-diff", "HEAD", "--")
+    return revision, None if diff is None else {0: False, 1: True}.get(diff.returncode)
 
 
 def _cpu_model() -> str | None:

@@ -265,3 +265,45 @@ def test_the_memory_line_of_a_run_without_local_workers_names_none() -> None:
     assert "None" not in _memory_line(joined) and "no local workers" in _memory_line(joined)
     local = dataclasses.replace(joined, workers=2, worker_peak_uss_mb=39.1, workers_cpu_s=6.1)
     assert "2 worker(s) peak 39.1 MB USS" in _memory_line(local)
+
+
+def test_a_git_check_that_overruns_its_deadline_leaves_no_index_lock(tmp_path: Path) -> None:
+    """The run's ``gitDirty`` check refreshes the index through the notebooks' clean filter;
+    when it overruns, git is stopped so that it removes its ``index.lock``. (Killed outright,
+    it left the lock, and every later git command in the checkout failed.)"""
+    import subprocess
+
+    from harness.runs import _run_git
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "filter.slow.clean", "if test -e .slow; then sleep 5; fi; cat")
+    (tmp_path / ".gitattributes").write_text("*.txt filter=slow\n")
+    (tmp_path / "a.txt").write_text("a\n")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    (tmp_path / ".slow").touch()  # from here the filter takes 5 s
+    lock = tmp_path / ".git" / "index.lock"
+    for killed_outright in (True, False):
+        (tmp_path / "a.txt").write_text("b\n")  # changed: a refresh runs the filter on it
+        if killed_outright:  # what subprocess.run(timeout=...) does: the lock stays
+            with pytest.raises(subprocess.TimeoutExpired):
+                subprocess.run(["git", "update-index", "-q", "--refresh"], cwd=tmp_path,
+                               timeout=0.5)
+            assert lock.exists(), "git killed outright no longer leaves its lock: drop this half"
+            lock.unlink()
+        else:
+            assert _run_git("update-index", "-q", "--refresh", timeout=0.5, cwd=tmp_path) is None
+            assert not lock.exists()
+    (tmp_path / ".slow").unlink()
+    git("add", "a.txt")  # the checkout's git still works
+    import psutil  # the stopped gits' filters, still sleeping: none outlives the test
+
+    for proc in psutil.process_iter():
+        try:
+            if proc.cwd() == str(tmp_path):
+                proc.kill()
+        except psutil.Error:
+            pass
