@@ -122,9 +122,15 @@ def engine_name() -> str:
                                      stdout_file=stdout_file, stderr_file=stderr_file)
                 client = PapermillNotebookClient(nb_man, **final)
                 client.kc = getattr(final.get("km"), "warm_client", None)
+                # papermill writes the whole notebook as each cell starts and completes, for
+                # watching long notebooks: ~30 writes of 2.5 ms and more in a point of
+                # under a second. It is written once, when it ends, in any way (papermill's
+                # notebook_complete, right after this).
+                output_path, nb_man.output_path = nb_man.output_path, None
                 try:
                     return client.execute(cleanup_kc=False)
                 finally:
+                    nb_man.output_path = output_path
                     if client.kc is not None:
                         client.kc.stop_channels()
 
