@@ -43,7 +43,7 @@ from harness.worker import run_pool
 # said nothing true either way.
 TARGET_N = 1_000_000
 TARGET_TOTAL_S = 60.0
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.1  # was 1.5; the "fast on a slow day" goal (BENCHMARKS.md)
 TARGET_RSS_MB = 300.0
 TARGET_STATUS_P95_MS = 50.0
 STATUS_EVERY_S = 0.05
