@@ -160,11 +160,13 @@ def test_workers_started_apart_join_a_run(settings: Settings, redis_url: str, tm
     assert record.phase == "DONE", record.error
     assert record.counts.processed == settings.quantity
     assert "starting 2 worker(s)" in stderr
-    # The run samples the processes it started (harness.sampling): its coordinator only;
-    # workers started apart are not measured, and the record does not pretend they were.
+    # The run samples the processes it started (harness.sampling): its coordinator and, with
+    # 4 chunks (2,000 orders of 500), the process generating every other one; workers
+    # started apart are not measured, and the record does not pretend they were.
     assert record.memory is not None and record.memory.method == "psutil"
     assert record.memory.workers == 0 and record.memory.worker_peak_mb is None
-    assert [p.role for p in record.memory.processes] == ["coordinator"]
+    assert settings.quantity // settings.chunk_size >= 4
+    assert sorted(p.role for p in record.memory.processes) == ["coordinator", "generator"]
 
 
 def test_a_local_redis_is_started_when_none_was_configured_and_none_answers(
