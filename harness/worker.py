@@ -280,7 +280,7 @@ def run_pool_for(parent_pid: int, settings: Settings) -> None:
     Without this, a coordinator killed outright (SIGKILL, OOM) would leave its workers
     running, with that run's settings, taking the next run's jobs.
     """
-    if not die_with_parent(parent_pid):
+    if not tie_to_parent(parent_pid):
         return
     # Everything inherited from the coordinator (a notebook kernel: pandas, matplotlib, the
     # user's data) goes to the permanent generation, so the workers' garbage collections
@@ -294,6 +294,20 @@ def run_pool_for(parent_pid: int, settings: Settings) -> None:
         return
     except STOPS_A_POOL as exc:
         log.warning("worker pool stopped: %s", describe(exc))
+
+
+def tie_to_parent(parent_pid: int) -> bool:
+    """For a process forked from the coordinator: Python's own SIGTERM and SIGINT handling
+    back, then :func:`die_with_parent`; False if the parent is already gone.
+
+    Why: the coordinator's handlers come with the fork, and its SIGTERM handler only sets a
+    flag (the run stops at its next tick). A pool whose coordinator was killed before RQ
+    installed its own handlers took the death signal as that flag and lived on with its
+    workers (seen in CI: a coordinator killed 2,000 orders into its run left them running
+    for the rest of the suite, holding the test's pipes)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return die_with_parent(parent_pid)
 
 
 def die_with_parent(parent_pid: int) -> bool:

@@ -15,6 +15,7 @@ drivers, real TCP).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -233,6 +234,59 @@ def test_a_killed_coordinator_is_resumed_in_any_phase(
     assert redis_conn.get(LOCK_KEY) is None
     print(f"\n{backend}: coordinator killed in {phase}: `harness resume` took {took:.2f} s; "
           f"{again.processed} orders were already processed, {again.stored} stored")
+
+
+TIED_CHILD = """
+import multiprocessing, os, signal, time
+from harness.worker import tie_to_parent
+
+def flag(signum, frame):  # as a run's coordinator does: the run stops at its next tick
+    pass
+
+def child(parent, w):  # as run_pool_for begins
+    if tie_to_parent(parent):
+        os.write(w, b"tied")
+        time.sleep(60)  # where a pool starts its workers, before RQ installs its handlers
+
+signal.signal(signal.SIGTERM, flag)
+signal.signal(signal.SIGINT, flag)
+r, w = os.pipe()
+tied = multiprocessing.get_context("fork").Process(target=child, args=(os.getpid(), w))
+tied.start()
+os.read(r, 4)
+print(tied.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_tied_to_the_coordinator_dies_with_it_whatever_handlers_it_inherited() -> None:
+    """A worker pool is forked with the coordinator's signal handlers, whose SIGTERM only
+    sets a flag: killed while the pool started its workers (before RQ's handlers), the
+    coordinator left the pool and its workers running (CI: a run killed 2,000 orders in
+    kept them alive for the rest of the suite, holding its test's pipes). Tied as the pool
+    ties itself (harness.worker.tie_to_parent), the child is gone with the coordinator:
+    the pipes it inherited reach EOF."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", TIED_CHILD], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        try:
+            _, stderr = proc.communicate(timeout=30)  # EOF: nobody holds the pipes any more
+        except subprocess.TimeoutExpired:
+            pytest.fail("the tied process outlived its killed coordinator")
+        assert proc.returncode == -signal.SIGKILL, stderr
+        wait_for(lambda: not psutil.pid_exists(child)
+                 or psutil.Process(child).status() == psutil.STATUS_ZOMBIE, "the child to exit", 30)
+    finally:  # nothing outlives the test
+        proc.kill()
+        if child:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(child).kill()
+        proc.wait(10)
 
 
 KILL_GENERATOR = """
