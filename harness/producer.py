@@ -151,14 +151,12 @@ def _stop(helper: Any, conn: Connection) -> None:
 def _helper(conn: Connection, parents_end: Connection, parent: int, settings: Settings,
             seed: int, fence: Fence, starts: list[int], weights: Sequence[float]) -> None:
     """The helper process: make each of its chunks, wait for its turn, insert it, report."""
-    from harness.worker import die_with_parent
+    from harness.worker import tie_to_parent
 
     parents_end.close()  # so that the coordinator's end closing (its death too) is an EOF here
-    # The coordinator's handlers came with the fork: SIGTERM (the coordinator's death, or its
-    # stop) ends this process; a Ctrl-C is the coordinator's to handle.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if not die_with_parent(parent):
+    # SIGTERM (the coordinator's death, or its stop) ends this process; a Ctrl-C is the
+    # coordinator's to handle.
+    if not tie_to_parent(parent, on_interrupt=signal.SIG_IGN):
         return
     store: Store | None = None
     try:

@@ -119,6 +119,8 @@ class RunSampler:
             self._samples += 1
             full = relist or self._samples % USS_EVERY == 1
             self._look(self._me, "coordinator", full=False)
+            # Gone ones are dropped: is_running() also tells a reused pid from the process.
+            self._others = [(proc, role) for proc, role in self._others if proc.is_running()]
             for proc, role in self._others:
                 self._look(proc, role, full=full)
             pool = self._pool

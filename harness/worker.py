@@ -296,9 +296,10 @@ def run_pool_for(parent_pid: int, settings: Settings) -> None:
         log.warning("worker pool stopped: %s", describe(exc))
 
 
-def tie_to_parent(parent_pid: int) -> bool:
-    """For a process forked from the coordinator: Python's own SIGTERM and SIGINT handling
-    back, then :func:`die_with_parent`; False if the parent is already gone.
+def tie_to_parent(parent_pid: int, on_interrupt: Any = signal.default_int_handler) -> bool:
+    """For a process forked from the coordinator: SIGTERM's default action back (it ends the
+    process), SIGINT handled by ``on_interrupt`` (Python's own by default), then
+    :func:`die_with_parent`; False if the parent is already gone.
 
     Why: the coordinator's handlers come with the fork, and its SIGTERM handler only sets a
     flag (the run stops at its next tick). A pool whose coordinator was killed before RQ
@@ -306,7 +307,7 @@ def tie_to_parent(parent_pid: int) -> bool:
     workers (seen in CI: a coordinator killed 2,000 orders into its run left them running
     for the rest of the suite, holding the test's pipes)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, on_interrupt)
     return die_with_parent(parent_pid)
 
 
