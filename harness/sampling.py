@@ -106,6 +106,7 @@ class RunSampler:
             return
         with self._lock:
             self._others.append((proc, role))
+            self._look(proc, role, full=True)  # once now: it may be gone by the next tick
 
     def _loop(self) -> None:
         while not self._stopping.wait(self.interval_s):
