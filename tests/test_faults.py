@@ -451,6 +451,39 @@ def test_an_unavailable_store_at_start_fails_within_5_seconds_and_writes_nothing
           f"{settings.store_timeout_s:g} s)")
 
 
+def test_a_write_queued_on_the_sqlite_lock_goes_in_once_it_is_released(settings: Settings) -> None:
+    """The store waits for SQLite's write lock itself (SQLiteStore._begin_write), not in
+    SQLite's busy handler: a write that meets the lock held must wait for it, not fail, and
+    must not go in before it is released."""
+    store = open_store(settings)
+    store.claim("run-locked")
+    held, released = threading.Event(), threading.Event()
+    released_at: list[float] = []
+
+    def hold() -> None:  # a connection of its own thread: sqlite3 handles stay in theirs
+        conn = sqlite3.connect(sqlite_path(settings), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        released.wait(10)
+        released_at.append(time.monotonic())
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        threading.Timer(0.3, released.set).start()
+        store.insert_orders(generate_chunk(1, 0, 100, [1.0, 1.0, 1.0, 1.0]))
+        wrote_at = time.monotonic()
+    finally:
+        released.set()
+        holder.join(10)
+    assert released_at and wrote_at > released_at[0]
+    assert store.count_orders() == 100
+    store.close()
+
+
 def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_completes_it(
     slow: Settings, redis_conn: Redis, foreign_lock: ForeignLock
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ PRAGMAS = (
     "PRAGMA cache_size=-65536",
     "PRAGMA secure_delete=OFF",
 )
+LOCK_POLL_FIRST_S = 0.0001
+LOCK_POLL_MAX_S = 0.001
 LATENCY_SQL = {"wait": "started_at - created_at", "service": "processed_at - started_at"}
 
 FIELD_NAMES = {
@@ -169,7 +172,7 @@ class SQLiteStore:
         the store; return the rows the first one changed. One transaction per batch is also
         the difference between 1k and 80k rows/s."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        self._begin_write()
         try:
             current = self._read_fence()
             if fence is None or current != fence:
@@ -182,9 +185,37 @@ class SQLiteStore:
             raise
         return changed[0] if changed else 0
 
+    def _begin_write(self) -> None:
+        """BEGIN IMMEDIATE, waiting for the write lock here rather than in SQLite's busy
+        handler, up to the same timeout.
+
+        Why: every writer of a run (the coordinator and its generator process inserting
+        chunks, the workers updating batches) queues on SQLite's one write lock, and SQLite's
+        handler sleeps 1, 2, 5, 10, 15, 20, 25 ... ms between tries: a writer queued behind a
+        ~30 ms chunk insert learns that the lock is free up to ~15 ms late, and the lock idles
+        meanwhile. Here a waiter tries again after 0.1, 0.2, 0.4, 0.8, then every 1 ms (a try
+        is a few system calls). Measured, 1M orders, 2 workers, alternating, 4 runs each: the
+        NORMAL window 2.09-2.36 s -> 1.99-2.07 s, the run 6.03-6.32 s -> 5.86-6.21 s."""
+        db = self._db
+        deadline = time.monotonic() + self.timeout
+        pause = LOCK_POLL_FIRST_S
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 2, LOCK_POLL_MAX_S)
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {round(self.timeout * 1000)}")
+
     def claim(self, run_id: str) -> Fence:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        self._begin_write()
         try:
             current = self._read_fence()
             fence = Fence(run_id, current.epoch + 1 if current and current.run_id == run_id else 0)
@@ -251,7 +282,7 @@ class SQLiteStore:
     def ping(self) -> None:
         # Takes the write lock and lets it go: a reader would pass while another process
         # holds the database locked, and a locked store is one the run cannot use.
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin_write()
         self._db.execute("ROLLBACK")
 
     def verify(self) -> None:
@@ -341,7 +372,7 @@ class SQLiteStore:
 
     def close_run(self, record: RunRecord) -> bool:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        self._begin_write()
         try:
             stored = db.execute("SELECT record FROM process_runs WHERE run_id = ?",
                                 (record.run_id,)).fetchone()
