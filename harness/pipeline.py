@@ -25,6 +25,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ from harness.codec import camel
 from harness.config import TIERS, Settings, redact
 from harness.connection import connect_redis
 from harness.errors import RunActive, RunFailed, StaleRun, StoreError
-from harness.inside import inside
+from harness.inside import inside, latency_apart
 from harness.lock import LockHolder, RunLock
 from harness.logs import event
 from harness.orders import NORMAL, VIP, seqs_of
@@ -588,13 +589,16 @@ class Pipeline:
         memory = self.sup.sampler.stop()
         if store_down:
             return Measured(windows=None, total_s=total_s, memory=memory)
-        try:
-            windows = self.store.windows()
-            tally = None if phase is Phase.DONE else self.store.tally()
-        except StoreError as exc:
-            log.error("run %s: the store could not be read at the end: %s", self.run_id, exc)
-            return Measured(windows=None, total_s=total_s, memory=memory)
-        timeline, latency = inside(self.store, self.started, total_s)
+        with ThreadPoolExecutor(1, thread_name_prefix="latency") as pool:
+            apart = latency_apart(pool, lambda: open_store(self.settings),
+                                  Fence(self.run_id, self.epoch))
+            try:
+                windows = self.store.windows()
+                tally = None if phase is Phase.DONE else self.store.tally()
+            except StoreError as exc:
+                log.error("run %s: the store could not be read at the end: %s", self.run_id, exc)
+                return Measured(windows=None, total_s=total_s, memory=memory)
+            timeline, latency = inside(self.store, self.started, total_s, apart)
         return Measured(windows=windows, total_s=total_s, memory=memory, tally=tally,
                         timeline=timeline, latency=latency)
 
