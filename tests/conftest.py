@@ -312,14 +312,22 @@ def other_handle(store: Store, request: pytest.FixtureRequest, tmp_path: Path) -
 
 
 def _open_contract_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    return contract_store_opener(request, tmp_path)()
+
+
+def contract_store_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """What opens another handle on the contract test's store, its fixtures resolved here
+    (so that it can be called from another thread)."""
     kind = request.node.callspec.params["store"]
     if kind == "sqlite":
-        return SQLiteStore(tmp_path / "contract.sqlite3")
+        return lambda: SQLiteStore(tmp_path / "contract.sqlite3")
     if kind == "postgres":
         from harness.store.postgres import PostgresStore
 
-        return PostgresStore(request.getfixturevalue("postgres_url"))
-    return MongoStore(request.getfixturevalue("mongo_standin"))
+        url = request.getfixturevalue("postgres_url")
+        return lambda: PostgresStore(url)
+    uri = request.getfixturevalue("mongo_standin")
+    return lambda: MongoStore(uri)
 
 
 class BackgroundRun:

@@ -5,10 +5,14 @@ HARNESS_TEST_MONGO_URI is set, else the litemongo stand-in; see the test id)."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from conftest import contract_store_opener
 
 from harness.errors import StaleRun
+from harness.inside import latency_apart
 from harness.orders import NORMAL, PENDING, PROCESSED, VIP, Order, generate_chunk
 from harness.record import BarrierProof, RunRecord
 from harness.store import DuplicateOrderError, Fence, Store
@@ -276,3 +280,25 @@ def test_latency_percentiles_are_computed_in_the_store_by_nearest_rank(store: St
             assert spread.percentiles[p] * 1000 == pytest.approx(_nearest_rank(values, p), abs=1.5)
         assert spread.max * 1000 == pytest.approx(max(values), abs=1.5)
         assert spread.mean * 1000 == pytest.approx(sum(values) / len(values), abs=1.5)
+
+
+def test_latency_is_computed_apart_on_a_handle_opened_in_its_thread_under_the_runs_fence(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    """The end of a run computes the latency on a second handle in a thread of its own
+    (harness.inside.latency_apart): every backend's handle must work there, and a store that is
+    no longer the run's (another fence) gives no latency rather than another run's."""
+    opener = contract_store_opener(request, tmp_path)
+    created = 1_700_000_000.0
+    orders = generate_chunk(4, 0, 200, EQUAL, created_at=created)
+    store.insert_orders(orders)
+    store.mark_processed(VIP, [(s, created + 0.010, created + 0.012) for s in _seqs(orders, VIP)], "w")
+    with ThreadPoolExecutor(1) as pool:
+        mine = latency_apart(pool, opener,
+                             store.fence() or Fence("none", 0)).result()
+        theirs = latency_apart(pool, opener,
+                               Fence("another-run", 0)).result()
+    assert mine is not None and mine.vip.wait.count == len(_seqs(orders, VIP))
+    assert mine.vip.wait.p50_ms == pytest.approx(10.0, abs=1.5)
+    assert mine.normal.wait.count in (0, None)
+    assert theirs is None
