@@ -86,9 +86,10 @@ def _latency_on(open_handle: Callable[[], Store], fence: Fence) -> Latency | Non
     try:
         store = open_handle()
         try:
-            if store.fence() != fence:  # not the run's store any more (taken over, replaced)
+            found = store.fence()
+            if found != fence:  # not the run's store any more (taken over, replaced)
                 log.warning("the run's latency was not computed: the store is no longer the "
-                            "run's (fence %s)", store.fence())
+                            "run's (fence %s)", found)
                 return None
             return latency(store)
         finally:

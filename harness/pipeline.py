@@ -590,8 +590,12 @@ class Pipeline:
         if store_down:
             return Measured(windows=None, total_s=total_s, memory=memory)
         with ThreadPoolExecutor(1, thread_name_prefix="latency") as pool:
-            apart = latency_apart(pool, lambda: open_store(self.settings),
-                                  Fence(self.run_id, self.epoch))
+            try:  # a store file removed under the run: opening its path would make a new one
+                self.store.verify()
+                apart = latency_apart(pool, lambda: open_store(self.settings),
+                                      Fence(self.run_id, self.epoch))
+            except StoreError:
+                apart = None
             try:
                 windows = self.store.windows()
                 tally = None if phase is Phase.DONE else self.store.tally()

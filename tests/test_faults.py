@@ -481,6 +481,9 @@ def test_a_write_queued_on_the_sqlite_lock_goes_in_once_it_is_released(settings:
         holder.join(10)
     assert released_at and wrote_at > released_at[0]
     assert store.count_orders() == 100
+    # The wait switched SQLite's own busy timeout off around BEGIN: it is back for the reads.
+    waiting_ms = store._db.execute("PRAGMA busy_timeout").fetchone()[0]  # type: ignore[attr-defined]
+    assert waiting_ms == int(settings.store_timeout_s * 1000)
     store.close()
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -21,6 +22,7 @@ from harness import history
 from harness import queue as rq_queue
 from harness.cli import main
 from harness.config import Settings
+from harness.datatypes import LockHolder
 from harness.launch import child_env
 from harness.lock import LOCK_KEY
 from harness.orders import NORMAL, VIP, id_prefix
@@ -28,6 +30,7 @@ from harness.pipeline import Progress, run
 from harness.state import Phase
 from harness.status import get_status
 from harness.store import open_store, sqlite_path
+from harness.supervision import VANISHED_AFTER_S, Supervisor
 
 
 @pytest.fixture
@@ -163,6 +166,29 @@ def test_a_batch_that_vanished_with_its_worker_is_enqueued_again(
     jobs = record.counts.jobs.vip if priority == VIP else record.counts.jobs.normal
     assert jobs > (-(-record.counts.vip // slow.orders_per_job) if priority == VIP
                    else -(-record.counts.normal // slow.orders_per_job))  # enqueued again
+
+
+def test_a_stall_with_nothing_pending_scans_the_store_at_most_once_a_vanish_period(
+    settings: Settings, redis_conn: Redis
+) -> None:
+    """Orders missing, nothing in flight, no dead letter: the coordinator looks for pending
+    orders to enqueue again. One such look that finds none reads every order (0.15 s at 1M
+    on SQLite, whose orders have no status index), and a stall lasts up to stuck_after_s, so
+    it looks again only after VANISHED_AFTER_S, however often the drain loop checks."""
+    scans: list[float] = []
+
+    def requeue(priority: str) -> int:
+        scans.append(time.monotonic())
+        return 0
+
+    sup = Supervisor(settings, redis_conn, LockHolder.mine("r"), 0, lambda: None, requeue)
+    stalled_since: float | None = time.monotonic() - 10 * VANISHED_AFTER_S
+    started = time.monotonic()
+    for _ in range(30):  # the drain loop checks every RETRY_CHECK_S; here back to back
+        stalled_since = sup.look_after_batches(VIP, 100, stalled_since)
+    elapsed = time.monotonic() - started
+    assert stalled_since is not None  # still stalled: nothing was found
+    assert 1 <= len(scans) <= 1 + elapsed / VANISHED_AFTER_S, (len(scans), elapsed)
 
 
 def test_a_store_file_removed_mid_run_fails_the_run_clearly(slow: Settings, redis_conn: Redis) -> None:

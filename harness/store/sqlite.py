@@ -1,10 +1,10 @@
 """The embedded default store: stdlib sqlite3 in WAL mode, one file under the data folder.
 
 WAL lets the coordinator and every worker process read while one of them writes, and
-writers queue on SQLite's lock (``busy_timeout``) instead of failing. Orders are keyed by
-``seq`` (INTEGER PRIMARY KEY, the rowid), so a worker's batched update walks the table in
-key order; the UUID ``id`` has its own unique index as in MongoDB, and nothing else is
-indexed (the comment above ORDERS_SCHEMA says why).
+writers queue on SQLite's lock (up to the store's timeout, see ``_begin_write``) instead of
+failing. Orders are keyed by ``seq`` (INTEGER PRIMARY KEY, the rowid), so a worker's batched
+update walks the table in key order; the UUID ``id`` has its own unique index as in MongoDB,
+and nothing else is indexed (the comment above ORDERS_SCHEMA says why).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ ORDER_COLUMNS = (
 # reads they served are scans either way (windows, latency, per-bin counts: every processed
 # row) or page through the table by seq (pending_seqs, a resume's and the floor's: 10 ms a page
 # of 10,000; a pass that finds none, 0.15 s at 1M), and the tally of a stopped run is one scan
-# (0.46 s at 1M). created_at was never read.
+# (0.46 s at 1M). No query filters or sorts on created_at (the wait latency only reads it).
 ORDERS_SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS orders (
     seq          INTEGER PRIMARY KEY,
@@ -138,6 +138,9 @@ class SQLiteStore:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             for pragma in PRAGMAS:
                 self._db.execute(pragma)
+            # What _begin_write restores: the timeout sqlite3.connect set, exactly.
+            waited = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
+            self._busy_timeout = f"PRAGMA busy_timeout = {int(waited)}"
             for statement in SCHEMA:
                 self._db.execute(statement)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(orders)")}
@@ -172,8 +175,8 @@ class SQLiteStore:
         the store; return the rows the first one changed. One transaction per batch is also
         the difference between 1k and 80k rows/s."""
         db = self._db
-        self._begin_write()
         try:
+            self._begin_write()
             current = self._read_fence()
             if fence is None or current != fence:
                 raise stale(fence, current)
@@ -195,7 +198,11 @@ class SQLiteStore:
         ~30 ms chunk insert learns that the lock is free up to ~15 ms late, and the lock idles
         meanwhile. Here a waiter tries again after 0.1, 0.2, 0.4, 0.8, then every 1 ms (a try
         is a few system calls). Measured, 1M orders, 2 workers, alternating, 4 runs each: the
-        NORMAL window 2.09-2.36 s -> 1.99-2.07 s, the run 6.03-6.32 s -> 5.86-6.21 s."""
+        NORMAL window 2.09-2.36 s -> 1.99-2.07 s, the run 6.03-6.32 s -> 5.86-6.21 s.
+
+        Callers call it inside their ``try`` that rolls back: an exception raised between
+        the BEGIN and their own code (a signal's, such as RQ's job timeout) must not leave
+        the handle holding the lock."""
         db = self._db
         deadline = time.monotonic() + self.timeout
         pause = LOCK_POLL_FIRST_S
@@ -211,12 +218,12 @@ class SQLiteStore:
                 time.sleep(pause)
                 pause = min(pause * 2, LOCK_POLL_MAX_S)
         finally:
-            db.execute(f"PRAGMA busy_timeout = {round(self.timeout * 1000)}")
+            db.execute(self._busy_timeout)
 
     def claim(self, run_id: str) -> Fence:
         db = self._db
-        self._begin_write()
         try:
+            self._begin_write()
             current = self._read_fence()
             fence = Fence(run_id, current.epoch + 1 if current and current.run_id == run_id else 0)
             db.execute("INSERT OR REPLACE INTO fence (id, run_id, epoch) VALUES (1, ?, ?)",
@@ -282,8 +289,10 @@ class SQLiteStore:
     def ping(self) -> None:
         # Takes the write lock and lets it go: a reader would pass while another process
         # holds the database locked, and a locked store is one the run cannot use.
-        self._begin_write()
-        self._db.execute("ROLLBACK")
+        try:
+            self._begin_write()
+        finally:
+            _rollback(self._db)
 
     def verify(self) -> None:
         try:
@@ -372,8 +381,8 @@ class SQLiteStore:
 
     def close_run(self, record: RunRecord) -> bool:
         db = self._db
-        self._begin_write()
         try:
+            self._begin_write()
             stored = db.execute("SELECT record FROM process_runs WHERE run_id = ?",
                                 (record.run_id,)).fetchone()
             if stored is not None and json.loads(stored[0]).get("phase") not in ACTIVE:
