@@ -23,6 +23,28 @@ pytestmark = pytest.mark.skipif(
     reason="needs root and a cgroup cpu controller")
 
 
+def _alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie; a process reaped meanwhile is not alive."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return _alive(psutil.Process(pid))
+    except psutil.Error:
+        return False
+
+
+def _group_of(pid: int) -> list[Path]:
+    """Where slow-day ``pid`` made its group (cgroup v2 or v1), if it is still there."""
+    name = f"harness-slow-day-{pid}"
+    return [g for g in (Path("/sys/fs/cgroup") / name, Path("/sys/fs/cgroup/cpu") / name)
+            if g.exists()]
+
+
 def _busy_loops() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"])
             if (p.info["cmdline"] or [])[-1:] == ["while True: pass"]]
@@ -41,7 +63,7 @@ def test_a_command_runs_beside_capped_busy_loops_and_its_status_is_kept(tmp_path
     pids = [int(line) for line in seen.read_text().split()]
     assert len(pids) == (os.cpu_count() or 1)  # one loop per core, in the group while it ran
     assert not Path(group[1]).exists()  # the group is gone
-    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not [p for p in pids if _pid_alive(p)]
 
 
 def test_the_busy_loops_die_with_the_script_even_when_it_is_killed() -> None:
@@ -58,15 +80,13 @@ def test_the_busy_loops_die_with_the_script_even_when_it_is_killed() -> None:
         assert len(loops) == (os.cpu_count() or 1)
         script.send_signal(signal.SIGKILL)
         script.wait(30)
-        wait_for(lambda: not [p for p in loops if p.is_running() and p.status() != "zombie"],
+        wait_for(lambda: not [p for p in loops if _alive(p)],
                  "the busy loops to die with the script", 30)
         # Its group outlived it (SIGKILL skips the cleanup); the next slow-day removes it.
-        left = [g for g in Path("/sys/fs/cgroup").glob("**/harness-slow-day-*")
-                if g.name == f"harness-slow-day-{script.pid}"]
-        assert left
+        assert _group_of(script.pid)
         subprocess.run([sys.executable, str(SCRIPT), "--", "true"], capture_output=True,
                        timeout=60, check=True)
-        assert not [g for g in left if g.exists()]
+        assert not _group_of(script.pid)
     finally:
         for child in children:  # the command itself outlives a SIGKILLed script, as under nice
             with contextlib.suppress(psutil.Error):
