@@ -1,14 +1,16 @@
 """RQ queues and batch jobs.
 
 RQ costs a few milliseconds per job whatever the job carries, so a job carries a batch of
-order seqs (``orders_per_job``; 1 reproduces the original's one job per order). Jobs are
-enqueued many at a time in one Redis pipeline.
+order seqs (``orders_per_job``; 1 reproduces the original's one job per order), packed
+(:class:`Seqs`). Jobs are enqueued many at a time in one Redis pipeline.
 """
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
 from typing import Any, TypeVar
 
 from redis import Redis
@@ -51,6 +53,56 @@ CLOSE_KEY = "harness:close"
 CLOSE_TTL_S = 3_600
 
 
+class Seqs:
+    """A batch's order seqs as its job carries them: the first seq, then each step to the
+    next as one byte (what :func:`pack` makes of ascending seqs that lie close together).
+
+    Why: RQ pickles a job's arguments and zlib-compresses them, and saves the job again
+    when it finishes; 5,000 seqs above 65,535 pickle to 25 KB of poorly compressible ints.
+    Measured in a 1M run (200 jobs of 5,000): zlib.compress took 0.48 s of the coordinator's
+    CPU and as much again in the workers. Packed, a job's data is ~5 KB (1 KB compressed),
+    packing 0.13 ms and unpacking 0.09 ms a job. Behaves as a read-only sequence: ``len``,
+    iteration in order, equality with another ``Seqs``."""
+
+    __slots__ = ("first", "steps")
+
+    def __init__(self, first: int, steps: bytes) -> None:
+        self.first, self.steps = first, steps
+
+    def __len__(self) -> int:
+        return len(self.steps) + 1
+
+    def __iter__(self) -> Iterator[int]:
+        return accumulate(self.steps, initial=self.first)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Seqs) and (self.first, self.steps) == (other.first, other.steps)
+
+    def __hash__(self) -> int:
+        return hash((self.first, self.steps))
+
+    def __reduce__(self) -> tuple[type[Seqs], tuple[int, bytes]]:
+        return Seqs, (self.first, self.steps)
+
+    def __repr__(self) -> str:
+        return f"Seqs({len(self)} from {self.first})"
+
+
+def pack(seqs: Sequence[int]) -> Seqs | list[int]:
+    """``seqs`` as a job carries them: a :class:`Seqs` when they ascend in steps of 1 to
+    255 (a run's batches: VIP orders are ~1 in 4, NORMAL ones 3 in 4), else a plain list
+    (any other batch: a resumed run's pending seqs may lie far apart)."""
+    if not seqs:
+        return []
+    try:
+        steps = bytes(map(operator.sub, seqs[1:], seqs[:-1]))
+    except ValueError:  # a step outside 0..255
+        return list(seqs)
+    if 0 in steps:  # not strictly ascending
+        return list(seqs)
+    return Seqs(seqs[0], steps)
+
+
 def queues(conn: Redis) -> dict[str, Queue]:
     return {p: Queue(name, connection=conn) for p, name in QUEUE_NAMES.items()}
 
@@ -81,7 +133,7 @@ def enqueue_batches(
              if retry_intervals else None)
     datas = [
         Queue.prepare_data(
-            func, args=(run_id, priority, list(batch), epoch), timeout=timeout,
+            func, args=(run_id, priority, pack(batch), epoch), timeout=timeout,
             result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, retry=retry,
             description=f"{priority} batch of {len(batch)} ({run_id})",
         )

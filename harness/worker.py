@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -71,7 +72,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def process_batch(run_id: str, priority: str, seqs: list[int], epoch: int = 0) -> int:
+def process_batch(run_id: str, priority: str, seqs: Sequence[int], epoch: int = 0) -> int:
     """Process one batch: mark its orders processed, then count them in Redis.
 
     Returns how many orders this try moved from pendente to processado. A job from a run
@@ -86,6 +87,7 @@ def process_batch(run_id: str, priority: str, seqs: list[int], epoch: int = 0) -
     """
     job = get_current_job()
     assert job is not None, "process_batch runs inside an RQ worker"
+    todo = list(seqs)  # packed by the coordinator (harness.queue.Seqs), or a plain list
     state = RunState(job.connection)
     ctx = state.job_context(run_id, epoch, job.id)
     if not ctx.current or ctx.cancelled:
@@ -93,15 +95,15 @@ def process_batch(run_id: str, priority: str, seqs: list[int], epoch: int = 0) -
                  priority, run_id, ctx.current, ctx.cancelled)
         return 0
     _process_store().bind(Fence(run_id, epoch))  # a write after another run claimed the store fails
-    batch = _Batch(state, run_id, epoch, priority, job.id, ctx.attempt, seqs)
+    batch = _Batch(state, run_id, epoch, priority, job.id, ctx.attempt, todo)
     if ctx.attempt > 1:
-        docs = _process_store().get_orders(seqs)
+        docs = _process_store().get_orders(todo)
         batch.done_in_job = batch.processed_here(docs)
-        seqs = [d["seq"] for d in docs if d["status"] == PENDING]
+        todo = [d["seq"] for d in docs if d["status"] == PENDING]
         log.warning("try %d of a %s batch of run %s: %d order(s) already processed, %d left",
-                    ctx.attempt, priority, run_id, batch.done_in_job, len(seqs))
+                    ctx.attempt, priority, run_id, batch.done_in_job, len(todo))
     try:
-        return _work(batch, seqs, ctx.work_ms)
+        return _work(batch, todo, ctx.work_ms)
     except StaleRun as exc:  # this job's run no longer owns the store: nothing to retry
         log.warning("%s batch of run %s stopped: %s", priority, run_id, exc)
         return batch.moved
