@@ -339,3 +339,24 @@ def test_a_run_sized_batch_packs_to_a_fifth() -> None:
     packed = pack(batch)
     assert isinstance(packed, Seqs) and packed == pack(list(batch))
     assert len(pickle.dumps(packed)) * 4 < len(pickle.dumps(batch))
+
+
+def test_generation_pauses_garbage_collection_and_gives_it_back() -> None:
+    """Collections are off while orders are made and stored, and back as they were after,
+    also when the generation fails; a process that had them off keeps them off."""
+    import gc
+
+    from harness.producer import collections_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collections_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("the store went away")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collections_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
