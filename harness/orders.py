@@ -13,10 +13,16 @@ ordered ones, and the gap grows with N. MongoDB's B-tree indexes gain the same w
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import itertools
 import random
 import time
-from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from harness.config import TIERS
 
@@ -126,6 +132,110 @@ def generate_chunk(
         )))
         seq += 1
     return orders
+
+
+# From this many orders a run makes its chunks with numpy (when installed: the worker image
+# has no numpy). Loading numpy costs 65-100 ms of the coordinator's start, and the vectorized
+# generator saves ~0.8 us an order: it pays from ~100,000 orders.
+VECTORIZE_FROM = 300_000
+ChunkMaker = Callable[..., list[Order]]
+
+
+def chunk_maker(quantity: int) -> ChunkMaker:
+    """How a run of ``quantity`` orders makes its chunks: :func:`vectorized_chunk` for a large
+    run where numpy is installed, else :func:`generate_chunk`; the same orders either way.
+    Call it before forking, so that a forked process inherits numpy loaded."""
+    if quantity >= VECTORIZE_FROM and importlib.util.find_spec("numpy") is not None:
+        import numpy  # noqa: F401  (loaded here, once)
+
+        return vectorized_chunk
+    return generate_chunk
+
+
+def vectorized_chunk(
+    seed: int, start: int, count: int, weights: Sequence[float], created_at: float | None = None
+) -> list[Order]:
+    """:func:`generate_chunk` with numpy: the same orders, byte for byte, for a third of the CPU.
+
+    Why: generation is the largest piece of a run's CPU outside the store (1M orders: 1.4-1.5 s
+    in pure Python, without garbage collection), and on a busy machine every process of a run
+    takes CPU from the one holding the store's write lock. Vectorized: 0.61-0.65 s.
+
+    How it stays equal (``tests/test_orders.py`` compares it with the plain loop): numpy's
+    legacy ``RandomState`` is the same Mersenne Twister as :mod:`random`, seeded the same
+    way (``init_by_array`` of the seed string's bytes and SHA-512, as ``random.seed`` does
+    with a str), and its doubles are made from two 32-bit words as ``random()`` makes them.
+    So the tiers are ``choices``' draws (``random() * total`` against the cumulative weights,
+    as ``bisect``), and each order's ``getrandbits(106)`` is the next four words, the last
+    shifted right by 22. The fields take that 106-bit number modulo a table size, which is
+    done on its 32-bit words (Horner's rule: every partial product stays below 2**64).
+    """
+    import numpy as np
+
+    rng = np.random.RandomState(_seed_words(f"{seed}/{start}"))
+    cumulative = list(itertools.accumulate(weights))
+    draws = rng.random_sample(count) * (cumulative[-1] + 0.0)
+    index = np.minimum(np.searchsorted(np.array(cumulative), draws, side="right"), len(TIERS) - 1)
+    words = rng.randint(0, 2**32, size=4 * count, dtype=np.uint64).reshape(count, 4)
+    r = [words[:, 0], words[:, 1], words[:, 2], words[:, 3] >> np.uint64(22)]  # low word first
+    nf, nl = len(FIRST_NAMES), len(LAST_NAMES)
+    name = _modulo(r, nf) * np.uint64(nl) + _modulo(_shifted(r, 8), nl)
+    valor = (_modulo(_shifted(r, 16), 999_001) + np.uint64(1_000)).astype(np.float64) / 100
+    seqs = np.arange(start, start + count, dtype=np.uint64)
+    low = (np.uint64(0x2 << 62) | (seqs & np.uint64(0xFFFFF)) << np.uint64(42) | r[2]
+           | r[3] << np.uint64(32))  # variant | seq low 20 | noise 42 (r >> 64)
+    p = f"{id_prefix(seed):012x}"
+    ids = np.empty((count, 36), dtype=np.uint8)
+    ids[:, :15] = np.frombuffer(f"{p[:8]}-{p[8:]}-8".encode(), dtype=np.uint8)
+    ids[:, 15:18] = _hex_digits(seqs >> np.uint64(20), 3)
+    ids[:, [18, 23]] = ord("-")
+    digits = _hex_digits(low, 16)
+    ids[:, 19:23], ids[:, 24:] = digits[:, :4], digits[:, 4:]
+    tiers = np.array(TIERS, dtype=object)[index]
+    priorities = np.array([VIP if t == "DIAMANTE" else NORMAL for t in TIERS], dtype=object)[index]
+    now = time.time() if created_at is None else created_at
+    return list(map(_tuple_new, itertools.repeat(Order), zip(
+        range(start, start + count), ids.view("S36").ravel().astype("U36").tolist(),
+        np.array(NAMES, dtype=object)[name.astype(np.intp)].tolist(), valor.tolist(),
+        tiers.tolist(), priorities.tolist(), itertools.repeat(INITIAL_NOTE),
+        itertools.repeat(PENDING), itertools.repeat(now), strict=False)))
+
+
+def _seed_words(key: str) -> np.ndarray[Any, Any]:
+    """The 32-bit words, low first, that ``random.seed(key)`` hands ``init_by_array``."""
+    import numpy as np
+
+    data = key.encode()
+    n = int.from_bytes(data + hashlib.sha512(data).digest(), "big")
+    return np.frombuffer(n.to_bytes((n.bit_length() + 31) // 32 * 4, "little"), dtype="<u4")
+
+
+def _shifted(words: list[np.ndarray[Any, Any]], bits: int) -> list[np.ndarray[Any, Any]]:
+    """The 32-bit words (low first) of the number ``words`` hold, shifted right by ``bits``."""
+    import numpy as np
+
+    mask, k = np.uint64(0xFFFFFFFF), np.uint64(bits)
+    return [(w >> k | nxt << np.uint64(32 - bits)) & mask
+            for w, nxt in itertools.pairwise(words)] + [words[-1] >> k]
+
+
+def _modulo(words: list[np.ndarray[Any, Any]], m: int) -> np.ndarray[Any, Any]:
+    """The number ``words`` hold (32-bit words, low first), modulo ``m`` < 2**32."""
+    import numpy as np
+
+    base, mod = np.uint64((1 << 32) % m), np.uint64(m)
+    acc = np.zeros_like(words[0])
+    for w in reversed(words):
+        acc = (acc * base + w % mod) % mod
+    return acc
+
+
+def _hex_digits(values: np.ndarray[Any, Any], width: int) -> np.ndarray[Any, Any]:
+    """Each value's last ``width`` hex digits, lowercase, as ASCII codes (one row a value)."""
+    import numpy as np
+
+    shifts = np.arange(4 * (width - 1), -1, -4, dtype=np.uint64)
+    return np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[(values[:, None] >> shifts) & np.uint64(15)]
 
 
 def seqs_of(

@@ -117,3 +117,37 @@ def test_seqs_of_a_priority_are_the_generators_paged_like_the_store(priority: st
     pages = list(seqs_of(priority, 11, 23_456, 1_000, weights, page=700))
     assert [s for page in pages for s in page] == made
     assert all(len(page) == 700 for page in pages[:-1]) and 0 < len(pages[-1]) <= 700
+
+
+@pytest.mark.parametrize(("seed", "start", "count", "weights"), [
+    (11, 0, 1_500, [4.0, 3.0, 2.0, 1.0]),
+    (11, 2**20 - 700, 1_500, [4.0, 3.0, 2.0, 1.0]),  # seq crosses into the id's next 12 bits
+    (5, 2**32 - 1_000, 1_000, EQUAL),  # the last seqs a run can have
+    (0, 7 * 2**20 + 3, 333, [0, 0, 3, 1]),  # a tier never drawn
+    (-3, 10, 1, [0.1, 0.2, 0.3, 0.4]),
+    (9, 5, 0, EQUAL),
+    (2**40, 990_000, 10_000, [5.0, 10.0, 25.0, 60.0]),
+])
+def test_the_vectorized_generator_gives_exactly_the_plain_generators_orders(
+        seed: int, start: int, count: int, weights: list[float]) -> None:
+    """numpy's Mersenne Twister, seeded as `random` seeds it, and the fields' arithmetic on
+    32-bit words: the same orders, byte for byte, as the reference loop."""
+    from harness.orders import vectorized_chunk
+
+    made = vectorized_chunk(seed, start, count, weights, created_at=5.0)
+    assert made == _plain_chunk(seed, start, count, weights)
+    assert all(type(o) is Order for o in made)
+
+
+def test_a_large_run_makes_its_chunks_with_numpy_unless_it_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from harness.orders import VECTORIZE_FROM, chunk_maker, vectorized_chunk
+
+    assert chunk_maker(VECTORIZE_FROM) is vectorized_chunk
+    assert chunk_maker(VECTORIZE_FROM - 1) is generate_chunk  # numpy's load would not pay
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "numpy" else found(name, *a))
+    assert chunk_maker(10 * VECTORIZE_FROM) is generate_chunk  # the worker image: no numpy
