@@ -2,7 +2,8 @@
 
 Each chunk draws from its own ``random.Random`` seeded by (run seed, chunk start), so any
 chunk can be made again on its own, byte for byte, without generating the ones before it.
-Memory is bounded by one chunk whatever the quantity.
+Memory is bounded by one chunk whatever the quantity. A large run makes the same chunks with
+numpy when it is installed (:func:`chunk_maker`, :func:`vectorized_chunk`).
 
 Order ids are UUIDs whose leading bits grow with ``seq`` (RFC 9562 version 8, laid out like
 a version 7 UUID with the run's seed in place of the clock). Random version-4 ids scatter
