@@ -90,7 +90,9 @@ class Progress:
 
     @property
     def rate(self) -> float | None:
-        return self.processed / self.elapsed_s if self.elapsed_s else None
+        """Rounded to 0.1/s as the record's overall rate is: formatted without decimals, an
+        unrounded 17,234.54 read 17,235 where the summary's 17,234.5 read 17,234."""
+        return round(self.processed / self.elapsed_s, 1) if self.elapsed_s else None
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -59,3 +59,13 @@ def test_a_terminal_gets_the_bar() -> None:
     with ProgressBar(1_000, out) as bar:
         bar(Progress(Phase.DONE, 1_000, 1_000, 1_000, 0.25))
     assert "|" in out.getvalue() and "4,000 orders/s" in out.getvalue()
+
+
+def test_the_last_rate_reads_as_the_summarys_on_a_rounding_edge() -> None:
+    """The summary formats the record's rate, rounded to 0.1/s; the bar's, formatted from
+    the same division, must not round a second way (17,234.54/s read 17,235 vs 17,234)."""
+    from harness import numbers
+
+    elapsed = 2_000 / 17_234.54
+    summary = numbers.count(round(2_000 / elapsed, 1))  # as the record's throughput.overall
+    assert numbers.rate(Progress(Phase.DONE, 2_000, 2_000, 2_000, elapsed).rate) == f"{summary} orders/s"
