@@ -52,7 +52,7 @@ BENCH_SEED = 1
 Report = Callable[[str], None]
 
 
-def empty_job(run_id: str, priority: str, seqs: Sequence[int], epoch: int = 0) -> int:
+def empty_job(run_id: str, priority: str, seqs: list[int] | rq_queue.Seqs, epoch: int = 0) -> int:
     """A job that carries a batch like a real one and does nothing: RQ's cost alone."""
     return len(seqs)
 

@@ -137,7 +137,8 @@ def generate_chunk(
 
 # From this many orders a run makes its chunks with numpy (when installed: the worker image
 # has no numpy). Loading numpy costs 65-100 ms of the coordinator's start, and the vectorized
-# generator saves ~0.8 us an order: it pays from ~100,000 orders.
+# generator saves ~0.8 us an order: it pays from ~100,000 orders, and from 300,000 the 100k
+# runs (the BullMQ comparison's size) and the fixed costs' small runs start without it.
 VECTORIZE_FROM = 300_000
 ChunkMaker = Callable[..., list[Order]]
 
@@ -156,7 +157,7 @@ def chunk_maker(quantity: int) -> ChunkMaker:
 def vectorized_chunk(
     seed: int, start: int, count: int, weights: Sequence[float], created_at: float | None = None
 ) -> list[Order]:
-    """:func:`generate_chunk` with numpy: the same orders, byte for byte, for a third of the CPU.
+    """:func:`generate_chunk` with numpy: the same orders, byte for byte, for under half the CPU.
 
     Why: generation is the largest piece of a run's CPU outside the store (1M orders: 1.4-1.5 s
     in pure Python, without garbage collection), and on a busy machine every process of a run
@@ -173,9 +174,12 @@ def vectorized_chunk(
     """
     import numpy as np
 
-    rng = np.random.RandomState(_seed_words(f"{seed}/{start}"))
     cumulative = list(itertools.accumulate(weights))
-    draws = rng.random_sample(count) * (cumulative[-1] + 0.0)
+    total = cumulative[-1] + 0.0 if cumulative else 0.0
+    if len(cumulative) != len(TIERS) or not 0.0 < total < float("inf"):  # as choices() refuses
+        raise ValueError(f"weights must be {len(TIERS)} with a finite total above 0: {weights}")
+    rng = np.random.RandomState(_seed_words(f"{seed}/{start}"))
+    draws = rng.random_sample(count) * total
     index = np.minimum(np.searchsorted(np.array(cumulative), draws, side="right"), len(TIERS) - 1)
     words = rng.randint(0, 2**32, size=4 * count, dtype=np.uint64).reshape(count, 4)
     r = [words[:, 0], words[:, 1], words[:, 2], words[:, 3] >> np.uint64(22)]  # low word first

@@ -66,8 +66,8 @@ def collections_paused() -> Iterator[None]:
     makes meanwhile waits for the first collection after (a 1M run: 14 objects). The state
     is restored however the block ends."""
     was = gc.isenabled()
-    gc.disable()
     try:
+        gc.disable()
         yield
     finally:
         if was:

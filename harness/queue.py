@@ -61,8 +61,9 @@ class Seqs:
     when it finishes; 5,000 seqs above 65,535 pickle to 25 KB of poorly compressible ints.
     Measured in a 1M run (200 jobs of 5,000): zlib.compress took 0.48 s of the coordinator's
     CPU and as much again in the workers. Packed, a job's data is ~5 KB (1 KB compressed),
-    packing 0.13 ms and unpacking 0.09 ms a job. Behaves as a read-only sequence: ``len``,
-    iteration in order, equality with another ``Seqs``."""
+    packing 0.13 ms and unpacking 0.09 ms a job. A sized iterable: ``len``, iteration in
+    order, equality with another ``Seqs``. Its class is pickled by name, so coordinator and
+    workers must run the same harness (an older worker cannot unpickle such a job)."""
 
     __slots__ = ("first", "steps")
 
@@ -89,11 +90,11 @@ class Seqs:
 
 
 def pack(seqs: Sequence[int]) -> Seqs | list[int]:
-    """``seqs`` as a job carries them: a :class:`Seqs` when they ascend in steps of 1 to
+    """``seqs`` as a job carries them: a :class:`Seqs` when two or more ascend in steps of 1 to
     255 (a run's batches: VIP orders are ~1 in 4, NORMAL ones 3 in 4), else a plain list
     (any other batch: a resumed run's pending seqs may lie far apart)."""
-    if not seqs:
-        return []
+    if len(seqs) < 2:  # nothing to gain (one order per job: `-j 1`)
+        return list(seqs)
     try:
         steps = bytes(map(operator.sub, seqs[1:], seqs[:-1]))
     except ValueError:  # a step outside 0..255

@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -32,7 +31,7 @@ from harness.connection import Timed, connect_redis
 from harness.errors import StaleRun
 from harness.listener import StoppingWorker
 from harness.orders import PENDING, PROCESSED
-from harness.queue import LISTEN_ORDER, close_requested_since
+from harness.queue import LISTEN_ORDER, Seqs, close_requested_since
 from harness.quiet import EXPECTED, STOPS_A_POOL, QuietWorker, describe, install
 from harness.state import RunState
 from harness.store import Fence, Store, open_store
@@ -72,7 +71,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def process_batch(run_id: str, priority: str, seqs: Sequence[int], epoch: int = 0) -> int:
+def process_batch(run_id: str, priority: str, seqs: list[int] | Seqs, epoch: int = 0) -> int:
     """Process one batch: mark its orders processed, then count them in Redis.
 
     Returns how many orders this try moved from pendente to processado. A job from a run

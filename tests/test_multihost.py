@@ -385,9 +385,10 @@ def test_workers_on_a_second_host_run_it_and_survive_being_killed(
 
 
 def _writing(settings: Settings) -> bool:
-    """Whether a connection to the run's database is inside a transaction: the store's
-    connections are in autocommit except while they write, so one is mid-write (a frozen
-    worker's stays so; the coordinator's, a moment later, is not)."""
+    """Whether any connection to the run's database is inside a transaction: the store's
+    connections are in autocommit except while they write, so one is mid-write. A frozen
+    worker's would stay so; when this says yes (the frozen worker's, or another's for a
+    moment), the freeze is undone and tried again on a later look."""
     import psycopg
 
     database = urlsplit(settings.database_url or "").path.lstrip("/")

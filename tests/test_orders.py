@@ -151,3 +151,12 @@ def test_a_large_run_makes_its_chunks_with_numpy_unless_it_is_missing(
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "numpy" else found(name, *a))
     assert chunk_maker(10 * VECTORIZE_FROM) is generate_chunk  # the worker image: no numpy
+
+
+@pytest.mark.parametrize("weights", [[0, 0, 0, 0], [1.0, 2.0], [1, 1, 1, float("inf")]])
+def test_both_generators_refuse_weights_that_choices_refuses(weights: list[float]) -> None:
+    from harness.orders import vectorized_chunk
+
+    for make in (generate_chunk, vectorized_chunk):
+        with pytest.raises(ValueError):
+            make(1, 0, 10, weights)

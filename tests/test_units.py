@@ -314,7 +314,7 @@ def test_a_git_check_that_overruns_its_deadline_leaves_no_index_lock(tmp_path: P
 def test_a_jobs_seqs_come_back_as_they_were_packed(seqs: list[int]) -> None:
     """Whatever a batch holds (a run's close-together seqs, or a resumed run's scattered,
     unordered ones), the job carries it back exactly, also through pickle (as RQ stores
-    it); only ascending steps of 1 to 255 are packed."""
+    it); only two or more seqs ascending in steps of 1 to 255 are packed."""
     import pickle
 
     from harness.queue import Seqs, pack
@@ -324,7 +324,7 @@ def test_a_jobs_seqs_come_back_as_they_were_packed(seqs: list[int]) -> None:
         carried = pickle.loads(pickle.dumps(packed))
         assert list(carried) == batch and len(carried) == len(batch)
         steps = [b - a for a, b in itertools.pairwise(batch)]
-        assert isinstance(packed, Seqs) == (bool(batch) and all(1 <= s <= 255 for s in steps))
+        assert isinstance(packed, Seqs) == (len(batch) > 1 and all(1 <= s <= 255 for s in steps))
 
 
 def test_a_run_sized_batch_packs_to_a_fifth() -> None:
