@@ -1,10 +1,11 @@
 """Generating and storing a run's orders: two processes on alternate chunks, stored in order.
 
-Why: generation is Python (1M orders: 1.6 s; vectorized, 0.6 s) and, in one process, serial with the
-inserts (4.4 s of store floor): a 1M run spent 1.6 s generating while the store waited. A
-thread does not help (``executemany`` binds rows under the GIL: measured, the inserts slowed
-by as much as generation was hidden). So a second process, forked from the coordinator,
-makes every other chunk: while one process inserts chunk k, the other generates chunk k+1.
+Why: generation is CPU (1M orders: 1.6 s in Python, 0.6 s vectorized) and, in one process,
+serial with the inserts (4.4 s of store floor): a 1M run spent 1.6 s generating while the
+store waited. A thread does not help (``executemany`` binds rows under the GIL: measured, the
+inserts slowed by as much as generation was hidden). So a second process, forked from the
+coordinator, makes every other chunk: while one process inserts chunk k, the other generates
+chunk k+1.
 
 Chunks are still stored strictly in order, each in one transaction: a process inserts its
 chunk only once the one before is committed (the coordinator says "go" to the helper; the
@@ -60,11 +61,8 @@ def collections_paused() -> Iterator[None]:
     holds only strings and numbers, so it cannot be in a cycle; the chunk goes when its
     insert is done, by reference count). Measured, 1M orders generated in a process with
     the coordinator's modules loaded: 1.80-1.93 s of CPU with collections, 1.43-1.47 s
-    without; with jobs' seqs packed too (harness.queue.Seqs), a 1M run's CPU, median of 4
-    alternating with the code before both: coordinator 4.86 -> 4.09 s, generator process
-    3.08 -> 2.58 s, workers 5.29 -> 5.08 s. Cyclic garbage that the rest of the process
-    makes meanwhile waits for the first collection after (a 1M run: 14 objects). The state
-    is restored however the block ends."""
+    without. Cyclic garbage that the rest of the process makes meanwhile waits for the first
+    collection after (a 1M run: 14 objects). The state is restored however the block ends."""
     was = gc.isenabled()
     try:
         gc.disable()

@@ -472,19 +472,21 @@ def test_a_write_queued_on_the_sqlite_lock_goes_in_once_it_is_released(settings:
     holder = threading.Thread(target=hold)
     holder.start()
     try:
-        assert held.wait(10)
-        threading.Timer(0.3, released.set).start()
-        store.insert_orders(generate_chunk(1, 0, 100, [1.0, 1.0, 1.0, 1.0]))
-        wrote_at = time.monotonic()
+        try:
+            assert held.wait(10)
+            threading.Timer(0.3, released.set).start()
+            store.insert_orders(generate_chunk(1, 0, 100, [1.0, 1.0, 1.0, 1.0]))
+            wrote_at = time.monotonic()
+        finally:
+            released.set()
+            holder.join(10)
+        assert released_at and wrote_at > released_at[0]
+        assert store.count_orders() == 100
+        # The wait switched SQLite's own busy timeout off around BEGIN: it is back for reads.
+        waiting_ms = store._db.execute("PRAGMA busy_timeout").fetchone()[0]  # type: ignore[attr-defined]
+        assert waiting_ms == int(settings.store_timeout_s * 1000)
     finally:
-        released.set()
-        holder.join(10)
-    assert released_at and wrote_at > released_at[0]
-    assert store.count_orders() == 100
-    # The wait switched SQLite's own busy timeout off around BEGIN: it is back for the reads.
-    waiting_ms = store._db.execute("PRAGMA busy_timeout").fetchone()[0]  # type: ignore[attr-defined]
-    assert waiting_ms == int(settings.store_timeout_s * 1000)
-    store.close()
+        store.close()
 
 
 def test_an_unavailable_store_mid_run_stops_it_within_5_seconds_and_resume_completes_it(
